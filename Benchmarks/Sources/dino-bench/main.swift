@@ -1,0 +1,1 @@
+print("dino-bench: not built yet")

@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Release builds carry the numeric code; `-enforce-exclusivity=unchecked` removes the dynamic
+// exclusivity checks that otherwise sit inside every kernel loop over class-owned buffers.
+let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+
+let package = Package(
+    name: "dino",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "DinoKernels", targets: ["DinoKernels"]),
+        .library(name: "DinoModel", targets: ["DinoModel"]),
+        .library(name: "DinoData", targets: ["DinoData"]),
+        .library(name: "DinoTraining", targets: ["DinoTraining"]),
+        .library(name: "DinoEval", targets: ["DinoEval"]),
+        .executable(name: "dino", targets: ["dino"]),
+        .executable(name: "dino-bench", targets: ["dino-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // MARK: Native libraries (Debian: libopenblas-dev, libturbojpeg0-dev, libpng-dev, zlib1g-dev)
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"]), .brew(["openblas"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"]), .brew(["jpeg-turbo"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+
+        // MARK: Library modules, bottom to top
+        .target(name: "DinoKernels", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "DinoModel", dependencies: ["DinoKernels"], swiftSettings: kernelSettings),
+        .target(name: "DinoData", dependencies: ["DinoKernels", "CTurboJPEG", "CPNG", "CZlib"],
+                swiftSettings: kernelSettings),
+        .target(name: "DinoTraining",
+                dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoEval",
+                               .product(name: "Yams", package: "Yams")],
+                swiftSettings: kernelSettings),
+        .target(name: "DinoEval", dependencies: ["DinoKernels", "DinoModel", "DinoData"],
+                swiftSettings: kernelSettings),
+
+        // MARK: Executables
+        .executableTarget(name: "dino",
+                          dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoEval",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(name: "dino-bench",
+                          dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Benchmarks/Sources/dino-bench", swiftSettings: kernelSettings),
+
+        // MARK: Tests
+        .target(name: "TestSupport", dependencies: ["DinoKernels", "DinoModel"], path: "Tests/TestSupport"),
+        .testTarget(name: "DinoKernelsTests", dependencies: ["DinoKernels", "TestSupport"]),
+        .testTarget(name: "DinoModelTests", dependencies: ["DinoKernels", "DinoModel", "TestSupport"]),
+        .testTarget(name: "DinoDataTests", dependencies: ["DinoData", "TestSupport"]),
+        .testTarget(name: "DinoTrainingTests",
+                    dependencies: ["DinoTraining", "DinoModel", "DinoData", "DinoEval", "TestSupport"]),
+        .testTarget(name: "DinoEvalTests", dependencies: ["DinoEval", "DinoData", "DinoModel", "TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,56 @@
+/// A fully connected layer, `y = x·Wᵀ + b`, on OpenBLAS sgemm.
+///
+/// Shapes: input `(M, K)`, weight `(N, K)` (PyTorch's `nn.Linear.weight` layout), bias `(N)`,
+/// output `(M, N)`. Mirrors `nn.Linear`.
+public enum Linear {
+    /// output = input·weightᵀ + bias.
+    public static func forward(
+        output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        rows m: Int, inputSize k: Int, outputSize n: Int
+    ) {
+        var beta: Float = 0
+        if let bias {
+            Parallel.forEachRange(m, grain: 256) { rows in
+                for r in rows { (output + r * n).update(from: bias, count: n) }
+            }
+            beta = 1
+        }
+        GEMM.multiply(transposeA: false, transposeB: true, m: m, n: n, k: k,
+                      a: input, lda: k, b: weight, ldb: k, beta: beta, c: output, ldc: n)
+    }
+
+    /// Accumulates gradients: dInput += dOutput·W, dWeight += dOutputᵀ·input, dBias += Σ_rows dOutput.
+    /// Any of the three outputs may be nil when it is not needed.
+    public static func backward(
+        dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
+        dBias: UnsafeMutablePointer<Float>?,
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        rows m: Int, inputSize k: Int, outputSize n: Int
+    ) {
+        if let dInput {
+            GEMM.multiply(transposeA: false, transposeB: false, m: m, n: k, k: n,
+                          a: dOutput, lda: n, b: weight, ldb: k, beta: 1, c: dInput, ldc: k)
+        }
+        if let dWeight {
+            GEMM.multiply(transposeA: true, transposeB: false, m: n, n: k, k: m,
+                          a: dOutput, lda: n, b: input, ldb: k, beta: 1, c: dWeight, ldc: k)
+        }
+        if let dBias { addColumnSums(dBias, dOutput, rows: m, columns: n) }
+    }
+
+    /// out[c] += Σ_r x[r, c]; split over columns so every sum runs in the same order on any thread count.
+    public static func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                     rows: Int, columns: Int) {
+        Parallel.forEachRange((columns + 63) / 64, grain: 1) { blocks in
+            let start = blocks.lowerBound * 64, end = min(columns, blocks.upperBound * 64)
+            let width = end - start
+            if width <= 0 { return }
+            let accumulator = UnsafeMutablePointer<Float>.allocate(capacity: width)
+            accumulator.initialize(repeating: 0, count: width)
+            for r in 0..<rows { axpy(accumulator, 1, x + r * columns + start, width) }
+            for c in 0..<width { out[start + c] += accumulator[c] }
+            accumulator.deallocate()
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import DinoKernels
+import Foundation
+
+/// ImageNet's per-channel statistics, the official default normalization.
+public let imageNetMean: [Float] = [0.485, 0.456, 0.406]
+public let imageNetStd: [Float] = [0.229, 0.224, 0.225]
+
+/// A self-describing backbone file: the tensors under the official `VisionTransformer` state-dict
+/// names and shapes, with the architecture and input normalization in the safetensors metadata
+/// (`dino.config`, `dino.mean`, `dino.std`).
+public struct BackboneCheckpoint {
+    public var config: ViTConfig
+    public var mean: [Float]
+    public var std: [Float]
+    public let layout: ParameterLayout
+    public let parameters: FloatBuffer
+
+    public init(config: ViTConfig, mean: [Float], std: [Float], parameters: FloatBuffer? = nil) {
+        self.config = config; self.mean = mean; self.std = std
+        layout = .backbone(config)
+        self.parameters = parameters ?? FloatBuffer(count: layout.count)
+        precondition(self.parameters.count == layout.count)
+    }
+
+    /// A freshly initialized backbone (official init).
+    public static func initialized(config: ViTConfig, mean: [Float], std: [Float], seed: UInt64) -> BackboneCheckpoint {
+        let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
+        var generator = RandomGenerator(seed: seed)
+        Initialization.initialize(checkpoint.parameters.pointer, layout: checkpoint.layout, generator: &generator)
+        return checkpoint
+    }
+
+    public var transformer: VisionTransformer { VisionTransformer(config: config, layout: layout) }
+
+    public func save(to url: URL, extraMetadata: [String: String] = [:]) throws {
+        var metadata = extraMetadata
+        metadata["format"] = "pt"
+        metadata["dino.kind"] = "backbone"
+        metadata["dino.config"] = try encodeJSON(config)
+        metadata["dino.mean"] = try encodeJSON(mean)
+        metadata["dino.std"] = try encodeJSON(std)
+        try SafeTensors.write(tensors(layout: layout, parameters: parameters.pointer), metadata: metadata, to: url)
+    }
+
+    /// Loads a backbone from a backbone file, or the teacher's backbone from a training checkpoint.
+    /// A file without `dino.config` (e.g. converted from an official PyTorch checkpoint) has its
+    /// architecture inferred from the tensor shapes, with 64-wide heads and ImageNet statistics.
+    public static func load(from url: URL) throws -> BackboneCheckpoint {
+        let file = try SafeTensors.read(url)
+        let prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
+        let config: ViTConfig
+        if let text = file.metadata["dino.config"] {
+            config = try decodeJSON(ViTConfig.self, text, what: "dino.config in \(url.path)")
+        } else {
+            config = try inferConfig(file, prefix: prefix, path: url.path)
+        }
+        try config.validate()
+        let mean = try file.metadata["dino.mean"].map { try decodeJSON([Float].self, $0, what: "dino.mean") }
+            ?? (config.inChannels == 3 ? imageNetMean : [0.5])
+        let std = try file.metadata["dino.std"].map { try decodeJSON([Float].self, $0, what: "dino.std") }
+            ?? (config.inChannels == 3 ? imageNetStd : [0.5])
+        let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
+        try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
+                        path: url.path, ignoring: prefix.isEmpty ? ["head."] : [])
+        return checkpoint
+    }
+
+    static func inferConfig(_ file: SafeTensors.File, prefix: String, path: String) throws -> ViTConfig {
+        guard let patch = file.tensor(prefix + "patch_embed.proj.weight"), patch.shape.count == 4,
+              let pos = file.tensor(prefix + "pos_embed"), pos.shape.count == 3 else {
+            throw DinoError("\(path) has no ViT backbone (no \(prefix)patch_embed.proj.weight / \(prefix)pos_embed) and no dino.config metadata")
+        }
+        let depth = Set(file.tensors.compactMap { t -> Int? in
+            guard t.name.hasPrefix(prefix + "blocks.") else { return nil }
+            return Int(t.name.dropFirst((prefix + "blocks.").count).prefix { $0.isNumber })
+        }).count
+        let side = Int(Double(pos.shape[1] - 1).squareRoot().rounded())
+        let dim = patch.shape[0]
+        return ViTConfig(arch: "custom", imageSize: side * patch.shape[2], patchSize: patch.shape[2],
+                         inChannels: patch.shape[1], embedDim: dim, depth: depth, numHeads: max(1, dim / 64))
+    }
+}
+
+/// The tensors of `layout` read from `parameters`, with an optional name prefix.
+public func tensors(layout: ParameterLayout, parameters: UnsafePointer<Float>, prefix: String = "") -> [NamedTensor] {
+    layout.entries.map { e in
+        NamedTensor(name: prefix + e.name, shape: e.shape,
+                    values: Array(UnsafeBufferPointer(start: parameters + e.offset, count: e.count)))
+    }
+}
+
+/// Copies every tensor of `layout` from `file` (names under `prefix`), strictly: a missing tensor, a
+/// shape mismatch, or an unexpected tensor under the prefix is an error naming the first such tensor.
+public func loadTensors(_ file: SafeTensors.File, prefix: String, into parameters: UnsafeMutablePointer<Float>,
+                        layout: ParameterLayout, path: String, ignoring ignoredPrefixes: [String] = []) throws {
+    var byName: [String: NamedTensor] = [:]
+    for t in file.tensors where t.name.hasPrefix(prefix) { byName[String(t.name.dropFirst(prefix.count))] = t }
+    for e in layout.entries {
+        guard let t = byName.removeValue(forKey: e.name) else {
+            throw DinoError("\(path) does not match the architecture: tensor '\(prefix)\(e.name)' \(e.shape) is missing")
+        }
+        let fileShape = t.shape.reduce(1, *) == 1 && e.count == 1 ? e.shape : t.shape
+        guard fileShape == e.shape else {
+            throw DinoError("\(path) does not match the architecture: tensor '\(prefix)\(e.name)' has shape \(t.shape) in the file but \(e.shape) is expected")
+        }
+        t.values.withUnsafeBufferPointer { (parameters + e.offset).update(from: $0.baseAddress!, count: e.count) }
+    }
+    let unexpected = byName.keys.filter { name in !ignoredPrefixes.contains { name.hasPrefix($0) } }.sorted()
+    if let first = unexpected.first {
+        throw DinoError("\(path) does not match the architecture: it has tensor '\(prefix)\(first)' that the model has no place for (\(unexpected.count) such tensors)")
+    }
+}
+
+func encodeJSON<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: String) throws -> T {
+    do { return try JSONDecoder().decode(type, from: Data(text.utf8)) } catch {
+        throw DinoError("cannot read \(what): \(error)")
+    }
+}

@@ -1,0 +1,98 @@
+import DinoKernels
+
+/// One named tensor inside a flat parameter buffer.
+public struct TensorEntry: Equatable, Sendable {
+    /// The PyTorch state-dict key (`blocks.3.attn.qkv.weight`, `head.last_layer.weight_v`).
+    public let name: String
+    /// PyTorch's shape for that key.
+    public let shape: [Int]
+    /// Offset in floats from the start of the buffer.
+    public let offset: Int
+    /// Weight decay applies (official rule: not a bias and more than one dimension).
+    public let decays: Bool
+    /// Part of the head's last layer, frozen during the `freeze_last_layer` epochs.
+    public let isLastLayer: Bool
+    /// Updated by the optimizer (the weight-norm scale is not when `norm_last_layer`).
+    public let isTrainable: Bool
+
+    public var count: Int { shape.reduce(1, *) }
+    public var range: Range<Int> { offset..<(offset + count) }
+}
+
+/// An ordered table of named tensors in one flat Float buffer (llm.c's layout): parameters,
+/// gradients, AdamW moments and the teacher all share it, so the optimizer and the EMA are one loop.
+public struct ParameterLayout: Equatable, Sendable {
+    public private(set) var entries: [TensorEntry] = []
+    public private(set) var count = 0
+    private var index: [String: Int] = [:]
+
+    public init() {}
+
+    public mutating func append(_ name: String, _ shape: [Int], trainable: Bool = true) {
+        let decays = !name.hasSuffix(".bias") && shape.count > 1
+        entries.append(TensorEntry(name: name, shape: shape, offset: count, decays: decays,
+                                   isLastLayer: name.contains("last_layer"), isTrainable: trainable))
+        index[name] = entries.count - 1
+        count += shape.reduce(1, *)
+    }
+
+    public func entry(_ name: String) -> TensorEntry? { index[name].map { entries[$0] } }
+
+    /// The offset of a tensor that the layout must contain (a programming error otherwise).
+    public func offset(_ name: String) -> Int {
+        guard let i = index[name] else { preconditionFailure("no tensor named \(name) in the layout") }
+        return entries[i].offset
+    }
+
+    /// The backbone's tensors, in the order of the official `VisionTransformer.state_dict()`.
+    public static func backbone(_ c: ViTConfig) -> ParameterLayout {
+        var layout = ParameterLayout()
+        layout.appendBackbone(c)
+        return layout
+    }
+
+    /// Backbone followed by the DINO head (`head.` prefix), as the official student/teacher
+    /// `MultiCropWrapper` minus its `backbone.` prefix.
+    public static func model(_ c: ViTConfig, head: HeadConfig) -> ParameterLayout {
+        var layout = ParameterLayout()
+        layout.appendBackbone(c)
+        layout.appendHead(head)
+        return layout
+    }
+
+    mutating func appendBackbone(_ c: ViTConfig) {
+        let d = c.embedDim, h = c.hiddenDim
+        append("cls_token", [1, 1, d])
+        append("pos_embed", [1, c.gridSide * c.gridSide + 1, d])
+        append("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize])
+        append("patch_embed.proj.bias", [d])
+        for i in 0..<c.depth {
+            let p = "blocks.\(i)."
+            append(p + "norm1.weight", [d]); append(p + "norm1.bias", [d])
+            append(p + "attn.qkv.weight", [3 * d, d]); append(p + "attn.qkv.bias", [3 * d])
+            append(p + "attn.proj.weight", [d, d]); append(p + "attn.proj.bias", [d])
+            append(p + "norm2.weight", [d]); append(p + "norm2.bias", [d])
+            append(p + "mlp.fc1.weight", [h, d]); append(p + "mlp.fc1.bias", [h])
+            append(p + "mlp.fc2.weight", [d, h]); append(p + "mlp.fc2.bias", [d])
+        }
+        append("norm.weight", [d]); append("norm.bias", [d])
+    }
+
+    mutating func appendHead(_ head: HeadConfig) {
+        for (i, (input, output)) in DINOHead.layerSizes(head).enumerated() {
+            let name = DINOHead.linearName(layer: i, count: head.layerCount)
+            append(name + ".weight", [output, input]); append(name + ".bias", [output])
+        }
+        append("head.last_layer.weight_g", [head.outDim, 1], trainable: !head.normLastLayer)
+        append("head.last_layer.weight_v", [head.outDim, head.bottleneckDim])
+    }
+
+    /// A copy of the tensors whose names start with `prefix`, with the prefix removed and offsets repacked.
+    public func subset(prefix: String = "", excluding excludedPrefix: String? = nil) -> ParameterLayout {
+        var layout = ParameterLayout()
+        for e in entries where e.name.hasPrefix(prefix) && !(excludedPrefix.map { e.name.hasPrefix($0) } ?? false) {
+            layout.append(String(e.name.dropFirst(prefix.count)), e.shape, trainable: e.isTrainable)
+        }
+        return layout
+    }
+}

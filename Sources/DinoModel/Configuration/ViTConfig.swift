@@ -1,0 +1,93 @@
+import DinoKernels
+
+/// A Vision Transformer's shape, named after the official `vision_transformer.py` arguments.
+public struct ViTConfig: Codable, Equatable, Sendable {
+    /// `vit_tiny`, `vit_small`, `vit_base`, or `custom` for a declared size.
+    public var arch: String
+    /// Side of the square training input the position embedding is learned for.
+    public var imageSize: Int
+    public var patchSize: Int
+    public var inChannels: Int
+    public var embedDim: Int
+    public var depth: Int
+    public var numHeads: Int
+    public var mlpRatio: Int
+
+    enum CodingKeys: String, CodingKey {
+        case arch, imageSize = "img_size", patchSize = "patch_size", inChannels = "in_chans",
+             embedDim = "embed_dim", depth, numHeads = "num_heads", mlpRatio = "mlp_ratio"
+    }
+
+    public init(arch: String, imageSize: Int, patchSize: Int, inChannels: Int, embedDim: Int, depth: Int,
+                numHeads: Int, mlpRatio: Int = 4) {
+        self.arch = arch; self.imageSize = imageSize; self.patchSize = patchSize; self.inChannels = inChannels
+        self.embedDim = embedDim; self.depth = depth; self.numHeads = numHeads; self.mlpRatio = mlpRatio
+    }
+
+    /// The official presets (vit_tiny 192/12/3, vit_small 384/12/6, vit_base 768/12/12), or a
+    /// `custom` size when `embedDim`, `depth` and `numHeads` are given.
+    public static func named(_ arch: String, imageSize: Int, patchSize: Int, inChannels: Int,
+                             embedDim: Int? = nil, depth: Int? = nil, numHeads: Int? = nil) throws -> ViTConfig {
+        let preset: (Int, Int, Int)
+        switch arch {
+        case "vit_tiny": preset = (192, 12, 3)
+        case "vit_small": preset = (384, 12, 6)
+        case "vit_base": preset = (768, 12, 12)
+        case "custom":
+            guard let embedDim, let depth, let numHeads else {
+                throw DinoError("arch 'custom' needs embed_dim, depth and num_heads")
+            }
+            preset = (embedDim, depth, numHeads)
+        default:
+            throw DinoError("unknown arch '\(arch)': use vit_tiny, vit_small, vit_base or custom (with embed_dim, depth, num_heads)")
+        }
+        let config = ViTConfig(arch: arch, imageSize: imageSize, patchSize: patchSize, inChannels: inChannels,
+                               embedDim: embedDim ?? preset.0, depth: depth ?? preset.1, numHeads: numHeads ?? preset.2)
+        try config.validate()
+        return config
+    }
+
+    public func validate() throws {
+        guard patchSize > 0, imageSize >= patchSize else {
+            throw DinoError("patch_size \(patchSize) does not fit img_size \(imageSize)")
+        }
+        guard inChannels == 1 || inChannels == 3 else { throw DinoError("in_chans must be 1 or 3, not \(inChannels)") }
+        guard embedDim > 0, depth > 0, numHeads > 0, embedDim % numHeads == 0 else {
+            throw DinoError("embed_dim \(embedDim) must be a positive multiple of num_heads \(numHeads)")
+        }
+    }
+
+    /// Patches per side at the training resolution.
+    public var gridSide: Int { imageSize / patchSize }
+    public var headDim: Int { embedDim / numHeads }
+    public var hiddenDim: Int { embedDim * mlpRatio }
+}
+
+/// The DINO projection head: an MLP (`layerCount` Linear layers, GELU between them) to a bottleneck,
+/// L2 normalization, then a weight-normalized Linear to `outDim` prototypes (official `DINOHead`).
+public struct HeadConfig: Codable, Equatable, Sendable {
+    public var inDim: Int
+    public var outDim: Int
+    public var hiddenDim: Int
+    public var bottleneckDim: Int
+    public var layerCount: Int
+    /// Fix the weight-norm scale g at 1 (not trained), as `norm_last_layer=True`.
+    public var normLastLayer: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case inDim = "in_dim", outDim = "out_dim", hiddenDim = "hidden_dim", bottleneckDim = "bottleneck_dim",
+             layerCount = "nlayers", normLastLayer = "norm_last_layer"
+    }
+
+    public init(inDim: Int, outDim: Int, hiddenDim: Int = 2048, bottleneckDim: Int = 256, layerCount: Int = 3,
+                normLastLayer: Bool = true) {
+        self.inDim = inDim; self.outDim = outDim; self.hiddenDim = hiddenDim; self.bottleneckDim = bottleneckDim
+        self.layerCount = layerCount; self.normLastLayer = normLastLayer
+    }
+
+    public func validate() throws {
+        guard outDim > 0, hiddenDim > 0, bottleneckDim > 0, layerCount >= 1 else {
+            throw DinoError("head sizes must be positive (out_dim \(outDim), hidden \(hiddenDim), bottleneck \(bottleneckDim), nlayers \(layerCount))")
+        }
+    }
+}

@@ -1,0 +1,189 @@
+import DinoKernels
+
+/// Offsets of one block's tensors in the flat parameter buffer.
+struct BlockOffsets {
+    let norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias: Int
+    let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: Int
+
+    init(_ layout: ParameterLayout, block i: Int, prefix: String) {
+        func o(_ s: String) -> Int { layout.offset("\(prefix)blocks.\(i).\(s)") }
+        norm1Weight = o("norm1.weight"); norm1Bias = o("norm1.bias")
+        qkvWeight = o("attn.qkv.weight"); qkvBias = o("attn.qkv.bias")
+        projWeight = o("attn.proj.weight"); projBias = o("attn.proj.bias")
+        norm2Weight = o("norm2.weight"); norm2Bias = o("norm2.bias")
+        fc1Weight = o("mlp.fc1.weight"); fc1Bias = o("mlp.fc1.bias")
+        fc2Weight = o("mlp.fc2.weight"); fc2Bias = o("mlp.fc2.bias")
+    }
+}
+
+/// The DINO Vision Transformer backbone (official `VisionTransformer` with `num_classes=0`):
+/// patch embedding, CLS token, (interpolated) position embedding, `depth` pre-norm blocks
+/// `x + drop_path(attn(norm1(x)))`, `x + drop_path(mlp(norm2(x)))`, and a final LayerNorm.
+///
+/// It owns no storage: parameters and gradients are flat buffers described by a `ParameterLayout`
+/// that contains the backbone's names (optionally under a prefix); activations live in a `ViTActivations`.
+public struct VisionTransformer: Sendable {
+    public let config: ViTConfig
+    let clsToken, positionEmbedding, patchWeight, patchBias, normWeight, normBias: Int
+    let blocks: [BlockOffsets]
+
+    public init(config: ViTConfig, layout: ParameterLayout, prefix: String = "") {
+        self.config = config
+        clsToken = layout.offset(prefix + "cls_token"); positionEmbedding = layout.offset(prefix + "pos_embed")
+        patchWeight = layout.offset(prefix + "patch_embed.proj.weight")
+        patchBias = layout.offset(prefix + "patch_embed.proj.bias")
+        normWeight = layout.offset(prefix + "norm.weight"); normBias = layout.offset(prefix + "norm.bias")
+        blocks = (0..<config.depth).map { BlockOffsets(layout, block: $0, prefix: prefix) }
+    }
+
+    public func makeActivations(batch: Int, imageHeight: Int, imageWidth: Int, training: Bool) -> ViTActivations {
+        ViTActivations(config: config, batch: batch, imageHeight: imageHeight, imageWidth: imageWidth,
+                       storesBackwardState: training)
+    }
+
+    /// Runs the backbone on `images` `(B, Cin, H, W)`; the result is `activations.normalized` `(B, N, C)`.
+    /// - Parameters:
+    ///   - dropPathRate: the student's stochastic-depth rate (0 for teacher and evaluation); block l
+    ///     drops with probability `rate·l/(depth−1)` (`linspace(0, rate, depth)`).
+    ///   - generator: draws the drop-path masks; required when the rate is positive.
+    public func forward(parameters p: UnsafePointer<Float>, images: UnsafePointer<Float>, activations a: ViTActivations,
+                        dropPathRate: Float = 0, generator: inout RandomGenerator) {
+        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1
+        PatchEmbedding.forward(tokens: a.patchTokens.pointer, patches: a.patches.pointer, images: images,
+                               weight: p + patchWeight, bias: p + patchBias, batch: b, channels: c.inChannels,
+                               height: a.imageHeight, width: a.imageWidth, patchSize: c.patchSize, embedDim: d)
+        let grid: UnsafePointer<Float>
+        if let matrix = a.interpolation {
+            PositionEmbedding.forward(output: a.positionGrid.pointer, grid: p + positionEmbedding + d,
+                                      matrix: matrix.pointer, targetCount: np, sourceCount: c.gridSide * c.gridSide,
+                                      channels: d)
+            grid = UnsafePointer(a.positionGrid.pointer)
+        } else {
+            grid = p + positionEmbedding + d
+        }
+        let x0 = a.streamBuffer(0).pointer
+        Parallel.forEachRange(b) { images in
+            for image in images {
+                let row = x0 + image * n * d
+                for i in 0..<d { row[i] = p[clsToken + i] + p[positionEmbedding + i] }
+                for k in 0..<np {
+                    let out = row + (k + 1) * d, source = a.patchTokens.pointer + (image * np + k) * d, pos = grid + k * d
+                    for i in 0..<d { out[i] = source[i] + pos[i] }
+                }
+            }
+        }
+        a.dropScales = []
+        for l in 0..<c.depth {
+            let o = blocks[l], s = a.block(l)
+            let x = a.streamBuffer(l).pointer, out = a.streamBuffer(l + 1).pointer
+            var scales: ([Float], [Float]) = ([], [])
+            if dropPathRate > 0 && c.depth > 1 {
+                let keep = 1 - dropPathRate * Float(l) / Float(c.depth - 1)
+                let first = (0..<b).map { _ in generator.nextFloat() }, second = (0..<b).map { _ in generator.nextFloat() }
+                scales = (DropPath.scales(keepProbability: keep, uniforms: first),
+                          DropPath.scales(keepProbability: keep, uniforms: second))
+            }
+            a.dropScales.append(scales.0); a.dropScales.append(scales.1)
+
+            LayerNorm.forward(output: s.norm1.pointer, mean: s.norm1Mean.pointer, rstd: s.norm1Rstd.pointer, input: x,
+                              weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d)
+            Linear.forward(output: s.qkv.pointer, input: s.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
+                           rows: t, inputSize: d, outputSize: 3 * d)
+            Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
+                              batch: b, tokens: n, channels: d, heads: c.numHeads)
+            Linear.forward(output: a.branch.pointer, input: s.attention.pointer, weight: p + o.projWeight,
+                           bias: p + o.projBias, rows: t, inputSize: d, outputSize: d)
+            DropPath.apply(a.branch.pointer, scales: scales.0, elementsPerSample: n * d)
+            Residual.add(output: s.middle.pointer, x, a.branch.pointer, count: t * d)
+
+            LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
+                              input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: t, columns: d)
+            Linear.forward(output: s.hidden.pointer, input: s.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
+                           rows: t, inputSize: d, outputSize: c.hiddenDim)
+            GELU.forward(output: s.activated.pointer, input: s.hidden.pointer, count: t * c.hiddenDim)
+            Linear.forward(output: a.branch.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
+                           bias: p + o.fc2Bias, rows: t, inputSize: c.hiddenDim, outputSize: d)
+            DropPath.apply(a.branch.pointer, scales: scales.1, elementsPerSample: n * d)
+            Residual.add(output: out, s.middle.pointer, a.branch.pointer, count: t * d)
+        }
+        LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
+                          input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
+                          rows: t, columns: d)
+    }
+
+    /// Forward with no drop path (teacher, evaluation).
+    public func forward(parameters: UnsafePointer<Float>, images: UnsafePointer<Float>, activations: ViTActivations) {
+        var unused = RandomGenerator(seed: 0)
+        forward(parameters: parameters, images: images, activations: activations, dropPathRate: 0, generator: &unused)
+    }
+
+    /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)`.
+    /// Requires a forward pass with `storesBackwardState`.
+    public func backward(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
+                         dClassTokens: UnsafePointer<Float>, activations a: ViTActivations) {
+        precondition(a.storesBackwardState, "backward needs activations made with training: true")
+        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1, h = c.hiddenDim
+        let dx = a.dStream.pointer, dBranch = a.dBranch.pointer, dNorm = a.dNorm.pointer
+        dx.update(repeating: 0, count: t * d)
+        dNorm.update(repeating: 0, count: t * d)
+        for image in 0..<b { (dNorm + image * n * d).update(from: dClassTokens + image * d, count: d) }
+        LayerNorm.backward(dInput: dx, dWeight: g + normWeight, dBias: g + normBias, dOutput: dNorm,
+                           input: a.streamBuffer(c.depth).pointer, weight: p + normWeight,
+                           mean: a.normMean.pointer, rstd: a.normRstd.pointer, rows: t, columns: d)
+
+        for l in stride(from: c.depth - 1, through: 0, by: -1) {
+            let o = blocks[l], s = a.block(l)
+            // MLP branch: dx holds dL/d(block output) and becomes dL/d(middle).
+            dBranch.update(from: dx, count: t * d)
+            DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: n * d)
+            a.dHidden.zero()
+            Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
+                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: t, inputSize: h, outputSize: d)
+            GELU.backwardInPlace(gradient: a.dHidden.pointer, input: s.hidden.pointer, count: t * h)
+            dNorm.update(repeating: 0, count: t * d)
+            Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
+                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: t, inputSize: d, outputSize: h)
+            LayerNorm.backward(dInput: dx, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
+                               input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
+                               rstd: s.norm2Rstd.pointer, rows: t, columns: d)
+            // Attention branch: dx becomes dL/d(block input).
+            dBranch.update(from: dx, count: t * d)
+            DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: n * d)
+            a.dAttention.zero()
+            Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
+                            dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
+                            rows: t, inputSize: d, outputSize: d)
+            a.dQKV.zero()
+            Attention.backward(dQKV: a.dQKV.pointer, dOutput: a.dAttention.pointer, qkv: s.qkv.pointer,
+                               probabilities: s.probabilities.pointer, batch: b, tokens: n, channels: d, heads: c.numHeads)
+            dNorm.update(repeating: 0, count: t * d)
+            Linear.backward(dInput: dNorm, dWeight: g + o.qkvWeight, dBias: g + o.qkvBias, dOutput: a.dQKV.pointer,
+                            input: s.norm1.pointer, weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d)
+            LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
+                               input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
+                               rstd: s.norm1Rstd.pointer, rows: t, columns: d)
+        }
+
+        // Embeddings: sum over images per token position, in a fixed order.
+        let dPositions = a.dPositions.pointer
+        Parallel.forEachRange(n) { positions in
+            for i in positions {
+                let row = dPositions + i * d
+                row.update(repeating: 0, count: d)
+                for image in 0..<b { axpy(row, 1, dx + (image * n + i) * d, d) }
+            }
+        }
+        axpy(g + clsToken, 1, dPositions, d)
+        axpy(g + positionEmbedding, 1, dPositions, d)
+        if let matrix = a.interpolation {
+            PositionEmbedding.backward(dGrid: g + positionEmbedding + d, dOutput: dPositions + d, matrix: matrix.pointer,
+                                       targetCount: np, sourceCount: c.gridSide * c.gridSide, channels: d)
+        } else {
+            axpy(g + positionEmbedding + d, 1, dPositions + d, np * d)
+        }
+        for image in 0..<b { (dNorm + image * np * d).update(from: dx + (image * n + 1) * d, count: np * d) }
+        PatchEmbedding.backward(dWeight: g + patchWeight, dBias: g + patchBias, dTokens: dNorm, patches: a.patches.pointer,
+                                weight: p + patchWeight, patchCount: b * np, channels: c.inChannels,
+                                patchSize: c.patchSize, embedDim: d)
+    }
+}
