@@ -250,6 +250,8 @@ def save_safetensors(path, tensors, metadata=None):
         a = t.detach().cpu().contiguous().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
         if a.dtype == np.float64:
             dtype = "F64"
+        elif a.dtype == np.uint8:
+            dtype = "U8"
         else:
             a, dtype = a.astype(np.float32), "F32"
         raw = a.astype("<" + a.dtype.str[1:]).tobytes()

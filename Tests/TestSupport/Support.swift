@@ -104,3 +104,20 @@ public func input(_ values: [Float]) -> UnsafeMutablePointer<Float> {
     keptAlive.append(buffer)
     return buffer.pointer
 }
+
+/// The folder of committed image fixtures (Tests/Fixtures).
+public let fixturesFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+/// A fresh temporary folder, removed when the test process ends is not guaranteed: tests clean up.
+public func temporaryFolder(_ name: String = #function) -> URL {
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("dino-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// True when Debian's dataset-fashion-mnist is installed (CI installs it).
+public var fashionMNISTInstalled: Bool {
+    FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+}

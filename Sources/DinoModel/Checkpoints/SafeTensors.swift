@@ -21,7 +21,7 @@ public enum SafeTensors {
         public func tensor(_ name: String) -> NamedTensor? { tensors.first { $0.name == name } }
     }
 
-    /// Reads F32 and F64 tensors (F64 converted to Float) and I64 (as Float, for labels).
+    /// Reads F32, F64 (converted to Float), and I64 and U8 (as Float, for labels and pixels).
     public static func read(_ url: URL) throws -> File {
         let data: Data
         do { data = try Data(contentsOf: url) } catch {
@@ -42,8 +42,8 @@ public enum SafeTensors {
             else { throw DinoError("\(url.path): malformed entry for tensor '\(name)'") }
             let count = shape.reduce(1, *)
             let start = base + offsets[0], end = base + offsets[1]
-            let width = ["F32": 4, "F64": 8, "I64": 8][dtype]
-            guard let width else { throw DinoError("\(url.path): tensor '\(name)' has unsupported dtype \(dtype) (F32, F64, I64 are read)") }
+            let width = ["F32": 4, "F64": 8, "I64": 8, "U8": 1][dtype]
+            guard let width else { throw DinoError("\(url.path): tensor '\(name)' has unsupported dtype \(dtype) (F32, F64, I64, U8 are read)") }
             guard end <= data.count, end - start == count * width else {
                 throw DinoError("\(url.path): tensor '\(name)' is truncated or its size does not match its shape \(shape)")
             }
@@ -54,6 +54,7 @@ public enum SafeTensors {
                     switch dtype {
                     case "F32": values[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
                     case "F64": values[i] = Float(Double(bitPattern: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
+                    case "U8": values[i] = Float(bytes.load(fromByteOffset: i, as: UInt8.self))
                     default: values[i] = Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
                     }
                 }

@@ -1,0 +1,195 @@
+import CZlib
+import DinoKernels
+import Foundation
+
+/// A finite, indexable set of images with optional class labels.
+public protocol ImageDataset: Sendable {
+    var count: Int { get }
+    /// Class names, ordered by label; empty when the data has no labels.
+    var classNames: [String] { get }
+    /// The label of image `index`, or −1 when unlabeled.
+    func label(at index: Int) -> Int
+    /// A human-readable name (relative path, or "train[123]").
+    func name(at index: Int) -> String
+    /// Decodes image `index` with `channels` channels.
+    func image(at index: Int, channels: Int, minimumShortSide: Int?) throws -> Image
+}
+
+extension ImageDataset {
+    public var labels: [Int] { (0..<count).map { label(at: $0) } }
+}
+
+/// What to do with an image that cannot be decoded.
+public enum BadImagePolicy: String, Codable, Sendable {
+    /// Stop with an error naming the file.
+    case fail
+    /// Skip it, count it, and report the count.
+    case skip
+}
+
+// MARK: - Fashion-MNIST (IDX files, gzip)
+
+/// Fashion-MNIST from the IDX files of Debian's `dataset-fashion-mnist`
+/// (`/usr/share/datasets/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz`).
+public struct FashionMNIST: ImageDataset {
+    public static let defaultFolder = "/usr/share/datasets/fashion-mnist"
+    public static let classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot"]
+    /// Mean and standard deviation of the training pixels (in [0, 1]).
+    public static let mean: [Float] = [0.2860]
+    public static let std: [Float] = [0.3530]
+
+    public enum Split: String, Sendable { case train, test }
+
+    public let split: Split
+    public let side = 28
+    let pixels: [UInt8]
+    let labelValues: [UInt8]
+
+    public var count: Int { labelValues.count }
+    public var classNames: [String] { Self.classes }
+    public func label(at index: Int) -> Int { Int(labelValues[index]) }
+    public func name(at index: Int) -> String { "\(split.rawValue)[\(index)]" }
+
+    public init(split: Split, folder: String = FashionMNIST.defaultFolder) throws {
+        self.split = split
+        let prefix = split == .train ? "train" : "t10k"
+        let imagesPath = "\(folder)/\(prefix)-images-idx3-ubyte.gz", labelsPath = "\(folder)/\(prefix)-labels-idx1-ubyte.gz"
+        guard FileManager.default.fileExists(atPath: imagesPath) else {
+            throw DinoError("Fashion-MNIST not found at \(imagesPath): install it with `apt-get install dataset-fashion-mnist`, or set data_path to the folder holding the IDX files")
+        }
+        let images = try Self.readIDX(imagesPath, dimensions: 3)
+        let labels = try Self.readIDX(labelsPath, dimensions: 1)
+        guard images.shape[1] == 28, images.shape[2] == 28, images.shape[0] == labels.shape[0] else {
+            throw DinoError("\(imagesPath) and \(labelsPath) do not describe the same 28x28 images (\(images.shape) vs \(labels.shape))")
+        }
+        pixels = images.data
+        labelValues = labels.data
+    }
+
+    public func image(at index: Int, channels: Int, minimumShortSide: Int? = nil) throws -> Image {
+        let plane = Array(pixels[(index * 784)..<((index + 1) * 784)])
+        return Image(width: 28, height: 28, channels: 1, pixels: plane).converted(to: channels)
+    }
+
+    /// Reads a gzip-compressed IDX file of unsigned bytes: magic `00 00 08 ndim`, big-endian sizes, data.
+    public static func readIDX(_ path: String, dimensions: Int) throws -> (shape: [Int], data: [UInt8]) {
+        guard let file = gzopen(path, "rb") else { throw DinoError("cannot open \(path)") }
+        defer { gzclose(file) }
+        var bytes = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
+            if n < 0 { throw DinoError("\(path) is not a readable gzip file (truncated or corrupt)") }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<Int(n)])
+        }
+        guard bytes.count >= 4 + 4 * dimensions, bytes[0] == 0, bytes[1] == 0, bytes[2] == 8, Int(bytes[3]) == dimensions else {
+            throw DinoError("\(path) is not an IDX file of unsigned bytes with \(dimensions) dimensions")
+        }
+        var shape: [Int] = []
+        for d in 0..<dimensions {
+            let o = 4 + 4 * d
+            shape.append(Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]))
+        }
+        let start = 4 + 4 * dimensions, count = shape.reduce(1, *)
+        guard bytes.count - start >= count else { throw DinoError("\(path) is truncated: \(bytes.count - start) of \(count) bytes") }
+        return (shape, Array(bytes[start..<(start + count)]))
+    }
+}
+
+// MARK: - Image folders
+
+/// Every JPEG and PNG under a folder, recursively, in the order of their sorted relative paths.
+/// As torchvision's `ImageFolder`, the first-level subfolder is the class when every image sits in one.
+public struct ImageFolder: ImageDataset {
+    public let root: URL
+    public let relativePaths: [String]
+    public let classNames: [String]
+    let labelValues: [Int]
+
+    public var count: Int { relativePaths.count }
+    public func label(at index: Int) -> Int { labelValues[index] }
+    public func name(at index: Int) -> String { relativePaths[index] }
+
+    public init(path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw DinoError("image folder \(path) does not exist or is not a folder")
+        }
+        root = URL(fileURLWithPath: path).standardizedFileURL
+        guard let enumerator = FileManager.default.enumerator(atPath: root.path) else {
+            throw DinoError("cannot list \(path)")
+        }
+        var found: [String] = []
+        while let item = enumerator.nextObject() as? String {
+            let ext = (item as NSString).pathExtension.lowercased()
+            if ImageCodec.fileExtensions.contains(ext) && !(item as NSString).lastPathComponent.hasPrefix(".") { found.append(item) }
+        }
+        found.sort()
+        guard !found.isEmpty else {
+            throw DinoError("no JPEG or PNG images under \(path) (looked recursively for .jpg, .jpeg, .png)")
+        }
+        relativePaths = found
+        let firstLevel = found.map { $0.split(separator: "/").count > 1 ? String($0.split(separator: "/")[0]) : nil }
+        if firstLevel.allSatisfy({ $0 != nil }) {
+            let names = Array(Set(firstLevel.compactMap { $0 })).sorted()
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($1, $0) })
+            classNames = names
+            labelValues = firstLevel.map { index[$0!]! }
+        } else {
+            classNames = []
+            labelValues = Array(repeating: -1, count: found.count)
+        }
+    }
+
+    public func url(at index: Int) -> URL { root.appendingPathComponent(relativePaths[index]) }
+
+    public func image(at index: Int, channels: Int, minimumShortSide: Int? = nil) throws -> Image {
+        try ImageCodec.decode(contentsOf: url(at: index), channels: channels, minimumShortSide: minimumShortSide)
+    }
+}
+
+/// A view of some indices of another dataset (a subset, or a validation split).
+public struct DatasetSubset: ImageDataset {
+    public let base: any ImageDataset
+    public let indices: [Int]
+    public init(_ base: any ImageDataset, indices: [Int]) { self.base = base; self.indices = indices }
+    public var count: Int { indices.count }
+    public var classNames: [String] { base.classNames }
+    public func label(at index: Int) -> Int { base.label(at: indices[index]) }
+    public func name(at index: Int) -> String { base.name(at: indices[index]) }
+    public func image(at index: Int, channels: Int, minimumShortSide: Int?) throws -> Image {
+        try base.image(at: indices[index], channels: channels, minimumShortSide: minimumShortSide)
+    }
+}
+
+/// Opens a dataset by name: `fashion-mnist` (split `train`/`test`, from `path` or the Debian folder),
+/// or `folder` (an image folder at `path`). A path to an existing folder of images also works as is.
+public func openDataset(kind: String, path: String?, split: FashionMNIST.Split = .train) throws -> any ImageDataset {
+    switch kind {
+    case "fashion-mnist", "fashion_mnist", "fmnist":
+        return try FashionMNIST(split: split, folder: path ?? FashionMNIST.defaultFolder)
+    case "folder", "image_folder", "imagefolder":
+        guard let path else { throw DinoError("dataset 'folder' needs data_path, the folder of images") }
+        return try ImageFolder(path: path)
+    default:
+        throw DinoError("unknown dataset '\(kind)': use fashion-mnist or folder")
+    }
+}
+
+/// Parses a command-line data argument: `fashion-mnist:train`, `fashion-mnist:test` (optionally
+/// `fashion-mnist:test@/path/to/idx`), or a folder path.
+public func openDataset(argument: String) throws -> any ImageDataset {
+    if argument.hasPrefix("fashion-mnist") {
+        var rest = String(argument.dropFirst("fashion-mnist".count))
+        var folder: String? = nil
+        if let at = rest.firstIndex(of: "@") { folder = String(rest[rest.index(after: at)...]); rest = String(rest[..<at]) }
+        let split: FashionMNIST.Split = rest == ":test" ? .test : .train
+        guard rest.isEmpty || rest == ":train" || rest == ":test" else {
+            throw DinoError("'\(argument)': write fashion-mnist:train or fashion-mnist:test")
+        }
+        return try FashionMNIST(split: split, folder: folder ?? FashionMNIST.defaultFolder)
+    }
+    return try ImageFolder(path: argument)
+}

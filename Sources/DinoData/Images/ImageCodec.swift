@@ -1,0 +1,150 @@
+import CPNG
+import CTurboJPEG
+import DinoKernels
+import Foundation
+
+/// An 8-bit image, rows of interleaved channels (HWC), 1 (gray) or 3 (RGB) channels.
+public struct Image: Sendable, Equatable {
+    public var width: Int
+    public var height: Int
+    public var channels: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, channels: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * channels, "pixel count does not match \(width)x\(height)x\(channels)")
+        self.width = width; self.height = height; self.channels = channels; self.pixels = pixels
+    }
+
+    /// The same image with `channels` channels: gray is replicated to RGB; RGB becomes gray with
+    /// ITU-R 601 luma (PIL's "L": (299R + 587G + 114B)/1000).
+    public func converted(to channels: Int) -> Image {
+        if channels == self.channels { return self }
+        var out = [UInt8](repeating: 0, count: width * height * channels)
+        if channels == 3 {
+            for i in 0..<(width * height) { out[3 * i] = pixels[i]; out[3 * i + 1] = pixels[i]; out[3 * i + 2] = pixels[i] }
+        } else {
+            for i in 0..<(width * height) {
+                let luma = (299 * Int(pixels[3 * i]) + 587 * Int(pixels[3 * i + 1]) + 114 * Int(pixels[3 * i + 2]) + 500) / 1000
+                out[i] = UInt8(min(255, luma))
+            }
+        }
+        return Image(width: width, height: height, channels: channels, pixels: out)
+    }
+}
+
+/// JPEG (libjpeg-turbo) and PNG (libpng) decoding, and PNG encoding.
+public enum ImageCodec {
+    public static let fileExtensions: Set<String> = ["jpg", "jpeg", "png"]
+
+    /// Decodes a JPEG or PNG file (by content, not name) to `channels` channels.
+    /// - Parameter minimumShortSide: with JPEG, decode at the smallest libjpeg-turbo scale (1/8 … 1)
+    ///   whose short side is still at least this many pixels: far fewer pixels to decode when the
+    ///   pipeline needs far fewer than the file has.
+    public static func decode(contentsOf url: URL, channels: Int, minimumShortSide: Int? = nil) throws -> Image {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw DinoError("cannot read image \(url.path): \(error.localizedDescription)")
+        }
+        return try decode(data, channels: channels, minimumShortSide: minimumShortSide, name: url.path)
+    }
+
+    public static func decode(_ data: Data, channels: Int, minimumShortSide: Int? = nil, name: String = "image") throws -> Image {
+        if data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8 {
+            return try decodeJPEG(data, channels: channels, minimumShortSide: minimumShortSide, name: name)
+        }
+        if data.count >= 8 && data.prefix(8) == Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
+            return try decodePNG(data, channels: channels, name: name)
+        }
+        throw DinoError("\(name) is neither a JPEG nor a PNG file (\(data.count) bytes)")
+    }
+
+    static func decodeJPEG(_ data: Data, channels: Int, minimumShortSide: Int?, name: String) throws -> Image {
+        guard let handle = tjInitDecompress() else { throw DinoError("libjpeg-turbo could not start a decoder") }
+        defer { tjDestroy(handle) }
+        func failure(_ what: String) -> DinoError {
+            DinoError("\(name) is not a readable JPEG (\(what): \(String(cString: tjGetErrorStr2(handle)))); the file may be truncated or corrupt")
+        }
+        return try data.withUnsafeBytes { raw -> Image in
+            let bytes = raw.bindMemory(to: UInt8.self).baseAddress!
+            var width: Int32 = 0, height: Int32 = 0, subsampling: Int32 = 0, colorspace: Int32 = 0
+            guard tjDecompressHeader3(handle, bytes, UInt(data.count), &width, &height, &subsampling, &colorspace) == 0 else {
+                throw failure("header")
+            }
+            var outWidth = Int(width), outHeight = Int(height)
+            if let minimumShortSide {
+                var count: Int32 = 0
+                if let factors = tjGetScalingFactors(&count) {
+                    var best = (Int(width), Int(height))
+                    for i in 0..<Int(count) {
+                        let f = factors[i]
+                        guard f.num <= f.denom else { continue }
+                        let w = (Int(width) * Int(f.num) + Int(f.denom) - 1) / Int(f.denom)
+                        let h = (Int(height) * Int(f.num) + Int(f.denom) - 1) / Int(f.denom)
+                        if min(w, h) >= minimumShortSide && w * h < best.0 * best.1 { best = (w, h) }
+                    }
+                    (outWidth, outHeight) = best
+                }
+            }
+            var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * channels)
+            let format = channels == 3 ? TJPF_RGB : TJPF_GRAY
+            let status = pixels.withUnsafeMutableBufferPointer {
+                tjDecompress2(handle, bytes, UInt(data.count), $0.baseAddress, Int32(outWidth), 0, Int32(outHeight),
+                              Int32(format.rawValue), TJFLAG_STOPONWARNING)
+            }
+            guard status == 0 else { throw failure("data") }
+            return Image(width: outWidth, height: outHeight, channels: channels, pixels: pixels)
+        }
+    }
+
+    static func message(_ image: inout png_image) -> String {
+        withUnsafeBytes(of: &image.message) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+    }
+
+    static func decodePNG(_ data: Data, channels: Int, name: String) throws -> Image {
+        var image = png_image()
+        image.version = UInt32(PNG_IMAGE_VERSION)
+        let ok = data.withUnsafeBytes { raw in png_image_begin_read_from_memory(&image, raw.baseAddress, raw.count) }
+        guard ok != 0 else { throw DinoError("\(name) is not a readable PNG (\(message(&image))); the file may be corrupt") }
+        image.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
+        let width = Int(image.width), height = Int(image.height)
+        var pixels = [UInt8](repeating: 0, count: width * height * channels)
+        let finished = pixels.withUnsafeMutableBytes { out in
+            png_image_finish_read(&image, nil, out.baseAddress, Int32(width * channels), nil)
+        }
+        let failed = finished == 0 || (image.warning_or_error & UInt32(PNG_IMAGE_ERROR)) != 0
+        let text = message(&image)
+        png_image_free(&image)
+        guard !failed else {
+            throw DinoError("\(name) is not a readable PNG (\(text)); the file may be truncated or corrupt")
+        }
+        return Image(width: width, height: height, channels: channels, pixels: pixels)
+    }
+
+    /// Encodes an 8-bit gray or RGB image as PNG.
+    public static func encodePNG(_ image: Image) throws -> Data {
+        var png = png_image()
+        png.version = UInt32(PNG_IMAGE_VERSION)
+        png.width = UInt32(image.width); png.height = UInt32(image.height)
+        png.format = image.channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
+        var size = 0
+        let stride = Int32(image.width * image.channels)
+        guard image.pixels.withUnsafeBytes({ png_image_write_to_memory(&png, nil, &size, 0, $0.baseAddress, stride, nil) }) != 0 else {
+            throw DinoError("libpng could not size a PNG: \(message(&png))")
+        }
+        var out = Data(count: size)
+        let ok = out.withUnsafeMutableBytes { target in
+            image.pixels.withUnsafeBytes { png_image_write_to_memory(&png, target.baseAddress, &size, 0, $0.baseAddress, stride, nil) }
+        }
+        guard ok != 0 else { throw DinoError("libpng could not write a PNG: \(message(&png))") }
+        return out.prefix(size)
+    }
+
+    public static func writePNG(_ image: Image, to url: URL) throws {
+        let data = try encodePNG(image)
+        do { try data.write(to: url, options: .atomic) } catch {
+            throw DinoError("cannot write \(url.path): \(error.localizedDescription)")
+        }
+    }
+}

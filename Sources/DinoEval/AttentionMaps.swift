@@ -1,0 +1,183 @@
+import DinoData
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// The last block's CLS-to-patch attention of one image (official `visualize_attention.py`:
+/// `attn[0, :, 0, 1:]` reshaped to the patch grid).
+public struct AttentionMap: Sendable {
+    public var name: String
+    public var gridHeight: Int, gridWidth: Int
+    /// Per head, `gridHeight·gridWidth` probabilities (each sums to 1 − the CLS self-attention).
+    public var heads: [[Float]]
+    /// The mean over heads.
+    public var mean: [Float]
+    /// Share of the mean map's mass on foreground patches (see `AttentionExporter`), in [0, 1].
+    public var foregroundShare: Double
+    /// The image the map was computed on (cropped to a multiple of the patch size).
+    public var image: Image
+}
+
+/// Computes and writes attention maps: per head and mean heatmaps (viridis), overlays on the image,
+/// and the official masks that keep the smallest set of patches holding `threshold` of each head's mass.
+///
+/// Foreground: with a mask image, the share of attention on its white pixels (per patch, the
+/// fraction of the patch inside the mask); without one, patches with any pixel brighter than 10% of
+/// full scale count as foreground: on Fashion-MNIST's black background that is the object.
+public struct AttentionExporter {
+    public let checkpoint: BackboneCheckpoint
+    public var mean: [Float], std: [Float]
+    public var threshold: Float
+    /// Resize the short side to this before cropping to a multiple of the patch size (nil: keep).
+    public var size: Int?
+
+    public init(checkpoint: BackboneCheckpoint, mean: [Float]? = nil, std: [Float]? = nil, threshold: Float = 0.6, size: Int? = nil) {
+        self.checkpoint = checkpoint
+        self.mean = mean ?? checkpoint.mean
+        self.std = std ?? checkpoint.std
+        self.threshold = threshold
+        self.size = size
+    }
+
+    /// The attention of one image (any size: the position embedding is interpolated).
+    public func attention(_ image: Image, name: String, foregroundMask: Image? = nil) -> AttentionMap {
+        let c = checkpoint.config, p = c.patchSize
+        var floats = FloatImage(image.converted(to: c.inChannels))
+        if let size {
+            let scale = Double(size) / Double(min(floats.width, floats.height))
+            let w = max(p, Int((Double(floats.width) * scale).rounded())), h = max(p, Int((Double(floats.height) * scale).rounded()))
+            floats = Resample.resizedCrop(floats, x: 0, y: 0, width: floats.width, height: floats.height, outputWidth: w, outputHeight: h)
+        }
+        let width = max(p, floats.width - floats.width % p), height = max(p, floats.height - floats.height % p)
+        if width != floats.width || height != floats.height {
+            floats = Resample.resizedCrop(floats, x: 0, y: 0, width: min(width, floats.width), height: min(height, floats.height),
+                                          outputWidth: width, outputHeight: height)
+        }
+        let display = Image(width: width, height: height, channels: c.inChannels,
+                            pixels: (0..<(width * height * c.inChannels)).map { i in
+                                let pixel = i / c.inChannels, ch = i % c.inChannels
+                                return UInt8(max(0, min(255, (floats.values[ch * width * height + pixel] * 255).rounded())))
+                            })
+        var input = floats.values
+        normalize(&input, channels: c.inChannels, plane: width * height, mean: mean, std: std)
+        let activations = checkpoint.transformer.makeActivations(batch: 1, imageHeight: height, imageWidth: width, training: false)
+        let buffer = FloatBuffer(input)
+        checkpoint.transformer.forward(parameters: checkpoint.parameters.pointer, images: buffer.pointer, activations: activations)
+        let n = activations.tokens, gh = activations.gridHeight, gw = activations.gridWidth
+        let probabilities = activations.lastAttention
+        let heads: [[Float]] = (0..<c.numHeads).map { h in
+            Array(UnsafeBufferPointer(start: probabilities.pointer + h * n * n + 1, count: n - 1))
+        }
+        let meanMap = (0..<(n - 1)).map { i in heads.reduce(0) { $0 + $1[i] } / Float(c.numHeads) }
+        let weights = foregroundWeights(display, mask: foregroundMask, gridHeight: gh, gridWidth: gw, patch: p)
+        let total = meanMap.reduce(0, +)
+        let share = total > 0 ? Double(zip(meanMap, weights).reduce(0) { $0 + $1.0 * $1.1 } / total) : 0
+        return AttentionMap(name: name, gridHeight: gh, gridWidth: gw, heads: heads, mean: meanMap, foregroundShare: share,
+                            image: display)
+    }
+
+    /// Per patch, the fraction counted as foreground.
+    func foregroundWeights(_ image: Image, mask: Image?, gridHeight gh: Int, gridWidth gw: Int, patch p: Int) -> [Float] {
+        var weights = [Float](repeating: 0, count: gh * gw)
+        let gray = image.converted(to: 1)
+        let maskGray = mask.map { m -> Image in
+            let g = m.converted(to: 1)
+            if g.width == image.width && g.height == image.height { return g }
+            // Nearest-neighbour resize of the mask to the image.
+            return Image(width: image.width, height: image.height, channels: 1, pixels: (0..<(image.width * image.height)).map { i in
+                g.pixels[min(g.height - 1, (i / image.width) * g.height / image.height) * g.width + min(g.width - 1, (i % image.width) * g.width / image.width)]
+            })
+        }
+        for gy in 0..<gh { for gx in 0..<gw {
+            var inside = 0, bright = false
+            for y in (gy * p)..<((gy + 1) * p) { for x in (gx * p)..<((gx + 1) * p) {
+                if let maskGray { if maskGray.pixels[y * image.width + x] > 127 { inside += 1 } }
+                else if gray.pixels[y * image.width + x] > 25 { bright = true }
+            } }
+            weights[gy * gw + gx] = maskGray != nil ? Float(inside) / Float(p * p) : (bright ? 1 : 0)
+        } }
+        return weights
+    }
+
+    /// The official threshold mask: the smallest set of patches whose attention sums to at least
+    /// `threshold` of the map's mass (sort ascending, cumulative share > 1 − threshold).
+    public static func mask(_ map: [Float], threshold: Float) -> [Bool] {
+        let total = map.reduce(0, +)
+        guard total > 0 else { return map.map { _ in false } }
+        let order = map.indices.sorted { map[$0] != map[$1] ? map[$0] < map[$1] : $0 < $1 }
+        var keep = [Bool](repeating: false, count: map.count)
+        var cumulative: Float = 0
+        for i in order {
+            cumulative += map[i] / total
+            if cumulative > 1 - threshold { keep[i] = true }
+        }
+        return keep
+    }
+
+    /// Writes, per image: `NAME-attn-headH.png` and `NAME-attn-mean.png` (heatmaps), `NAME-overlay-*.png`,
+    /// `NAME-mask-*.png` (the threshold masks over the image) and `NAME-image.png`.
+    public func export(_ images: [(String, Image)], to folder: URL, masks: [Image?]? = nil) throws -> [AttentionMap] {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var maps: [AttentionMap] = []
+        for (index, (name, image)) in images.enumerated() {
+            let map = attention(image, name: name, foregroundMask: masks?[index] ?? nil)
+            let stem = safeStem(name)
+            try ImageCodec.writePNG(map.image, to: folder.appendingPathComponent("\(stem)-image.png"))
+            for (label, values) in map.heads.enumerated().map({ ("head\($0)", $1) }) + [("mean", map.mean)] {
+                let heat = heatmap(values, gridHeight: map.gridHeight, gridWidth: map.gridWidth, width: map.image.width, height: map.image.height)
+                try ImageCodec.writePNG(heat, to: folder.appendingPathComponent("\(stem)-attn-\(label).png"))
+                try ImageCodec.writePNG(blend(map.image, heat), to: folder.appendingPathComponent("\(stem)-overlay-\(label).png"))
+                let keep = Self.mask(values, threshold: threshold)
+                try ImageCodec.writePNG(masked(map.image, keep: keep, gridWidth: map.gridWidth),
+                                        to: folder.appendingPathComponent("\(stem)-mask\(Int(threshold * 100))-\(label).png"))
+            }
+            maps.append(map)
+        }
+        return maps
+    }
+
+    func safeStem(_ name: String) -> String {
+        let stem = (name as NSString).deletingPathExtension
+        return String(stem.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+    }
+
+    /// The map upsampled ×patch with nearest neighbour (as the official script), scaled to [0, 1] by its
+    /// min and max, through the viridis colour map.
+    public func heatmap(_ values: [Float], gridHeight: Int, gridWidth: Int, width: Int, height: Int) -> Image {
+        let lo = values.min() ?? 0, hi = values.max() ?? 1
+        let range = hi > lo ? hi - lo : 1
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        for y in 0..<height { for x in 0..<width {
+            let gy = min(gridHeight - 1, y * gridHeight / height), gx = min(gridWidth - 1, x * gridWidth / width)
+            let (r, g, b) = viridis((values[gy * gridWidth + gx] - lo) / range)
+            pixels[3 * (y * width + x)] = r; pixels[3 * (y * width + x) + 1] = g; pixels[3 * (y * width + x) + 2] = b
+        } }
+        return Image(width: width, height: height, channels: 3, pixels: pixels)
+    }
+
+    func blend(_ image: Image, _ heat: Image) -> Image {
+        let rgb = image.converted(to: 3)
+        return Image(width: rgb.width, height: rgb.height, channels: 3,
+                     pixels: zip(rgb.pixels, heat.pixels).map { UInt8((Int($0) + Int($1)) / 2) })
+    }
+
+    func masked(_ image: Image, keep: [Bool], gridWidth: Int) -> Image {
+        var rgb = image.converted(to: 3)
+        let p = checkpoint.config.patchSize
+        for y in 0..<rgb.height { for x in 0..<rgb.width where !keep[min(keep.count - 1, (y / p) * gridWidth + x / p)] {
+            for c in 0..<3 { rgb.pixels[3 * (y * rgb.width + x) + c] /= 4 }
+        } }
+        return rgb
+    }
+}
+
+/// Matplotlib's viridis sampled at 11 points, linearly interpolated: perceptually uniform, readable in gray.
+public func viridis(_ t: Float) -> (UInt8, UInt8, UInt8) {
+    let table: [(Float, Float, Float)] = [(68, 1, 84), (72, 36, 117), (65, 68, 135), (53, 95, 141), (42, 120, 142),
+                                          (33, 145, 140), (34, 168, 132), (68, 191, 112), (122, 209, 81), (189, 223, 38),
+                                          (253, 231, 37)]
+    let x = min(max(t.isFinite ? t : 0, 0), 1) * 10
+    let i = min(Int(x), 9), f = x - Float(i)
+    let a = table[i], b = table[i + 1]
+    return (UInt8((a.0 + (b.0 - a.0) * f).rounded()), UInt8((a.1 + (b.1 - a.1) * f).rounded()), UInt8((a.2 + (b.2 - a.2) * f).rounded()))
+}

@@ -1,0 +1,137 @@
+import DinoData
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// Frozen features of a dataset: one row per image that could be read.
+public struct FeatureSet: Sendable {
+    /// CLS token after the final norm, `(N, D)`.
+    public var features: [Float]
+    public var dimension: Int
+    /// Patch tokens after the final norm, `(N, np, D)`, when requested.
+    public var patchTokens: [Float]?
+    public var names: [String]
+    public var labels: [Int]
+    public var classNames: [String]
+    /// Names of images that could not be decoded and were skipped.
+    public var skipped: [String]
+    public var count: Int { names.count }
+}
+
+/// The evaluation transform and a batched, frozen forward pass (official `eval_knn.py`
+/// `extract_features`): resize the short side to size·256/224, center-crop size×size (images already
+/// that size are used as they are), pixels/255, normalize with the checkpoint's mean and std.
+public struct FeatureExtractor {
+    public let checkpoint: BackboneCheckpoint
+    public var mean: [Float]
+    public var std: [Float]
+    public var batchSize: Int
+    public var inputSize: Int
+
+    public init(checkpoint: BackboneCheckpoint, mean: [Float]? = nil, std: [Float]? = nil, batchSize: Int = 64,
+                inputSize: Int? = nil) throws {
+        self.checkpoint = checkpoint
+        let c = checkpoint.config.inChannels
+        self.mean = mean ?? checkpoint.mean
+        self.std = std ?? checkpoint.std
+        guard self.mean.count == c || self.mean.count == 1, self.std.count == c || self.std.count == 1 else {
+            throw DinoError("mean/std need 1 or \(c) values for a \(c)-channel model")
+        }
+        self.batchSize = max(1, batchSize)
+        self.inputSize = inputSize ?? checkpoint.config.imageSize
+    }
+
+    /// The normalized CHW input for one decoded image.
+    public func preprocess(_ image: Image) -> [Float] {
+        let c = checkpoint.config.inChannels
+        var floats = Resample.resizeAndCenterCrop(FloatImage(image.converted(to: c)), size: inputSize,
+                                                  resizeTo: Int((Double(inputSize) * 256 / 224).rounded()))
+        normalize(&floats.values, channels: c, plane: inputSize * inputSize, mean: mean, std: std)
+        return floats.values
+    }
+
+    public func extract(_ dataset: any ImageDataset, onBadImage: BadImagePolicy = .fail, patchTokens: Bool = false,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
+        let config = checkpoint.config, d = config.embedDim, c = config.inChannels, s = inputSize
+        let transformer = checkpoint.transformer
+        var result = FeatureSet(features: [], dimension: d, patchTokens: patchTokens ? [] : nil, names: [], labels: [],
+                                classNames: dataset.classNames, skipped: [])
+        var activations: ViTActivations? = nil
+        let images = FloatBuffer(count: batchSize * c * s * s), cls = FloatBuffer(count: batchSize * d)
+        var start = 0
+        while start < dataset.count {
+            let end = min(dataset.count, start + batchSize)
+            // Decode and preprocess the batch in parallel; errors are collected per image.
+            var decoded = [Result<[Float], Error>](repeating: .success([]), count: end - start)
+            decoded.withUnsafeMutableBufferPointer { slots in
+                let slots = slots
+                Parallel.forEachRange(end - start) { range in
+                    for i in range {
+                        slots[i] = Result { try preprocess(dataset.image(at: start + i, channels: c, minimumShortSide: s)) }
+                    }
+                }
+            }
+            var rows: [Int] = []
+            for (i, r) in decoded.enumerated() {
+                switch r {
+                case .success(let values):
+                    (images.pointer + rows.count * c * s * s).update(from: values, count: values.count)
+                    rows.append(start + i)
+                case .failure(let error):
+                    if onBadImage == .fail {
+                        throw DinoError("\(error) (image \(dataset.name(at: start + i)); use --on-bad-image skip to skip unreadable images)")
+                    }
+                    result.skipped.append(dataset.name(at: start + i))
+                }
+            }
+            if !rows.isEmpty {
+                if activations?.batch != rows.count {
+                    activations = transformer.makeActivations(batch: rows.count, imageHeight: s, imageWidth: s, training: false)
+                }
+                transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer, activations: activations!)
+                activations!.copyClassTokens(to: cls.pointer)
+                result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: rows.count * d))
+                if patchTokens {
+                    let np = activations!.tokens - 1
+                    let patches = FloatBuffer(count: rows.count * np * d)
+                    activations!.copyPatchTokens(to: patches.pointer)
+                    result.patchTokens!.append(contentsOf: patches.array)
+                }
+                for r in rows { result.names.append(dataset.name(at: r)); result.labels.append(dataset.label(at: r)) }
+            }
+            start = end
+            progress?(start, dataset.count)
+        }
+        return result
+    }
+}
+
+extension FeatureSet {
+    /// Writes `url` (`(N, D)` float32), the image list beside it (`.txt`, one name per line),
+    /// labels (`.labels.npy`, int64) when the data has them, and patch tokens (`.patches.npy`).
+    public func write(to url: URL) throws {
+        try Npy.write(features, shape: [count, dimension], to: url)
+        let base = url.deletingPathExtension()
+        try writeAtomically(Data((names.joined(separator: "\n") + "\n").utf8), to: base.appendingPathExtension("txt"))
+        if labels.contains(where: { $0 >= 0 }) {
+            try Npy.write(labels.map { Int64($0) }, shape: [count], to: URL(fileURLWithPath: base.path + ".labels.npy"))
+        }
+        if let patchTokens {
+            let np = count == 0 ? 0 : patchTokens.count / (count * dimension)
+            try Npy.write(patchTokens, shape: [count, np, dimension], to: URL(fileURLWithPath: base.path + ".patches.npy"))
+        }
+    }
+
+    /// Reads features written by `write(to:)` (labels from `.labels.npy` when present).
+    public static func read(from url: URL) throws -> FeatureSet {
+        let (values, shape) = try Npy.read(url)
+        guard shape.count == 2 else { throw DinoError("\(url.path) holds shape \(shape); features are (N, D)") }
+        let base = url.deletingPathExtension()
+        let labelsURL = URL(fileURLWithPath: base.path + ".labels.npy")
+        let labels = (try? Npy.read(labelsURL))?.values.map { Int($0) } ?? Array(repeating: -1, count: shape[0])
+        let names = (try? String(contentsOf: base.appendingPathExtension("txt"), encoding: .utf8))?
+            .split(separator: "\n").map(String.init) ?? (0..<shape[0]).map { "row[\($0)]" }
+        return FeatureSet(features: values, dimension: shape[1], patchTokens: nil, names: names, labels: labels,
+                          classNames: [], skipped: [])
+    }
+}

@@ -1,0 +1,389 @@
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// One logged training step (also one line of `log.jsonl`).
+public struct StepRecord: Codable, Sendable {
+    public var step: Int
+    public var epoch: Int
+    public var loss: Float
+    public var teacher_entropy: Float
+    public var kl: Float
+    public var lr: Double
+    public var wd: Double
+    public var momentum: Double
+    public var teacher_temp: Double
+    public var images_per_s: Double
+    public var seconds: Double
+    public var eta_s: Double
+}
+
+/// What the loop reports as it runs.
+public enum TrainingEvent: Sendable {
+    case step(StepRecord, totalSteps: Int)
+    case message(String)
+    case warning(String)
+    case knn(epoch: Int, step: Int, top1: Double)
+}
+
+public struct TrainingSummary: Sendable {
+    public var steps: Int
+    public var finalLoss: Float
+    public var interrupted: Bool
+    public var collapseWarned: Bool
+    public var skippedImages: Int
+    public var knn: [(epoch: Int, top1: Double)]
+    public var checkpoint: URL
+    public var teacherBackbone: URL
+}
+
+/// The DINO training loop (official `train_one_epoch`), one step in the official order:
+/// schedules → teacher forward (global crops) → student forward (all crops) → loss, then center
+/// update → finite check → backward → per-tensor clip, last layer skipped while frozen → AdamW →
+/// teacher EMA → log.
+public final class Trainer {
+    public let recipe: Recipe
+    public let output: URL
+    public let config: ViTConfig
+    public let head: HeadConfig
+    public let layout: ParameterLayout
+    public let mean: [Float], std: [Float]
+    let transformer: VisionTransformer
+    let dinoHead: DINOHead
+    let student: FloatBuffer, teacher: FloatBuffer, gradients: FloatBuffer
+    let optimizer: AdamW
+    let loss: DINOLoss
+    let loader: MultiCropLoader
+    public let iterationsPerEpoch: Int
+    public internal(set) var step = 0
+    public let stopFlag = StopFlag()
+    let learningRates: [Double], weightDecays: [Double], momenta: [Double], teacherTemperatures: [Double]
+    let trainingData: any ImageDataset
+
+    public var checkpointURL: URL { output.appendingPathComponent(TrainingCheckpoint.fileName) }
+    public var teacherBackboneURL: URL { output.appendingPathComponent("teacher_backbone.safetensors") }
+    public var totalSteps: Int {
+        let all = recipe.epochs * iterationsPerEpoch
+        return recipe.max_steps > 0 ? min(all, recipe.max_steps) : all
+    }
+
+    /// Builds the model, data and state for `recipe`, writing into `output`. With `resume`, continues
+    /// from `output/checkpoint.safetensors` when it exists.
+    public init(recipe: Recipe, output: URL, resume: Bool = false, dataset: (any ImageDataset)? = nil) throws {
+        try recipe.validate()
+        self.recipe = recipe
+        self.output = output
+        config = try ViTConfig.named(recipe.arch, imageSize: recipe.global_crop_size, patchSize: recipe.patch_size,
+                                     inChannels: recipe.in_chans,
+                                     embedDim: recipe.embed_dim > 0 ? recipe.embed_dim : nil,
+                                     depth: recipe.depth > 0 ? recipe.depth : nil,
+                                     numHeads: recipe.num_heads > 0 ? recipe.num_heads : nil)
+        head = HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
+                          bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
+                          normLastLayer: recipe.norm_last_layer)
+        try head.validate()
+        layout = .model(config, head: head)
+        transformer = VisionTransformer(config: config, layout: layout)
+        dinoHead = DINOHead(config: head, layout: layout)
+
+        var data = try dataset ?? openDataset(kind: recipe.dataset, path: recipe.data_path.isEmpty ? nil : recipe.data_path)
+        if recipe.train_subset > 0 && recipe.train_subset < data.count {
+            data = DatasetSubset(data, indices: Array(0..<recipe.train_subset))
+        }
+        trainingData = data
+        (mean, std) = Trainer.normalization(recipe: recipe, dataset: data)
+        var settings = AugmentationSettings(
+            channels: recipe.in_chans, globalSize: recipe.global_crop_size, localSize: recipe.local_crop_size,
+            localCount: recipe.local_crops_number,
+            globalScale: (recipe.global_crops_scale[0], recipe.global_crops_scale[1]),
+            localScale: (recipe.local_crops_scale[0], recipe.local_crops_scale[1]), mean: mean, std: std)
+        settings.flipProbability = recipe.flip_prob
+        settings.colorJitter = recipe.color_jitter
+        settings.colorJitterProbability = recipe.color_jitter_prob
+        settings.grayscaleProbability = recipe.grayscale_prob
+        settings.blurProbabilities = recipe.blur_prob
+        settings.blurSigma = (recipe.blur_sigma[0], recipe.blur_sigma[1])
+        settings.solarizationProbability = recipe.solarization_prob
+        loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: settings),
+                                     batchSize: recipe.batch_size, seed: UInt64(recipe.seed),
+                                     onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image) ?? .skip,
+                                     workers: recipe.num_workers)
+        iterationsPerEpoch = loader.iterationsPerEpoch
+
+        // Schedules (utils.cosine_scheduler; lr scaled by batch/256).
+        learningRates = Schedules.cosine(base: recipe.lr * Double(recipe.batch_size) / 256, final: recipe.min_lr,
+                                         epochs: recipe.epochs, iterationsPerEpoch: iterationsPerEpoch,
+                                         warmupEpochs: recipe.warmup_epochs)
+        weightDecays = Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, epochs: recipe.epochs,
+                                        iterationsPerEpoch: iterationsPerEpoch)
+        momenta = Schedules.cosine(base: recipe.momentum_teacher, final: 1, epochs: recipe.epochs,
+                                   iterationsPerEpoch: iterationsPerEpoch)
+        teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
+                                                           warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
+
+        student = FloatBuffer(count: layout.count)
+        teacher = FloatBuffer(count: layout.count)
+        gradients = FloatBuffer(count: layout.count)
+        optimizer = AdamW(layout: layout)
+        loss = DINOLoss(outDim: head.outDim, studentTemperature: Float(recipe.student_temp),
+                        centerMomentum: Float(recipe.center_momentum))
+        var generator = RandomGenerator(seed: UInt64(recipe.seed))
+        Initialization.initialize(student.pointer, layout: layout, generator: &generator)
+        teacher.copy(from: student)  // the teacher starts as a byte copy of the student
+
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
+            try TrainingCheckpoint.restore(from: checkpointURL, into: self)
+        } else if !resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
+            throw DinoError("\(output.path) already holds a run (checkpoint.safetensors): use --resume to continue it, or another --output")
+        }
+    }
+
+    static func normalization(recipe: Recipe, dataset: any ImageDataset) -> ([Float], [Float]) {
+        if !recipe.mean.isEmpty { return (recipe.mean.map { Float($0) }, recipe.std.map { Float($0) }) }
+        let isFashion = dataset is FashionMNIST || (dataset as? DatasetSubset)?.base is FashionMNIST
+        if isFashion { return (FashionMNIST.mean, FashionMNIST.std) }
+        return recipe.in_chans == 3 ? (imageNetMean, imageNetStd) : ([0.449], [0.226])
+    }
+
+    /// The teacher's backbone as a standalone checkpoint (what `dino features`, `knn` and `attention` read).
+    public func teacherBackbone() -> BackboneCheckpoint {
+        let backbone = BackboneCheckpoint(config: config, mean: mean, std: std)
+        backbone.parameters.pointer.update(from: teacher.pointer, count: backbone.layout.count)  // backbone tensors come first
+        return backbone
+    }
+
+    /// Saves the training checkpoint and the teacher backbone (both atomically).
+    public func saveCheckpoint() throws {
+        try TrainingCheckpoint.save(to: checkpointURL, trainer: self)
+        try teacherBackbone().save(to: teacherBackboneURL)
+    }
+
+    /// Runs until the last step (or `max_steps`, or a stop request), reporting through `progress`.
+    public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
+        let b = recipe.batch_size, views = 2 + recipe.local_crops_number, k = head.outDim
+        let g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
+        try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml"))
+        let studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: g, imageWidth: g, training: true)
+        let studentLocal = localCount > 0
+            ? transformer.makeActivations(batch: localCount * b, imageHeight: l, imageWidth: l, training: true) : nil
+        let teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: g, imageWidth: g, training: false)
+        let headGlobal = HeadActivations(config: head, rows: 2 * b)
+        let headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
+        let headTeacher = HeadActivations(config: head, rows: 2 * b)
+        let logits = FloatBuffer(count: views * b * k), dLogits = FloatBuffer(count: views * b * k)
+        let dGlobal = FloatBuffer(count: 2 * b * config.embedDim), dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
+
+        let logURL = output.appendingPathComponent("log.jsonl")
+        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
+        let log = try FileHandle(forWritingTo: logURL)
+        defer { try? log.close() }
+        _ = try? log.seekToEnd()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+
+        let total = totalSteps
+        if step == 0 {
+            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads"))
+        } else {
+            progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))
+        }
+        var monitor = CollapseMonitor(outDim: k)
+        var summary = TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false,
+                                      skippedImages: 0, knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL)
+        let started = Date()
+        let firstStep = step
+        var lastCheckpointStep = step
+        defer { loader.drain() }
+        if recipe.knn_every > 0 && step == 0 {
+            try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
+        }
+        while step < total {
+            let batch = try loader.next(step: step, limit: total)
+            if !batch.skipped.isEmpty {
+                summary.skippedImages += batch.skipped.count
+                progress(.warning("skipped \(batch.skipped.count) unreadable image(s): \(batch.skipped.prefix(3).joined(separator: ", "))"))
+            }
+            let epoch = step / iterationsPerEpoch
+            let lr = learningRates[step], wd = weightDecays[step], momentum = momenta[step]
+            let teacherTemperature = teacherTemperatures[min(epoch, teacherTemperatures.count - 1)]
+            let lastLayerFrozen = epoch < recipe.freeze_last_layer
+
+            // Teacher on the two global crops (no drop path, no gradients).
+            transformer.forward(parameters: teacher.pointer, images: batch.globals.pointer, activations: teacherGlobal)
+            teacherGlobal.copyClassTokens(to: headTeacher.inputPointer)
+            dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
+
+            // Student on every crop, one backbone pass per resolution.
+            var dropGenerator = RandomGenerator(seed: UInt64(recipe.seed), stream: 0xD409, index: UInt64(step))
+            let rate = Float(recipe.drop_path_rate)
+            transformer.forward(parameters: student.pointer, images: batch.globals.pointer, activations: studentGlobal,
+                                dropPathRate: rate, generator: &dropGenerator)
+            studentGlobal.copyClassTokens(to: headGlobal.inputPointer)
+            dinoHead.forward(parameters: student.pointer, activations: headGlobal)
+            logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
+            if let studentLocal, let headLocal {
+                transformer.forward(parameters: student.pointer, images: batch.locals.pointer, activations: studentLocal,
+                                    dropPathRate: rate, generator: &dropGenerator)
+                studentLocal.copyClassTokens(to: headLocal.inputPointer)
+                dinoHead.forward(parameters: student.pointer, activations: headLocal)
+                (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
+            }
+
+            // Loss, then the center update (the official order: step t uses the center of step t−1).
+            let stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer,
+                                             dStudent: dLogits.pointer, views: views, batch: b,
+                                             teacherTemperature: Float(teacherTemperature))
+            guard stats.loss.isFinite else {
+                let kept = lastCheckpointStep > 0 || FileManager.default.fileExists(atPath: checkpointURL.path)
+                    ? "the last good checkpoint (step \(lastCheckpointStep)) is kept at \(checkpointURL.path)"
+                    : "no checkpoint was written yet"
+                throw DinoError("the loss became \(stats.loss) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
+            }
+            loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
+
+            // Backward through head and backbone, both resolutions accumulating into one gradient buffer.
+            gradients.zero()
+            dGlobal.zero()
+            dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
+                              dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !lastLayerFrozen)
+            transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,
+                                 activations: studentGlobal)
+            if let studentLocal, let headLocal {
+                dLocal.zero()
+                dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,
+                                  dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, lastLayerGradient: !lastLayerFrozen)
+                transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dLocal.pointer,
+                                     activations: studentLocal)
+            }
+
+            // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA.
+            optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(lr),
+                           weightDecay: Float(wd), clip: Float(recipe.clip_grad), freezeLastLayer: lastLayerFrozen)
+            updateTeacher(teacher: teacher.pointer, student: student.pointer, count: layout.count, momentum: Float(momentum))
+            step += 1
+
+            // Log.
+            let elapsed = Date().timeIntervalSince(started)
+            let rate_ = Double((step - firstStep) * b) / max(elapsed, 1e-9)
+            let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
+                                    kl: stats.kullbackLeibler, lr: lr, wd: wd, momentum: momentum,
+                                    teacher_temp: teacherTemperature, images_per_s: rate_, seconds: elapsed,
+                                    eta_s: Double(total - step) * b.doubleValue / max(rate_, 1e-9))
+            log.write(try encoder.encode(record) + Data("\n".utf8))
+            progress(.step(record, totalSteps: total))
+            summary.finalLoss = stats.loss
+            summary.steps = step
+            if let warning = monitor.observe(stats, step: step, minimumSteps: max(50, iterationsPerEpoch / 2)) {
+                summary.collapseWarned = true
+                progress(.warning(warning))
+            }
+
+            // Checkpoints, evaluation, stop requests.
+            let endOfEpoch = step % iterationsPerEpoch == 0
+            if (recipe.checkpoint_every > 0 && step % recipe.checkpoint_every == 0) || endOfEpoch || step == total
+                || stopFlag.isRequested {
+                try saveCheckpoint()
+                lastCheckpointStep = step
+                let finishedEpoch = step / iterationsPerEpoch
+                if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
+                    try? FileManager.default.removeItem(at: output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch)))
+                    try FileManager.default.copyItem(at: checkpointURL,
+                                                     to: output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch)))
+                }
+            }
+            if endOfEpoch {
+                let finishedEpoch = step / iterationsPerEpoch
+                if recipe.knn_every > 0 && finishedEpoch % recipe.knn_every == 0 {
+                    try evaluateKNN(epoch: finishedEpoch, progress: progress, summary: &summary)
+                }
+                if recipe.attention_every > 0 && finishedEpoch % recipe.attention_every == 0 {
+                    try writeAttention(epoch: finishedEpoch, progress: progress)
+                }
+            }
+            if stopFlag.isRequested {
+                summary.interrupted = true
+                progress(.message("stopped at step \(step); checkpoint saved to \(checkpointURL.path): continue with --resume"))
+                return summary
+            }
+        }
+        if summary.steps > 0 && lastCheckpointStep != step { try saveCheckpoint() }
+        return summary
+    }
+
+    /// Teacher k-NN on held-out images: Fashion-MNIST's test split, or every fifth image of a labelled folder.
+    func evaluateKNN(epoch: Int, progress: (TrainingEvent) -> Void, summary: inout TrainingSummary) throws {
+        let (memory, evaluation) = try knnSplits()
+        guard let memory, let evaluation else { return }
+        let extractor = try FeatureExtractor(checkpoint: teacherBackbone(), batchSize: 256)
+        let train = try extractor.extract(memory, onBadImage: .skip)
+        let test = try extractor.extract(evaluation, onBadImage: .skip)
+        let result = try KNN.evaluate(trainFeatures: train.features, trainLabels: train.labels, testFeatures: test.features,
+                                      testLabels: test.labels, dimension: train.dimension, ks: [recipe.knn_k])[0]
+        summary.knn.append((epoch, result.top1))
+        progress(.knn(epoch: epoch, step: step, top1: result.top1))
+        let line = "{\"epoch\":\(epoch),\"step\":\(step),\"knn_k\":\(recipe.knn_k),\"knn_top1\":\(String(format: "%.2f", result.top1)),\"knn_top5\":\(String(format: "%.2f", result.top5))}\n"
+        let url = output.appendingPathComponent("knn.jsonl")
+        if let handle = try? FileHandle(forWritingTo: url) { _ = try? handle.seekToEnd(); handle.write(Data(line.utf8)); try? handle.close() }
+        else { try Data(line.utf8).write(to: url) }
+    }
+
+    func knnSplits() throws -> ((any ImageDataset)?, (any ImageDataset)?) {
+        let base = (trainingData as? DatasetSubset)?.base ?? trainingData
+        if base is FashionMNIST {
+            let folder = recipe.data_path.isEmpty ? FashionMNIST.defaultFolder : recipe.data_path
+            let test = try FashionMNIST(split: .test, folder: folder)
+            return (DatasetSubset(base, indices: Array(0..<min(recipe.knn_train_size, base.count))),
+                    DatasetSubset(test, indices: Array(0..<min(recipe.knn_eval_size, test.count))))
+        }
+        guard !base.classNames.isEmpty else { return (nil, nil) }
+        let evaluation = Array(stride(from: 0, to: base.count, by: 5).prefix(recipe.knn_eval_size))
+        let memory = Array((0..<base.count).filter { $0 % 5 != 0 }.prefix(recipe.knn_train_size))
+        return (DatasetSubset(base, indices: memory), DatasetSubset(base, indices: evaluation))
+    }
+
+    /// Writes the teacher's last-layer attention for a few fixed training images into `attention/epochNNNN`.
+    func writeAttention(epoch: Int, progress: (TrainingEvent) -> Void) throws {
+        let base = (trainingData as? DatasetSubset)?.base ?? trainingData
+        let images = try (0..<min(recipe.attention_images, base.count)).map {
+            (base.name(at: $0), try base.image(at: $0, channels: config.inChannels, minimumShortSide: nil))
+        }
+        let folder = output.appendingPathComponent(String(format: "attention/epoch%04d", epoch))
+        let maps = try AttentionExporter(checkpoint: teacherBackbone()).export(images, to: folder)
+        progress(.message(String(format: "epoch %d: attention maps in %@ (mean foreground share %.1f%%)", epoch, folder.path,
+                                 100 * maps.map(\.foregroundShare).reduce(0, +) / Double(max(maps.count, 1)))))
+    }
+}
+
+extension Int { var doubleValue: Double { Double(self) } }
+
+/// Detects the two collapse modes over a window of steps: uniform (loss pinned at ln K, teacher as flat
+/// as possible, nothing for the student to learn) and one-hot (teacher entropy near 0 and KL near 0).
+struct CollapseMonitor {
+    let outDim: Int
+    var window: [LossStatistics] = []
+    var warned = false
+
+    init(outDim: Int) { self.outDim = outDim }
+
+    mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
+        window.append(s)
+        if window.count > 50 { window.removeFirst() }
+        guard !warned, step >= minimumSteps, window.count == 50 else { return nil }
+        let lnK = log(Float(outDim))
+        let meanLoss = window.map(\.loss).reduce(0, +) / 50
+        let meanEntropy = window.map(\.teacherEntropy).reduce(0, +) / 50
+        let meanKL = window.map(\.kullbackLeibler).reduce(0, +) / 50
+        if abs(meanLoss - lnK) < 0.002 * lnK && meanKL < 0.01 {
+            warned = true
+            return String(format: "collapse: the loss has been stuck at ln(out_dim) = %.4f for 50 steps (loss %.4f, teacher entropy %.4f, KL %.5f): every output is uniform. Usual remedies: a lower teacher_temp (0.04) or warm it up more slowly, a lower momentum_teacher (0.99-0.996) so the teacher moves, fewer prototypes (out_dim), more local crops, or a higher lr", lnK, meanLoss, meanEntropy, meanKL)
+        }
+        if meanEntropy < 0.05 && meanKL < 0.01 {
+            warned = true
+            return String(format: "collapse: the teacher puts all its mass on one prototype (teacher entropy %.4f, KL %.5f for 50 steps). Usual remedies: a higher center_momentum-driven centering (keep 0.9), a higher teacher_temp warm-up start, a lower lr", meanEntropy, meanKL)
+        }
+        return nil
+    }
+}

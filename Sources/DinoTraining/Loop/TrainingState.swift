@@ -1,0 +1,81 @@
+import DinoData
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// Everything a run needs to continue exactly where it stopped: student, teacher, AdamW moments and
+/// per-tensor step counts, the loss center, and the global step (the data order, augmentations and
+/// drop-path masks are all derived from the seed and the step).
+public struct TrainingCheckpoint {
+    public static let fileName = "checkpoint.safetensors"
+
+    /// Writes the training state atomically to `url`.
+    static func save(to url: URL, trainer: Trainer) throws {
+        let layout = trainer.layout
+        var all = tensors(layout: layout, parameters: trainer.student.pointer, prefix: "student.")
+        all += tensors(layout: layout, parameters: trainer.teacher.pointer, prefix: "teacher.")
+        all += tensors(layout: layout, parameters: trainer.optimizer.firstMoment.pointer, prefix: "optimizer.exp_avg.")
+        all += tensors(layout: layout, parameters: trainer.optimizer.secondMoment.pointer, prefix: "optimizer.exp_avg_sq.")
+        all.append(NamedTensor(name: "dino_loss.center", shape: [1, trainer.head.outDim], values: trainer.loss.center.array))
+        let metadata: [String: String] = [
+            "format": "pt",
+            "dino.kind": "training",
+            "dino.config": try jsonString(trainer.config),
+            "dino.head": try jsonString(trainer.head),
+            "dino.mean": try jsonString(trainer.mean),
+            "dino.std": try jsonString(trainer.std),
+            "dino.step": String(trainer.step),
+            "dino.iterations_per_epoch": String(trainer.iterationsPerEpoch),
+            "dino.optimizer_steps": try jsonString(trainer.optimizer.steps),
+            "dino.recipe": trainer.recipe.yaml,
+        ]
+        try SafeTensors.write(all, metadata: metadata, to: url)
+    }
+
+    /// Restores the training state from `url` into `trainer`, checking that it was made by the same
+    /// architecture and schedule.
+    static func restore(from url: URL, into trainer: Trainer) throws {
+        let file = try SafeTensors.read(url)
+        guard file.metadata["dino.kind"] == "training" else {
+            throw DinoError("\(url.path) is not a training checkpoint (dino.kind is \(file.metadata["dino.kind"] ?? "missing"))")
+        }
+        let config = try JSONDecoder().decode(ViTConfig.self, from: Data((file.metadata["dino.config"] ?? "").utf8))
+        let head = try JSONDecoder().decode(HeadConfig.self, from: Data((file.metadata["dino.head"] ?? "").utf8))
+        guard config == trainer.config, head == trainer.head else {
+            throw DinoError("cannot resume from \(url.path): it was trained with a different architecture (\(config.arch) \(config.embedDim)x\(config.depth), patch \(config.patchSize), out_dim \(head.outDim)) than this recipe (\(trainer.config.arch) \(trainer.config.embedDim)x\(trainer.config.depth), patch \(trainer.config.patchSize), out_dim \(trainer.head.outDim)); use the recipe it was trained with, or a new output folder")
+        }
+        let savedIterations = Int(file.metadata["dino.iterations_per_epoch"] ?? "") ?? -1
+        guard savedIterations == trainer.iterationsPerEpoch else {
+            throw DinoError("cannot resume from \(url.path): it has \(savedIterations) steps per epoch, this recipe and data give \(trainer.iterationsPerEpoch) (batch_size or the data changed)")
+        }
+        let layout = trainer.layout
+        try loadTensors(file, prefix: "student.", into: trainer.student.pointer, layout: layout, path: url.path)
+        try loadTensors(file, prefix: "teacher.", into: trainer.teacher.pointer, layout: layout, path: url.path)
+        try loadTensors(file, prefix: "optimizer.exp_avg.", into: trainer.optimizer.firstMoment.pointer, layout: layout, path: url.path)
+        try loadTensors(file, prefix: "optimizer.exp_avg_sq.", into: trainer.optimizer.secondMoment.pointer, layout: layout, path: url.path)
+        guard let center = file.tensor("dino_loss.center"), center.values.count == trainer.head.outDim else {
+            throw DinoError("\(url.path) has no dino_loss.center of \(trainer.head.outDim) values")
+        }
+        trainer.loss.center.pointer.update(from: center.values, count: center.values.count)
+        trainer.optimizer.steps = try JSONDecoder().decode([Int].self, from: Data((file.metadata["dino.optimizer_steps"] ?? "").utf8))
+        guard trainer.optimizer.steps.count == layout.entries.count, let step = Int(file.metadata["dino.step"] ?? "") else {
+            throw DinoError("\(url.path): optimizer state does not match the model")
+        }
+        trainer.step = step
+    }
+}
+
+func jsonString<T: Encodable>(_ value: T) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// A flag another thread (a signal handler) sets to ask the loop to save and stop.
+public final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    public init() {}
+    public func request() { lock.lock(); value = true; lock.unlock() }
+    public var isRequested: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}

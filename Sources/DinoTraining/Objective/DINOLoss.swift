@@ -1,0 +1,111 @@
+import DinoKernels
+import Foundation
+
+/// Statistics of one loss evaluation.
+public struct LossStatistics: Sendable {
+    public var loss: Float
+    /// Mean entropy of the teacher's centered, sharpened distributions (nats).
+    public var teacherEntropy: Float
+    /// Mean over the loss terms of cross-entropy minus the teacher's entropy: KL(teacher ‖ student),
+    /// the part of the loss the student can reduce.
+    public var kullbackLeibler: Float
+}
+
+/// The DINO loss (official `DINOLoss`): for teacher views iq ∈ {0, 1} and every student view v ≠ iq,
+/// the batch mean of `−Σ_k q_iq·log p_v`, averaged over the `2·(V−1)` terms, with
+/// `q = softmax((t − center)/τ_t)` and `p_v = softmax(s_v/τ_s)`. The center is an EMA of the batch
+/// mean of the raw teacher logits, updated after the loss.
+///
+/// Shapes: student logits are views-major `(V·B, K)` (the 2 global views first); teacher logits `(2B, K)`.
+public final class DINOLoss {
+    public let outDim: Int
+    public let studentTemperature: Float
+    public let centerMomentum: Float
+    /// The center `(K)`, saved in checkpoints.
+    public let center: FloatBuffer
+    var teacherProbabilities = FloatBuffer(count: 0)
+    var studentProbabilities = FloatBuffer(count: 0)
+    var studentLogProbabilities = FloatBuffer(count: 0)
+
+    public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
+        self.outDim = outDim
+        self.studentTemperature = studentTemperature
+        self.centerMomentum = centerMomentum
+        center = FloatBuffer(count: outDim)
+    }
+
+    /// Computes the loss and writes dL/d(student logits) `(V·B, K)` into `dStudent` (overwritten).
+    /// Does not update the center (call `updateCenter` after, as the official order).
+    public func forwardBackward(student: UnsafePointer<Float>, teacher: UnsafePointer<Float>,
+                                dStudent: UnsafeMutablePointer<Float>, views: Int, batch b: Int,
+                                teacherTemperature: Float) -> LossStatistics {
+        let k = outDim
+        if teacherProbabilities.count != 2 * b * k { teacherProbabilities = FloatBuffer(count: 2 * b * k) }
+        if studentProbabilities.count != views * b * k {
+            studentProbabilities = FloatBuffer(count: views * b * k)
+            studentLogProbabilities = FloatBuffer(count: views * b * k)
+        }
+        let q = teacherProbabilities.pointer, p = studentProbabilities.pointer, logP = studentLogProbabilities.pointer
+        Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
+        Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: views * b, columns: k, logarithm: true)
+        let terms = 2 * (views - 1)
+        // Per row of each student view: cross-entropies against each teacher view, and the gradient.
+        var crossEntropy = [Double](repeating: 0, count: views * b * 2)
+        var entropy = [Double](repeating: 0, count: 2 * b)
+        let scale = 1 / (Float(terms) * Float(b) * studentTemperature)
+        crossEntropy.withUnsafeMutableBufferPointer { ce in
+            entropy.withUnsafeMutableBufferPointer { h in
+                let ce = ce, h = h
+                Parallel.forEachRange(views * b) { rows in
+                    for row in rows {
+                        let v = row / b, i = row % b
+                        let lp = logP + row * k, pr = p + row * k, d = dStudent + row * k
+                        for j in 0..<k { pr[j] = expf(lp[j]) }
+                        let q0 = q + i * k, q1 = q + (b + i) * k
+                        var c0: Double = 0, c1: Double = 0
+                        for j in 0..<k { c0 -= Double(q0[j] * lp[j]); c1 -= Double(q1[j] * lp[j]) }
+                        ce[2 * row] = c0; ce[2 * row + 1] = c1
+                        // d/ds_v = scale·(n_v·p_v − Σ_{iq≠v} q_iq), n_v = number of teacher views ≠ v.
+                        switch v {
+                        case 0: for j in 0..<k { d[j] = scale * (pr[j] - q1[j]) }
+                        case 1: for j in 0..<k { d[j] = scale * (pr[j] - q0[j]) }
+                        default: for j in 0..<k { d[j] = scale * (2 * pr[j] - q0[j] - q1[j]) }
+                        }
+                    }
+                }
+                Parallel.forEachRange(2 * b) { rows in
+                    for row in rows {
+                        var e: Double = 0
+                        let qr = q + row * k
+                        for j in 0..<k where qr[j] > 0 { e -= Double(qr[j]) * log(Double(qr[j])) }
+                        h[row] = e
+                    }
+                }
+            }
+        }
+        var total = 0.0, klTotal = 0.0
+        for iq in 0..<2 {
+            for v in 0..<views where v != iq {
+                var term = 0.0, teacherH = 0.0
+                for i in 0..<b { term += crossEntropy[2 * (v * b + i) + iq]; teacherH += entropy[iq * b + i] }
+                total += term / Double(b)
+                klTotal += (term - teacherH) / Double(b)
+            }
+        }
+        return LossStatistics(loss: Float(total / Double(terms)),
+                              teacherEntropy: Float(entropy.reduce(0, +) / Double(2 * b)),
+                              kullbackLeibler: Float(klTotal / Double(terms)))
+    }
+
+    /// center ← m·center + (1 − m)·mean over rows of the raw teacher logits `(rows, K)`.
+    public func updateCenter(teacher: UnsafePointer<Float>, rows: Int) {
+        let k = outDim, m = centerMomentum
+        Parallel.forEachRange((k + 255) / 256) { blocks in
+            for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
+                var s: Float = 0
+                for r in 0..<rows { s += teacher[r * k + j] }
+                center[j] = center[j] * m + (s / Float(rows)) * (1 - m)
+            }
+        }
+    }
+}

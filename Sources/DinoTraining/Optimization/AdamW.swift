@@ -1,0 +1,88 @@
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// AdamW as `torch.optim.AdamW` (β = (0.9, 0.999), eps 1e-8, decoupled decay `p ← p·(1 − lr·wd)`,
+/// bias correction with a step count per tensor), over the official DINO parameter groups: weight
+/// decay only for tensors that are not biases and have more than one dimension.
+///
+/// The step count is per tensor because a tensor the optimizer skips (the last layer while frozen;
+/// the official code sets its grad to None) does not advance its own count.
+public final class AdamW {
+    public let layout: ParameterLayout
+    public let firstMoment: FloatBuffer
+    public let secondMoment: FloatBuffer
+    /// Steps taken by each tensor of `layout.entries`.
+    public var steps: [Int]
+    public let beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
+
+    public init(layout: ParameterLayout) {
+        self.layout = layout
+        firstMoment = FloatBuffer(count: layout.count)
+        secondMoment = FloatBuffer(count: layout.count)
+        steps = Array(repeating: 0, count: layout.entries.count)
+    }
+
+    /// Clips each gradient tensor to `clip` L2 norm (0: no clipping) as the official `clip_gradients`
+    /// (`coef = clip/(‖g‖ + 1e-6)`, applied when < 1), then takes one AdamW step on every trainable
+    /// tensor, skipping the last layer when `freezeLastLayer`. Returns the gradient norms before clipping.
+    @discardableResult
+    public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                     learningRate lr: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool) -> [Float] {
+        var norms: [Float] = []
+        for (index, e) in layout.entries.enumerated() {
+            guard e.isTrainable, !(freezeLastLayer && e.isLastLayer) else { norms.append(0); continue }
+            let g = gradients + e.offset, p = parameters + e.offset
+            let m = firstMoment.pointer + e.offset, v = secondMoment.pointer + e.offset
+            let norm = l2Norm(g, e.count)
+            norms.append(norm)
+            var gradientScale: Float = 1
+            if clip > 0 {
+                let coef = clip / (norm + 1e-6)
+                if coef < 1 { gradientScale = coef }
+            }
+            steps[index] += 1
+            let t = Float(steps[index])
+            let decay: Float = e.decays ? 1 - lr * weightDecay : 1
+            let bc1 = 1 - powf(beta1, t), bc2Root = (1 - powf(beta2, t)).squareRoot()
+            let stepSize = lr / bc1
+            let b1 = beta1, b2 = beta2, eps = epsilon
+            Parallel.forEachRange(e.count, grain: 8192) { range in
+                for i in range {
+                    let grad = g[i] * gradientScale
+                    g[i] = grad
+                    p[i] *= decay
+                    m[i] += (grad - m[i]) * (1 - b1)
+                    v[i] = v[i] * b2 + (1 - b2) * grad * grad
+                    p[i] -= stepSize * m[i] / (v[i].squareRoot() / bc2Root + eps)
+                }
+            }
+        }
+        return norms
+    }
+
+    /// ‖x‖₂ summed in Double over fixed 4096-element chunks in order: the same value on any thread count.
+    func l2Norm(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        let chunks = (n + 4095) / 4096
+        var partial = [Double](repeating: 0, count: chunks)
+        partial.withUnsafeMutableBufferPointer { out in
+            let out = out
+            Parallel.forEachRange(chunks) { range in
+                for c in range {
+                    var s: Double = 0
+                    for i in (c * 4096)..<min(n, (c + 1) * 4096) { s += Double(x[i]) * Double(x[i]) }
+                    out[c] = s
+                }
+            }
+        }
+        return Float(partial.reduce(0, +).squareRoot())
+    }
+}
+
+/// The teacher update after each step: θ_t ← m·θ_t + (1 − m)·θ_s over every parameter.
+public func updateTeacher(teacher: UnsafeMutablePointer<Float>, student: UnsafePointer<Float>, count: Int, momentum: Float) {
+    let m = momentum
+    Parallel.forEachRange(count, grain: 16384) { range in
+        for i in range { teacher[i] = teacher[i] * m + (1 - m) * student[i] }
+    }
+}

@@ -1,0 +1,261 @@
+import DinoKernels
+import Foundation
+import Yams
+
+/// A training recipe. Keys are the official `main_dino.py` argument names where one exists
+/// (`arch`, `patch_size`, `out_dim`, `momentum_teacher`, …), plus keys for data, crop sizes, small
+/// models and evaluation during training. Defaults are the official defaults.
+public struct Recipe: Equatable, Sendable {
+    // Model (official names)
+    public var arch = "vit_small"
+    public var patch_size = 16
+    public var out_dim = 65536
+    public var norm_last_layer = true
+    public var use_bn_in_head = false
+    public var drop_path_rate = 0.1
+    // Small models and the head's shape
+    public var embed_dim = 0, depth = 0, num_heads = 0          // arch: custom
+    public var head_hidden_dim = 2048, bottleneck_dim = 256, head_nlayers = 3
+    // Teacher and loss
+    public var momentum_teacher = 0.996
+    public var teacher_temp = 0.04
+    public var warmup_teacher_temp = 0.04
+    public var warmup_teacher_temp_epochs = 0
+    public var student_temp = 0.1
+    public var center_momentum = 0.9
+    // Optimization
+    public var optimizer = "adamw"
+    public var lr = 0.0005
+    public var min_lr = 1e-6
+    public var warmup_epochs = 10
+    public var weight_decay = 0.04
+    public var weight_decay_end = 0.4
+    public var clip_grad = 3.0
+    public var batch_size = 64
+    public var epochs = 100
+    public var freeze_last_layer = 1
+    public var seed = 0
+    // Multi-crop
+    public var global_crops_scale = [0.4, 1.0]
+    public var local_crops_number = 8
+    public var local_crops_scale = [0.05, 0.4]
+    public var global_crop_size = 224
+    public var local_crop_size = 96
+    public var flip_prob = 0.5
+    public var color_jitter = [0.4, 0.4, 0.2, 0.1]
+    public var color_jitter_prob = 0.8
+    public var grayscale_prob = 0.2
+    /// Gaussian blur probability for global crop 1, global crop 2, local crops.
+    public var blur_prob = [1.0, 0.1, 0.5]
+    public var blur_sigma = [0.1, 2.0]
+    public var solarization_prob = 0.2
+    // Data
+    public var dataset = "fashion-mnist"
+    public var data_path = ""
+    public var in_chans = 3
+    /// Per-channel normalization; empty means the dataset's (ImageNet for folders).
+    public var mean: [Double] = []
+    public var std: [Double] = []
+    /// Use only the first N training images (0: all), for quick runs.
+    public var train_subset = 0
+    public var on_bad_image = "skip"
+    public var num_workers = 2
+    // Run control
+    /// Stop after this many steps (0: run every epoch).
+    public var max_steps = 0
+    /// Checkpoint every N steps (0: only at epoch ends), plus every `saveckp_freq` epochs a numbered copy.
+    public var checkpoint_every = 0
+    public var saveckp_freq = 20
+    public var threads = 0
+    // Evaluation during training
+    /// Evaluate teacher k-NN on a held-out split every N epochs (0: never).
+    public var knn_every = 0
+    /// Held-out images for that k-NN (taken from the test split of Fashion-MNIST, or the end of a folder).
+    public var knn_eval_size = 2000
+    /// Training images used as the k-NN memory bank.
+    public var knn_train_size = 10000
+    public var knn_k = 20
+    /// Write attention maps of a few fixed images every N epochs (0: never).
+    public var attention_every = 0
+    public var attention_images = 4
+
+    public init() {}
+
+    /// The kinds of value a key holds.
+    enum Kind { case int, double, bool, string, doubles(count: Int?) }
+
+    struct Field {
+        let name: String
+        let kind: Kind
+        let get: (Recipe) -> Any
+        let set: (inout Recipe, Any) -> Void
+    }
+
+    static func int(_ name: String, _ path: WritableKeyPath<Recipe, Int>) -> Field {
+        Field(name: name, kind: .int, get: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 as! Int })
+    }
+    static func double(_ name: String, _ path: WritableKeyPath<Recipe, Double>) -> Field {
+        Field(name: name, kind: .double, get: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 as! Double })
+    }
+    static func bool(_ name: String, _ path: WritableKeyPath<Recipe, Bool>) -> Field {
+        Field(name: name, kind: .bool, get: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 as! Bool })
+    }
+    static func string(_ name: String, _ path: WritableKeyPath<Recipe, String>) -> Field {
+        Field(name: name, kind: .string, get: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 as! String })
+    }
+    static func doubles(_ name: String, _ path: WritableKeyPath<Recipe, [Double]>, count: Int?) -> Field {
+        Field(name: name, kind: .doubles(count: count), get: { $0[keyPath: path] }, set: { $0[keyPath: path] = $1 as! [Double] })
+    }
+
+    /// Every key, in the order the merged recipe is written.
+    static let fields: [Field] = [
+        string("arch", \.arch), int("patch_size", \.patch_size), int("embed_dim", \.embed_dim), int("depth", \.depth),
+        int("num_heads", \.num_heads), int("out_dim", \.out_dim), bool("norm_last_layer", \.norm_last_layer),
+        bool("use_bn_in_head", \.use_bn_in_head), int("head_hidden_dim", \.head_hidden_dim),
+        int("bottleneck_dim", \.bottleneck_dim), int("head_nlayers", \.head_nlayers), double("drop_path_rate", \.drop_path_rate),
+        double("momentum_teacher", \.momentum_teacher), double("teacher_temp", \.teacher_temp),
+        double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
+        double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
+        string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
+        double("weight_decay", \.weight_decay), double("weight_decay_end", \.weight_decay_end), double("clip_grad", \.clip_grad),
+        int("batch_size", \.batch_size), int("epochs", \.epochs), int("freeze_last_layer", \.freeze_last_layer), int("seed", \.seed),
+        doubles("global_crops_scale", \.global_crops_scale, count: 2), int("local_crops_number", \.local_crops_number),
+        doubles("local_crops_scale", \.local_crops_scale, count: 2), int("global_crop_size", \.global_crop_size),
+        int("local_crop_size", \.local_crop_size), double("flip_prob", \.flip_prob),
+        doubles("color_jitter", \.color_jitter, count: 4), double("color_jitter_prob", \.color_jitter_prob),
+        double("grayscale_prob", \.grayscale_prob), doubles("blur_prob", \.blur_prob, count: 3),
+        doubles("blur_sigma", \.blur_sigma, count: 2), double("solarization_prob", \.solarization_prob),
+        string("dataset", \.dataset), string("data_path", \.data_path), int("in_chans", \.in_chans),
+        doubles("mean", \.mean, count: nil), doubles("std", \.std, count: nil), int("train_subset", \.train_subset),
+        string("on_bad_image", \.on_bad_image), int("num_workers", \.num_workers), int("max_steps", \.max_steps),
+        int("checkpoint_every", \.checkpoint_every), int("saveckp_freq", \.saveckp_freq), int("threads", \.threads),
+        int("knn_every", \.knn_every), int("knn_eval_size", \.knn_eval_size), int("knn_train_size", \.knn_train_size),
+        int("knn_k", \.knn_k), int("attention_every", \.attention_every), int("attention_images", \.attention_images),
+    ]
+
+    /// Official spellings accepted as aliases.
+    static let aliases = ["batch_size_per_gpu": "batch_size"]
+
+    static func field(_ name: String) throws -> Field {
+        let key = aliases[name] ?? name
+        guard let f = fields.first(where: { $0.name == key }) else {
+            let close = fields.map(\.name).filter { $0.hasPrefix(String(key.prefix(3))) }.prefix(4)
+            throw DinoError("unknown recipe key '\(name)'" + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: ", "))?)"))
+        }
+        return f
+    }
+
+    /// Sets `key` from a parsed YAML value, checking its type.
+    public mutating func set(_ key: String, _ value: Any, source: String) throws {
+        let f = try Self.field(key)
+        func wrong(_ expected: String) -> DinoError {
+            DinoError("\(source): key '\(key)' expects \(expected), got \(value) (\(type(of: value)))")
+        }
+        func number(_ v: Any) -> Double? {
+            if let d = v as? Double { return d }
+            if let i = v as? Int { return Double(i) }
+            if let text = v as? String { return Double(text) }  // YAML 1.1 reads 1e-6 as a string
+            return nil
+        }
+        switch f.kind {
+        case .int:
+            if let i = value as? Int { f.set(&self, i) }
+            else if let d = value as? Double, d == d.rounded(), abs(d) < 1e15 { f.set(&self, Int(d)) }
+            else { throw wrong("an integer") }
+        case .double:
+            guard let d = number(value) else { throw wrong("a number") }
+            f.set(&self, d)
+        case .bool:
+            guard let b = value as? Bool else { throw wrong("true or false") }
+            f.set(&self, b)
+        case .string:
+            if let s = value as? String { f.set(&self, s) }
+            else if let i = value as? Int { f.set(&self, String(i)) }
+            else { throw wrong("a string") }
+        case .doubles(let count):
+            let list = (value as? [Any]) ?? (number(value).map { [$0] } ?? [])
+            let numbers = list.compactMap(number)
+            guard numbers.count == list.count, !list.isEmpty, count == nil || numbers.count == count else {
+                throw wrong(count.map { "a list of \($0) numbers" } ?? "a list of numbers")
+            }
+            f.set(&self, numbers)
+        }
+    }
+
+    /// Applies a YAML mapping: every key must be known and well-typed.
+    public mutating func apply(yaml text: String, source: String) throws {
+        let parsed: Any?
+        do { parsed = try Yams.load(yaml: text) } catch {
+            throw DinoError("\(source) is not valid YAML: \(error)")
+        }
+        guard let parsed else { return }
+        guard let mapping = parsed as? [String: Any] else { throw DinoError("\(source) must be a mapping of key: value") }
+        for key in mapping.keys.sorted() where !key.hasPrefix("_") {   // `_comment` and friends are notes
+            try set(key, mapping[key]!, source: source)
+        }
+    }
+
+    /// Applies `key=value` (the value parsed as YAML, so `0.5`, `true`, `[0.4, 1.0]` work).
+    public mutating func apply(override text: String) throws {
+        guard let eq = text.firstIndex(of: "=") else {
+            throw DinoError("--set takes key=value, got '\(text)'")
+        }
+        let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
+        let raw = String(text[text.index(after: eq)...])
+        let value: Any = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+        try set(key, value, source: "--set \(text)")
+    }
+
+    /// Loads a recipe file, then applies overrides, then checks the values.
+    public static func load(path: String?, overrides: [String] = []) throws -> Recipe {
+        var recipe = Recipe()
+        if let path {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw DinoError("cannot read recipe \(path)")
+            }
+            try recipe.apply(yaml: text, source: path)
+        }
+        for o in overrides { try recipe.apply(override: o) }
+        try recipe.validate()
+        return recipe
+    }
+
+    /// The merged recipe as YAML, every key in table order.
+    public var yaml: String {
+        Self.fields.map { f -> String in
+            let v = f.get(self)
+            switch v {
+            case let s as String: return "\(f.name): \"\(s)\""
+            case let d as Double: return "\(f.name): \(d)"
+            case let list as [Double]: return "\(f.name): [\(list.map { "\($0)" }.joined(separator: ", "))]"
+            default: return "\(f.name): \(v)"
+            }
+        }.joined(separator: "\n") + "\n"
+    }
+
+    public func validate() throws {
+        func check(_ ok: Bool, _ message: String) throws { if !ok { throw DinoError("recipe: \(message)") } }
+        try check(optimizer == "adamw", "optimizer '\(optimizer)' is not supported; use adamw")
+        try check(!use_bn_in_head, "use_bn_in_head: true is not supported (the official ViT recipes use false)")
+        try check(batch_size >= 1, "batch_size must be at least 1")
+        try check(epochs >= 1, "epochs must be at least 1")
+        try check(local_crops_number >= 0, "local_crops_number must be 0 or more")
+        try check(global_crop_size >= patch_size && (local_crops_number == 0 || local_crop_size >= patch_size),
+                  "crop sizes (\(global_crop_size), \(local_crop_size)) must be at least patch_size \(patch_size)")
+        try check(global_crops_scale[0] > 0 && global_crops_scale[0] <= global_crops_scale[1] && global_crops_scale[1] <= 1,
+                  "global_crops_scale must be 0 < low <= high <= 1")
+        try check(local_crops_scale[0] > 0 && local_crops_scale[0] <= local_crops_scale[1] && local_crops_scale[1] <= 1,
+                  "local_crops_scale must be 0 < low <= high <= 1")
+        try check(teacher_temp > 0 && warmup_teacher_temp > 0 && student_temp > 0, "temperatures must be positive")
+        try check(warmup_teacher_temp_epochs <= epochs, "warmup_teacher_temp_epochs (\(warmup_teacher_temp_epochs)) exceeds epochs (\(epochs))")
+        try check(warmup_epochs <= epochs, "warmup_epochs (\(warmup_epochs)) exceeds epochs (\(epochs))")
+        try check(in_chans == 1 || in_chans == 3, "in_chans must be 1 or 3")
+        try check(mean.count == std.count && (mean.isEmpty || mean.count == 1 || mean.count == in_chans),
+                  "mean and std need 1 or in_chans values each")
+        try check(BadImageChoice(rawValue: on_bad_image) != nil, "on_bad_image must be skip or fail")
+        try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
+        try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
+    }
+
+    enum BadImageChoice: String { case skip, fail }
+}

@@ -1,0 +1,83 @@
+import ArgumentParser
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a freshly initialized backbone checkpoint (official init) for an architecture.")
+
+    @Option(help: "vit_tiny, vit_small, vit_base, or custom (with --embed-dim, --depth, --num-heads).")
+    var arch = "vit_small"
+    @Option(name: .customLong("patch-size")) var patchSize = 16
+    @Option(name: .customLong("in-chans"), help: "Input channels: 1 (gray) or 3 (RGB).") var inChans = 3
+    @Option(name: .customLong("img-size"), help: "Training input side; position embeddings are learned for it.") var imgSize = 224
+    @Option(name: .customLong("embed-dim")) var embedDim: Int?
+    @Option var depth: Int?
+    @Option(name: .customLong("num-heads")) var numHeads: Int?
+    @Option(help: "Per-channel mean, comma-separated (default: ImageNet for RGB, Fashion-MNIST for gray).") var mean: String?
+    @Option(help: "Per-channel std, comma-separated.") var std: String?
+    @Option var seed: UInt64 = 0
+    @Option(help: "Output .safetensors file.") var output: String
+
+    func run() throws {
+        try runReportingErrors {
+            let config = try ViTConfig.named(arch, imageSize: imgSize, patchSize: patchSize, inChannels: inChans,
+                                             embedDim: embedDim, depth: depth, numHeads: numHeads)
+            let m = try parseFloats(mean, name: "--mean") ?? (inChans == 3 ? imageNetMean : FashionMNIST.mean)
+            let s = try parseFloats(std, name: "--std") ?? (inChans == 3 ? imageNetStd : FashionMNIST.std)
+            let checkpoint = BackboneCheckpoint.initialized(config: config, mean: m, std: s, seed: seed)
+            try checkpoint.save(to: URL(fileURLWithPath: output))
+            print("wrote \(output): \(config.arch) \(config.embedDim)-wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize), \(config.inChannels) channel(s), \(config.imageSize) px, \(checkpoint.layout.count) parameters")
+        }
+    }
+}
+
+struct Features: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Extract frozen CLS features (after the final norm) as float32 .npy [N, D].",
+        discussion: """
+        DATA is a folder (JPEG and PNG found recursively; rows in the order of the sorted relative paths) \
+        or fashion-mnist:train / fashion-mnist:test. Beside OUTPUT: OUTPUT.txt lists the images, \
+        OUTPUT.labels.npy holds class labels when the data has them, OUTPUT.patches.npy the patch tokens \
+        with --patch-tokens.
+        """)
+
+    @Option(help: "A backbone checkpoint, or a training checkpoint (its teacher is used).") var checkpoint: String
+    @Option(help: "Image folder, or fashion-mnist:train / fashion-mnist:test.") var data: String
+    @Option(help: "Output .npy file.") var output: String
+    @Flag(name: .customLong("patch-tokens"), help: "Also write the patch tokens [N, np, D].") var patchTokens = false
+    @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
+    @Option(help: "Override the checkpoint's per-channel std.") var std: String?
+    @Option(name: .customLong("batch-size")) var batchSize = 64
+    @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
+    var onBadImage = "fail"
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try threads.apply()
+        try runReportingErrors {
+            guard let policy = BadImagePolicy(rawValue: onBadImage) else {
+                throw DinoError("--on-bad-image takes fail or skip, not '\(onBadImage)'")
+            }
+            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
+                                                 std: parseFloats(std, name: "--std"), batchSize: batchSize)
+            let dataset = try openDataset(argument: data)
+            let line = ProgressLine()
+            let started = Date()
+            let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: patchTokens) { done, total in
+                line.update("features \(done)/\(total)", force: done == total)
+            }
+            line.finish()
+            try set.write(to: URL(fileURLWithPath: output))
+            let seconds = Date().timeIntervalSince(started)
+            print("wrote \(output): \(set.count) x \(set.dimension) features in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(set.count) / max(seconds, 1e-9))) images/s)")
+            if !set.skipped.isEmpty {
+                print("skipped \(set.skipped.count) unreadable image(s), e.g. \(set.skipped.prefix(3).joined(separator: ", "))")
+            }
+        }
+    }
+}

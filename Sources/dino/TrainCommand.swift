@@ -1,0 +1,75 @@
+import ArgumentParser
+import DinoKernels
+import DinoTraining
+import Dispatch
+import Foundation
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a ViT by DINO self-distillation (no labels) from a recipe.",
+        discussion: """
+        RUN receives recipe.yaml (the merged recipe), log.jsonl (one JSON line per step), \
+        checkpoint.safetensors (everything needed to resume, written atomically), \
+        teacher_backbone.safetensors (for dino features / knn / attention), and knn.jsonl and \
+        attention/ when the recipe evaluates during training. Ctrl-C saves a checkpoint and exits; \
+        --resume continues with the same losses as an uninterrupted run.
+        """)
+
+    @Option(help: "A YAML recipe (keys: the official main_dino.py argument names; see Recipes/README.md).")
+    var recipe: String?
+    @Option(help: "The run folder.") var output: String
+    @Option(name: .customLong("set"), parsing: .singleValue, help: "Override a recipe key: --set lr=0.001 (repeatable).")
+    var overrides: [String] = []
+    @Flag(help: "Continue the run in --output from its checkpoint.") var resume = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try runReportingErrors {
+            let recipe = try Recipe.load(path: self.recipe, overrides: overrides)
+            if threads.threads == nil && recipe.threads > 0 { Parallel.setThreadCount(recipe.threads) }
+            try threads.apply()
+            let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume)
+            let summary = try train(trainer)
+            print("finished \(summary.steps) steps, final loss \(String(format: "%.4f", summary.finalLoss))"
+                  + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
+            print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
+        }
+    }
+}
+
+/// Runs a trainer with a live progress line, warnings on their own lines, and Ctrl-C handling.
+func train(_ trainer: Trainer) throws -> TrainingSummary {
+    signal(SIGINT, SIG_IGN)
+    let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+    var interrupts = 0
+    interrupt.setEventHandler {
+        interrupts += 1
+        if interrupts > 1 { exit(130) }
+        FileHandle.standardError.write(Data("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit at once)\n".utf8))
+        trainer.stopFlag.request()
+    }
+    interrupt.resume()
+    defer { interrupt.cancel(); signal(SIGINT, SIG_DFL) }
+    let line = ProgressLine()
+    return try trainer.run { event in
+        switch event {
+        case .message(let text):
+            line.finish(); print(text)
+        case .warning(let text):
+            line.finish(); FileHandle.standardError.write(Data("warning: \(text)\n".utf8))
+        case .knn(let epoch, let step, let top1):
+            line.finish(); print(String(format: "epoch %d (step %d): teacher k-NN top-1 %.2f%%", epoch, step, top1))
+        case .step(let r, let total):
+            line.update(String(format: "step %d/%d  epoch %d  loss %.4f  KL %.4f  H(teacher) %.3f  lr %.2e  %.0f img/s  ETA %@",
+                               r.step, total, r.epoch, r.loss, r.kl, r.teacher_entropy, r.lr, r.images_per_s, duration(r.eta_s)),
+                        force: r.step == total)
+            if r.step == total { line.finish() }
+        }
+    }
+}
+
+func duration(_ seconds: Double) -> String {
+    guard seconds.isFinite else { return "?" }
+    let s = Int(seconds)
+    return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}

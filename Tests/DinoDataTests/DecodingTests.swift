@@ -1,0 +1,108 @@
+import DinoData
+import DinoKernels
+import Foundation
+import TestSupport
+import XCTest
+
+final class DecodingTests: XCTestCase {
+    /// libjpeg-turbo and libpng against Pillow's decoding of the same files (decode.safetensors).
+    func testDecodersMatchPillow() throws {
+        let golden = try loadGolden("decode.safetensors")
+        for (name, channels) in [("chelsea.png", 3), ("camera-gray.png", 1), ("rocket.jpg", 3), ("rocket-256.jpg", 3)] {
+            let image = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent(name), channels: channels)
+            let expected = golden.tensor(name)!
+            XCTAssertEqual([image.height, image.width] + (channels == 3 ? [3] : []), expected.shape, name)
+            let worst = zip(image.pixels, expected.values).map { abs(Float($0) - $1) }.max() ?? 0
+            // PNG is lossless: exact. JPEG: both use libjpeg-turbo's islow IDCT; allow 1 level for upsampling.
+            XCTAssertLessThanOrEqual(worst, name.hasSuffix(".png") ? 0 : 1, "\(name): worst pixel difference \(worst)")
+        }
+    }
+
+    func testGrayAndColorConversions() throws {
+        let gray = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("camera-gray.png"), channels: 3)
+        XCTAssertEqual(gray.channels, 3)
+        XCTAssertEqual(gray.pixels[0], gray.pixels[1]); XCTAssertEqual(gray.pixels[1], gray.pixels[2])
+        let color = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("chelsea.png"), channels: 1)
+        XCTAssertEqual(color.pixels.count, color.width * color.height)
+    }
+
+    func testJPEGDecodeTimeDownscaling() throws {
+        let url = fixturesFolder.appendingPathComponent("rocket-256.jpg")
+        let full = try ImageCodec.decode(contentsOf: url, channels: 3)
+        let small = try ImageCodec.decode(contentsOf: url, channels: 3, minimumShortSide: 64)
+        XCTAssertEqual(full.width, 256)
+        XCTAssertLessThan(small.width, full.width)
+        XCTAssertGreaterThanOrEqual(min(small.width, small.height), 64)
+    }
+
+    func testCorruptAndTruncatedFilesGiveClearErrors() throws {
+        for name in ["rocket.jpg", "chelsea.png"] {
+            let data = try Data(contentsOf: fixturesFolder.appendingPathComponent(name))
+            for cut in [data.count / 2, 20] {
+                XCTAssertThrowsError(try ImageCodec.decode(data.prefix(cut), channels: 3, name: name)) { error in
+                    let text = "\(error)"
+                    XCTAssertTrue(text.contains(name) && (text.contains("truncated") || text.contains("not a readable")), text)
+                }
+            }
+        }
+        XCTAssertThrowsError(try ImageCodec.decode(Data("hello".utf8), channels: 3, name: "notes.png")) { error in
+            XCTAssertTrue("\(error)".contains("neither a JPEG nor a PNG"))
+        }
+    }
+
+    func testPNGRoundTrip() throws {
+        let pixels = (0..<(7 * 5 * 3)).map { UInt8(($0 * 37) % 256) }
+        let image = Image(width: 7, height: 5, channels: 3, pixels: pixels)
+        let decoded = try ImageCodec.decode(ImageCodec.encodePNG(image), channels: 3)
+        XCTAssertEqual(decoded, image)
+    }
+
+    func testImageFolderOrderClassesAndErrors() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        XCTAssertThrowsError(try ImageFolder(path: root.path)) { XCTAssertTrue("\($0)".contains("no JPEG or PNG images")) }
+        XCTAssertThrowsError(try ImageFolder(path: root.appendingPathComponent("missing").path)) {
+            XCTAssertTrue("\($0)".contains("does not exist"))
+        }
+        for (folder, file) in [("cats", "b.png"), ("cats", "a.png"), ("dogs", "z.jpg")] {
+            try FileManager.default.createDirectory(at: root.appendingPathComponent(folder), withIntermediateDirectories: true)
+            try FileManager.default.copyItem(at: fixturesFolder.appendingPathComponent(file.hasSuffix("png") ? "chelsea.png" : "rocket.jpg"),
+                                             to: root.appendingPathComponent("\(folder)/\(file)"))
+        }
+        let dataset = try ImageFolder(path: root.path)
+        XCTAssertEqual(dataset.relativePaths, ["cats/a.png", "cats/b.png", "dogs/z.jpg"])
+        XCTAssertEqual(dataset.classNames, ["cats", "dogs"])
+        XCTAssertEqual(dataset.labels, [0, 0, 1])
+    }
+
+    func testFashionMNISTReader() throws {
+        let test = try FashionMNIST(split: .test)
+        XCTAssertEqual(test.count, 10_000)
+        var perClass = [Int](repeating: 0, count: 10)
+        for i in 0..<test.count { perClass[test.label(at: i)] += 1 }
+        XCTAssertEqual(perClass, Array(repeating: 1000, count: 10))
+        let image = try test.image(at: 0, channels: 1, minimumShortSide: nil)
+        XCTAssertEqual(image.width, 28)
+        XCTAssertGreaterThan(image.pixels.max()!, 200)  // not all background
+        XCTAssertThrowsError(try FashionMNIST(split: .test, folder: "/nonexistent")) {
+            XCTAssertTrue("\($0)".contains("apt-get install dataset-fashion-mnist"))
+        }
+    }
+
+    func testResampling() {
+        // A crop already at the output size is copied exactly; a constant image stays constant.
+        let values = (0..<(3 * 10 * 8)).map { Float($0 % 17) / 16 }
+        let image = FloatImage(width: 10, height: 8, channels: 3, values: values)
+        let same = Resample.resizedCrop(image, x: 2, y: 1, width: 5, height: 4, outputWidth: 5, outputHeight: 4)
+        XCTAssertEqual(same.values[0], values[1 * 10 + 2])
+        let constant = FloatImage(width: 9, height: 9, channels: 1, values: Array(repeating: 0.25, count: 81))
+        for size in [3, 4, 20] {
+            let out = Resample.resizedCrop(constant, x: 0, y: 0, width: 9, height: 9, outputWidth: size, outputHeight: size)
+            XCTAssertTrue(out.values.allSatisfy { abs($0 - 0.25) < 1e-6 }, "size \(size)")
+        }
+        // Downscaling by 2 with antialiasing averages a 1-pixel checkerboard to ~0.5.
+        let checker = FloatImage(width: 16, height: 16, channels: 1, values: (0..<256).map { Float(($0 / 16 + $0 % 16) % 2) })
+        let half = Resample.resizedCrop(checker, x: 0, y: 0, width: 16, height: 16, outputWidth: 8, outputHeight: 8)
+        XCTAssertTrue(half.values[9...54].allSatisfy { abs($0 - 0.5) < 0.05 }, "\(half.values)")
+    }
+}

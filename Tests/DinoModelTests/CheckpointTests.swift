@@ -1,0 +1,64 @@
+import DinoKernels
+import DinoModel
+import Foundation
+import TestSupport
+import XCTest
+
+final class CheckpointTests: XCTestCase {
+    let config = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 1, embedDim: 16, depth: 2, numHeads: 2)
+
+    func testRoundTripKeepsEveryValueAndTheMetadata() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let original = BackboneCheckpoint.initialized(config: config, mean: [0.3], std: [0.4], seed: 7)
+        let url = folder.appendingPathComponent("b.safetensors")
+        try original.save(to: url)
+        let loaded = try BackboneCheckpoint.load(from: url)
+        XCTAssertEqual(loaded.config, config)
+        XCTAssertEqual(loaded.mean, [0.3]); XCTAssertEqual(loaded.std, [0.4])
+        XCTAssertEqual(loaded.parameters.array, original.parameters.array)
+        XCTAssertEqual(loaded.layout.entries.map(\.name).prefix(4), ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"])
+        XCTAssertEqual(loaded.layout.entry("blocks.1.attn.qkv.weight")?.shape, [48, 16])
+        // No temporary file is left beside it.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path), ["b.safetensors"])
+    }
+
+    func testOfficialInitialization() {
+        let c = ViTConfig(arch: "custom", imageSize: 32, patchSize: 4, inChannels: 3, embedDim: 64, depth: 2, numHeads: 2)
+        let checkpoint = BackboneCheckpoint.initialized(config: c, mean: [0.5], std: [0.5], seed: 1)
+        func values(_ name: String) -> [Float] {
+            let e = checkpoint.layout.entry(name)!
+            return Array(UnsafeBufferPointer(start: checkpoint.parameters.pointer + e.offset, count: e.count))
+        }
+        func std(_ v: [Float]) -> Float { let m = v.reduce(0, +) / Float(v.count); return (v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Float(v.count)).squareRoot() }
+        XCTAssertEqual(std(values("blocks.0.mlp.fc1.weight")), 0.02, accuracy: 0.001)   // trunc-normal(0.02)
+        XCTAssertEqual(std(values("pos_embed")), 0.02, accuracy: 0.002)
+        XCTAssertTrue(values("blocks.0.attn.qkv.bias").allSatisfy { $0 == 0 })
+        XCTAssertTrue(values("norm.weight").allSatisfy { $0 == 1 })
+        let bound = 1 / Float(3 * 16).squareRoot()                                      // Conv2d default U(±1/√fan_in)
+        XCTAssertLessThanOrEqual(values("patch_embed.proj.weight").map(abs).max()!, bound)
+        XCTAssertGreaterThan(values("patch_embed.proj.weight").map(abs).max()!, 0.9 * bound)
+    }
+
+    func testAnotherArchitectureIsAClearErrorNamingTheTensor() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = folder.appendingPathComponent("b.safetensors")
+        try BackboneCheckpoint.initialized(config: config, mean: [0.3], std: [0.4], seed: 7).save(to: url)
+        let file = try SafeTensors.read(url)
+        var other = config
+        other.embedDim = 32
+        let parameters = FloatBuffer(count: ParameterLayout.backbone(other).count)
+        XCTAssertThrowsError(try loadTensors(file, prefix: "", into: parameters.pointer, layout: .backbone(other), path: url.path)) {
+            XCTAssertEqual("\($0)", "\(url.path) does not match the architecture: tensor 'cls_token' has shape [1, 1, 16] in the file but [1, 1, 32] is expected")
+        }
+        var deeper = config
+        deeper.depth = 3
+        XCTAssertThrowsError(try loadTensors(file, prefix: "", into: FloatBuffer(count: ParameterLayout.backbone(deeper).count).pointer,
+                                             layout: .backbone(deeper), path: url.path)) {
+            XCTAssertTrue("\($0)".contains("tensor 'blocks.2.norm1.weight' [16] is missing"), "\($0)")
+        }
+        try Data("not a checkpoint".utf8).write(to: url)
+        XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) { XCTAssertTrue("\($0)".contains("is not a safetensors file")) }
+    }
+}
