@@ -25,6 +25,7 @@ struct ThreadOptions: ParsableArguments {
 
 /// Runs library code, turning its errors into a one-line message and exit code 1 (no stack trace).
 func runReportingErrors(_ body: () throws -> Void) throws {
+    setvbuf(stdout, nil, _IOLBF, 0)  // progress lines appear as they happen, also when piped to a file
     do { try body() } catch let error as DinoError {
         FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
         throw ExitCode.failure

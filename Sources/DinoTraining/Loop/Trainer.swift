@@ -50,11 +50,12 @@ public final class Trainer {
     public let head: HeadConfig
     public let layout: ParameterLayout
     public let mean: [Float], std: [Float]
-    let transformer: VisionTransformer
-    let dinoHead: DINOHead
-    let student: FloatBuffer, teacher: FloatBuffer, gradients: FloatBuffer
-    let optimizer: AdamW
-    let loss: DINOLoss
+    /// Model, optimizer and loss state, and the step itself.
+    public let model: SelfDistillation
+    var student: FloatBuffer { model.student }
+    var teacher: FloatBuffer { model.teacher }
+    var optimizer: AdamW { model.optimizer }
+    var loss: DINOLoss { model.loss }
     let loader: MultiCropLoader
     public let iterationsPerEpoch: Int
     public internal(set) var step = 0
@@ -85,8 +86,6 @@ public final class Trainer {
                           normLastLayer: recipe.norm_last_layer)
         try head.validate()
         layout = .model(config, head: head)
-        transformer = VisionTransformer(config: config, layout: layout)
-        dinoHead = DINOHead(config: head, layout: layout)
 
         var data = try dataset ?? openDataset(kind: recipe.dataset, path: recipe.data_path.isEmpty ? nil : recipe.data_path)
         if recipe.train_subset > 0 && recipe.train_subset < data.count {
@@ -123,15 +122,10 @@ public final class Trainer {
         teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
                                                            warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
 
-        student = FloatBuffer(count: layout.count)
-        teacher = FloatBuffer(count: layout.count)
-        gradients = FloatBuffer(count: layout.count)
-        optimizer = AdamW(layout: layout)
-        loss = DINOLoss(outDim: head.outDim, studentTemperature: Float(recipe.student_temp),
-                        centerMomentum: Float(recipe.center_momentum))
-        var generator = RandomGenerator(seed: UInt64(recipe.seed))
-        Initialization.initialize(student.pointer, layout: layout, generator: &generator)
-        teacher.copy(from: student)  // the teacher starts as a byte copy of the student
+        model = SelfDistillation(config: config, head: head, batchSize: recipe.batch_size, globalSize: recipe.global_crop_size,
+                                 localSize: recipe.local_crop_size, localCount: recipe.local_crops_number,
+                                 studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum))
+        model.initialize(seed: UInt64(recipe.seed))
 
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
@@ -163,18 +157,8 @@ public final class Trainer {
 
     /// Runs until the last step (or `max_steps`, or a stop request), reporting through `progress`.
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
-        let b = recipe.batch_size, views = 2 + recipe.local_crops_number, k = head.outDim
-        let g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
+        let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
         try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml"))
-        let studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: g, imageWidth: g, training: true)
-        let studentLocal = localCount > 0
-            ? transformer.makeActivations(batch: localCount * b, imageHeight: l, imageWidth: l, training: true) : nil
-        let teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: g, imageWidth: g, training: false)
-        let headGlobal = HeadActivations(config: head, rows: 2 * b)
-        let headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
-        let headTeacher = HeadActivations(config: head, rows: 2 * b)
-        let logits = FloatBuffer(count: views * b * k), dLogits = FloatBuffer(count: views * b * k)
-        let dGlobal = FloatBuffer(count: 2 * b * config.embedDim), dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
 
         let logURL = output.appendingPathComponent("log.jsonl")
         if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
@@ -190,7 +174,7 @@ public final class Trainer {
         } else {
             progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))
         }
-        var monitor = CollapseMonitor(outDim: k)
+        var monitor = CollapseMonitor(outDim: head.outDim)
         var summary = TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false,
                                       skippedImages: 0, knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL)
         let started = Date()
@@ -211,58 +195,20 @@ public final class Trainer {
             let teacherTemperature = teacherTemperatures[min(epoch, teacherTemperatures.count - 1)]
             let lastLayerFrozen = epoch < recipe.freeze_last_layer
 
-            // Teacher on the two global crops (no drop path, no gradients).
-            transformer.forward(parameters: teacher.pointer, images: batch.globals.pointer, activations: teacherGlobal)
-            teacherGlobal.copyClassTokens(to: headTeacher.inputPointer)
-            dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
-
-            // Student on every crop, one backbone pass per resolution.
             var dropGenerator = RandomGenerator(seed: UInt64(recipe.seed), stream: 0xD409, index: UInt64(step))
-            let rate = Float(recipe.drop_path_rate)
-            transformer.forward(parameters: student.pointer, images: batch.globals.pointer, activations: studentGlobal,
-                                dropPathRate: rate, generator: &dropGenerator)
-            studentGlobal.copyClassTokens(to: headGlobal.inputPointer)
-            dinoHead.forward(parameters: student.pointer, activations: headGlobal)
-            logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
-            if let studentLocal, let headLocal {
-                transformer.forward(parameters: student.pointer, images: batch.locals.pointer, activations: studentLocal,
-                                    dropPathRate: rate, generator: &dropGenerator)
-                studentLocal.copyClassTokens(to: headLocal.inputPointer)
-                dinoHead.forward(parameters: student.pointer, activations: headLocal)
-                (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
-            }
-
-            // Loss, then the center update (the official order: step t uses the center of step t−1).
-            let stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer,
-                                             dStudent: dLogits.pointer, views: views, batch: b,
-                                             teacherTemperature: Float(teacherTemperature))
-            guard stats.loss.isFinite else {
-                let kept = lastCheckpointStep > 0 || FileManager.default.fileExists(atPath: checkpointURL.path)
+            let settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
+                                        teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
+                                        clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate)
+            let stats: LossStatistics
+            do {
+                stats = try model.step(globals: batch.globals.pointer, locals: localCount > 0 ? batch.locals.pointer : nil,
+                                       settings: settings, dropPath: &dropGenerator)
+            } catch let error as NonFiniteLoss {
+                let kept = FileManager.default.fileExists(atPath: checkpointURL.path)
                     ? "the last good checkpoint (step \(lastCheckpointStep)) is kept at \(checkpointURL.path)"
-                    : "no checkpoint was written yet"
-                throw DinoError("the loss became \(stats.loss) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
+                    : "no checkpoint had been written yet"
+                throw DinoError("the loss became \(error.value) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
             }
-            loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
-
-            // Backward through head and backbone, both resolutions accumulating into one gradient buffer.
-            gradients.zero()
-            dGlobal.zero()
-            dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
-                              dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !lastLayerFrozen)
-            transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,
-                                 activations: studentGlobal)
-            if let studentLocal, let headLocal {
-                dLocal.zero()
-                dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,
-                                  dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, lastLayerGradient: !lastLayerFrozen)
-                transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dLocal.pointer,
-                                     activations: studentLocal)
-            }
-
-            // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA.
-            optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(lr),
-                           weightDecay: Float(wd), clip: Float(recipe.clip_grad), freezeLastLayer: lastLayerFrozen)
-            updateTeacher(teacher: teacher.pointer, student: student.pointer, count: layout.count, momentum: Float(momentum))
             step += 1
 
             // Log.

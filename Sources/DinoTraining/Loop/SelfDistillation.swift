@@ -1,0 +1,128 @@
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// The values the schedules give one step.
+public struct StepSettings: Sendable {
+    public var learningRate: Double
+    public var weightDecay: Double
+    public var teacherMomentum: Double
+    public var teacherTemperature: Double
+    public var freezeLastLayer: Bool
+    public var clip: Double
+    public var dropPathRate: Double
+    public init(learningRate: Double, weightDecay: Double, teacherMomentum: Double, teacherTemperature: Double,
+                freezeLastLayer: Bool, clip: Double, dropPathRate: Double) {
+        self.learningRate = learningRate; self.weightDecay = weightDecay; self.teacherMomentum = teacherMomentum
+        self.teacherTemperature = teacherTemperature; self.freezeLastLayer = freezeLastLayer; self.clip = clip
+        self.dropPathRate = dropPathRate
+    }
+}
+
+/// Student, teacher, optimizer and loss state, and one DINO step on a batch of crops, in the official
+/// order: teacher forward (global crops) → student forward (all crops) → loss → center update →
+/// finite check → backward → per-tensor clip, last layer skipped while frozen → AdamW → teacher EMA.
+/// Activations are allocated once per crop size, so a step allocates nothing of model size.
+public final class SelfDistillation {
+    public let config: ViTConfig
+    public let head: HeadConfig
+    public let layout: ParameterLayout
+    public let batchSize: Int, globalSize: Int, localSize: Int, localCount: Int
+    public let student: FloatBuffer, teacher: FloatBuffer, gradients: FloatBuffer
+    public let optimizer: AdamW
+    public let loss: DINOLoss
+    let transformer: VisionTransformer
+    let dinoHead: DINOHead
+    let studentGlobal: ViTActivations, studentLocal: ViTActivations?, teacherGlobal: ViTActivations
+    let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
+    let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
+
+    public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
+                studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
+        self.config = config; self.head = head
+        self.batchSize = b; self.globalSize = globalSize; self.localSize = localSize; self.localCount = localCount
+        layout = .model(config, head: head)
+        transformer = VisionTransformer(config: config, layout: layout)
+        dinoHead = DINOHead(config: head, layout: layout)
+        student = FloatBuffer(count: layout.count); teacher = FloatBuffer(count: layout.count)
+        gradients = FloatBuffer(count: layout.count)
+        optimizer = AdamW(layout: layout)
+        loss = DINOLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
+        studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: true)
+        studentLocal = localCount > 0
+            ? transformer.makeActivations(batch: localCount * b, imageHeight: localSize, imageWidth: localSize, training: true) : nil
+        teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: false)
+        headGlobal = HeadActivations(config: head, rows: 2 * b)
+        headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
+        headTeacher = HeadActivations(config: head, rows: 2 * b)
+        let views = 2 + localCount
+        logits = FloatBuffer(count: views * b * head.outDim); dLogits = FloatBuffer(count: views * b * head.outDim)
+        dGlobal = FloatBuffer(count: 2 * b * config.embedDim); dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
+    }
+
+    /// Official initialization of the student; the teacher starts as its byte copy.
+    public func initialize(seed: UInt64) {
+        var generator = RandomGenerator(seed: seed)
+        Initialization.initialize(student.pointer, layout: layout, generator: &generator)
+        teacher.copy(from: student)
+    }
+
+    /// The teacher's raw head output `(2B, K)` from the latest step.
+    public var teacherLogits: FloatBuffer { headTeacher.logits }
+
+    /// One training step. `globals` is `(2B, C, G, G)`, `locals` `(L·B, C, l, l)`, both views-major.
+    /// Throws, before changing any parameter, when the loss is not finite.
+    public func step(globals: UnsafePointer<Float>, locals: UnsafePointer<Float>?, settings s: StepSettings,
+                     dropPath generator: inout RandomGenerator) throws -> LossStatistics {
+        let b = batchSize, k = head.outDim, views = 2 + localCount
+        // Teacher on the two global crops (no drop path, no gradients).
+        transformer.forward(parameters: teacher.pointer, images: globals, activations: teacherGlobal)
+        teacherGlobal.copyClassTokens(to: headTeacher.inputPointer)
+        dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
+
+        // Student on every crop, one backbone pass per resolution.
+        let rate = Float(s.dropPathRate)
+        transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal,
+                            dropPathRate: rate, generator: &generator)
+        studentGlobal.copyClassTokens(to: headGlobal.inputPointer)
+        dinoHead.forward(parameters: student.pointer, activations: headGlobal)
+        logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
+        if let studentLocal, let headLocal, let locals {
+            transformer.forward(parameters: student.pointer, images: locals, activations: studentLocal,
+                                dropPathRate: rate, generator: &generator)
+            studentLocal.copyClassTokens(to: headLocal.inputPointer)
+            dinoHead.forward(parameters: student.pointer, activations: headLocal)
+            (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
+        }
+
+        // Loss, then the center update (so step t uses the center of step t−1).
+        let stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer, dStudent: dLogits.pointer,
+                                         views: views, batch: b, teacherTemperature: Float(s.teacherTemperature))
+        guard stats.loss.isFinite else { throw NonFiniteLoss(value: stats.loss) }
+        loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
+
+        // Backward through head and backbone; both resolutions accumulate into one gradient buffer.
+        gradients.zero()
+        dGlobal.zero()
+        dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
+                          dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !s.freezeLastLayer)
+        transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,
+                             activations: studentGlobal)
+        if let studentLocal, let headLocal {
+            dLocal.zero()
+            dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,
+                              dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, lastLayerGradient: !s.freezeLastLayer)
+            transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dLocal.pointer,
+                                 activations: studentLocal)
+        }
+
+        // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA.
+        optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(s.learningRate),
+                       weightDecay: Float(s.weightDecay), clip: Float(s.clip), freezeLastLayer: s.freezeLastLayer)
+        updateTeacher(teacher: teacher.pointer, student: student.pointer, count: layout.count, momentum: Float(s.teacherMomentum))
+        return stats
+    }
+}
+
+/// The loss was NaN or infinite; no parameter was changed by that step.
+public struct NonFiniteLoss: Error { public let value: Float }
