@@ -68,6 +68,7 @@ public struct AttentionExporter {
         let heads: [[Float]] = (0..<c.numHeads).map { h in
             Array(UnsafeBufferPointer(start: probabilities.pointer + h * n * n + 1, count: n - 1))
         }
+        withExtendedLifetime(buffer) {}  // the forward pass saw only its pointer
         let meanMap = (0..<(n - 1)).map { i in heads.reduce(0) { $0 + $1[i] } / Float(c.numHeads) }
         let weights = foregroundWeights(display, mask: foregroundMask, gridHeight: gh, gridWidth: gw, patch: p)
         let total = meanMap.reduce(0, +)

@@ -16,6 +16,12 @@ public struct FeatureSet: Sendable {
     /// Names of images that could not be decoded and were skipped.
     public var skipped: [String]
     public var count: Int { names.count }
+
+    public init(features: [Float], dimension: Int, patchTokens: [Float]?, names: [String], labels: [Int],
+                classNames: [String], skipped: [String]) {
+        self.features = features; self.dimension = dimension; self.patchTokens = patchTokens; self.names = names
+        self.labels = labels; self.classNames = classNames; self.skipped = skipped
+    }
 }
 
 /// The evaluation transform and a batched, frozen forward pass (official `eval_knn.py`
@@ -102,6 +108,7 @@ public struct FeatureExtractor {
             start = end
             progress?(start, dataset.count)
         }
+        withExtendedLifetime((images, cls)) {}  // kernels saw only their pointers
         return result
     }
 }

@@ -46,7 +46,7 @@ final class FiniteDifferenceTests: XCTestCase {
         let (rows, c) = (3, 6)
         let x = randomArray(rows * c, seed: 13), r = randomArray(rows * c, seed: 14), g = randomArray(rows, seed: 15)
         let y = floats(Reference.l2Normalize(x, rows: rows, columns: c))
-        let dx = FloatBuffer(count: rows * c), norms = FloatBuffer(count: rows), out = FloatBuffer(count: rows * c)
+        let dx = kept(FloatBuffer(count: rows * c)), norms = kept(FloatBuffer(count: rows)), out = kept(FloatBuffer(count: rows * c))
         L2Normalize.forward(output: out.pointer, norms: norms.pointer, input: input(x), rows: rows, columns: c)
         assertClose(out.array, y, tolerance: 1e-6, "l2 forward")
         L2Normalize.backward(dInput: dx.pointer, dOutput: input(r), output: out.pointer,
@@ -54,8 +54,8 @@ final class FiniteDifferenceTests: XCTestCase {
         checkGradient(x, analytic: doubles(dx.array), tolerance: 1e-5, "l2 normalize") {
             projection(Reference.l2Normalize($0, rows: rows, columns: c), r)
         }
-        let dv = FloatBuffer(count: rows * c), dg = FloatBuffer(count: rows), w = FloatBuffer(count: rows * c)
-        let vb = FloatBuffer(floats(x)), gb = FloatBuffer(floats(g))
+        let dv = kept(FloatBuffer(count: rows * c)), dg = kept(FloatBuffer(count: rows)), w = kept(FloatBuffer(count: rows * c))
+        let vb = kept(FloatBuffer(floats(x))), gb = kept(FloatBuffer(floats(g)))
         WeightNorm.forward(weight: w.pointer, norms: norms.pointer, direction: vb.pointer, magnitude: gb.pointer, rows: rows, columns: c)
         assertClose(w.array, Reference.weightNorm(x, g, rows: rows, columns: c), tolerance: 1e-6, "weight norm forward")
         WeightNorm.backward(dDirection: dv.pointer, dMagnitude: dg.pointer, dWeight: input(r),
@@ -72,7 +72,7 @@ final class FiniteDifferenceTests: XCTestCase {
         let (side, c, th, tw) = (4, 3, 3, 5)
         let grid = randomArray(side * side * c, seed: 16), r = randomArray(th * tw * c, seed: 17)
         let matrix = PositionEmbedding.interpolationMatrix(side: side, targetHeight: th, targetWidth: tw)
-        let dGrid = FloatBuffer(count: grid.count)
+        let dGrid = kept(FloatBuffer(count: grid.count))
         PositionEmbedding.backward(dGrid: dGrid.pointer, dOutput: input(r),
                                    matrix: input(matrix), targetCount: th * tw, sourceCount: side * side, channels: c)
         checkGradient(grid, analytic: doubles(dGrid.array), tolerance: 1e-5, "bicubic interpolation") {

@@ -48,16 +48,19 @@ final class CheckpointTests: XCTestCase {
         let file = try SafeTensors.read(url)
         var other = config
         other.embedDim = 32
-        let parameters = FloatBuffer(count: ParameterLayout.backbone(other).count)
+        let parameters = kept(FloatBuffer(count: ParameterLayout.backbone(other).count))
         XCTAssertThrowsError(try loadTensors(file, prefix: "", into: parameters.pointer, layout: .backbone(other), path: url.path)) {
             XCTAssertEqual("\($0)", "\(url.path) does not match the architecture: tensor 'cls_token' has shape [1, 1, 16] in the file but [1, 1, 32] is expected")
         }
+        withExtendedLifetime(parameters) {}
         var deeper = config
         deeper.depth = 3
-        XCTAssertThrowsError(try loadTensors(file, prefix: "", into: FloatBuffer(count: ParameterLayout.backbone(deeper).count).pointer,
+        let deeperParameters = kept(FloatBuffer(count: ParameterLayout.backbone(deeper).count))
+        XCTAssertThrowsError(try loadTensors(file, prefix: "", into: deeperParameters.pointer,
                                              layout: .backbone(deeper), path: url.path)) {
             XCTAssertTrue("\($0)".contains("tensor 'blocks.2.norm1.weight' [16] is missing"), "\($0)")
         }
+        withExtendedLifetime(deeperParameters) {}
         try Data("not a checkpoint".utf8).write(to: url)
         XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) { XCTAssertTrue("\($0)".contains("is not a safetensors file")) }
     }

@@ -25,7 +25,7 @@ final class ModelGoldenTests: XCTestCase {
     func checkAgainstGolden() throws {
         let golden = try loadGolden("model.safetensors")
         let layout = ParameterLayout.model(vit, head: head)
-        let parameters = FloatBuffer(count: layout.count), gradients = FloatBuffer(count: layout.count)
+        let parameters = kept(FloatBuffer(count: layout.count)), gradients = kept(FloatBuffer(count: layout.count))
         try loadTensors(golden, prefix: "param.", into: parameters.pointer, layout: layout, path: "model.safetensors")
         let transformer = VisionTransformer(config: vit, layout: layout)
         let dinoHead = DINOHead(config: head, layout: layout)
@@ -35,9 +35,9 @@ final class ModelGoldenTests: XCTestCase {
             let images = golden.values("input.\(name)")
             let batch = images.count / (3 * height * width)
             let activations = transformer.makeActivations(batch: batch, imageHeight: height, imageWidth: width, training: true)
-            let imageBuffer = FloatBuffer(images)
+            let imageBuffer = kept(FloatBuffer(images))
             transformer.forward(parameters: parameters.pointer, images: imageBuffer.pointer, activations: activations)
-            let cls = FloatBuffer(count: batch * 32)
+            let cls = kept(FloatBuffer(count: batch * 32))
             activations.copyClassTokens(to: cls.pointer)
             assertClose(cls.array, golden.values("output.cls.\(name)"), tolerance: 1e-5, "CLS \(name)")
             assertClose(activations.lastAttention.array, golden.values("output.attention.\(name)"), tolerance: 1e-5,
@@ -49,7 +49,7 @@ final class ModelGoldenTests: XCTestCase {
             let range = (row * 40)..<((row + batch) * 40)
             assertClose(headActivations.logits.array, Array(logits[range]), tolerance: 1e-5, "logits \(name)")
 
-            let dLogits = FloatBuffer(Array(upstream[range])), dCLS = FloatBuffer(count: batch * 32)
+            let dLogits = kept(FloatBuffer(Array(upstream[range]))), dCLS = kept(FloatBuffer(count: batch * 32))
             dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
                               dLogits: dLogits.pointer, activations: headActivations)
             transformer.backward(gradients: gradients.pointer, parameters: parameters.pointer, dClassTokens: dCLS.pointer,
@@ -70,9 +70,9 @@ final class ModelGoldenTests: XCTestCase {
         let golden = try loadGolden("interpolation.safetensors")
         let grid = golden.values("pos_embed")
         for (h, w) in [(3, 3), (5, 4), (9, 11), (2, 7)] {
-            let out = FloatBuffer(count: h * w * 8)
-            let matrix = FloatBuffer(PositionEmbedding.interpolationMatrix(side: 7, targetHeight: h, targetWidth: w))
-            let source = FloatBuffer(Array(grid[8...]))
+            let out = kept(FloatBuffer(count: h * w * 8))
+            let matrix = kept(FloatBuffer(PositionEmbedding.interpolationMatrix(side: 7, targetHeight: h, targetWidth: w)))
+            let source = kept(FloatBuffer(Array(grid[8...])))
             PositionEmbedding.forward(output: out.pointer, grid: source.pointer, matrix: matrix.pointer,
                                       targetCount: h * w, sourceCount: 49, channels: 8)
             assertClose(out.array, golden.values("grid.\(h)x\(w)"), tolerance: 1e-5, "interpolated grid \(h)x\(w)")

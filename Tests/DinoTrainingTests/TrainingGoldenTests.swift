@@ -26,8 +26,8 @@ final class TrainingGoldenTests: XCTestCase {
         let golden = try loadGolden("training.safetensors")
         let loss = DINOLoss(outDim: 16)
         loss.center.pointer.update(from: golden.values("loss.center_in"), count: 16)
-        let student = FloatBuffer(golden.values("loss.student")), teacher = FloatBuffer(golden.values("loss.teacher"))
-        let gradient = FloatBuffer(count: student.count)
+        let student = kept(FloatBuffer(golden.values("loss.student"))), teacher = kept(FloatBuffer(golden.values("loss.teacher")))
+        let gradient = kept(FloatBuffer(count: student.count))
         let stats = loss.forwardBackward(student: student.pointer, teacher: teacher.pointer, dStudent: gradient.pointer,
                                          views: 4, batch: 3, teacherTemperature: 0.05)
         loss.updateCenter(teacher: teacher.pointer, rows: 6)
@@ -59,7 +59,7 @@ final class TrainingGoldenTests: XCTestCase {
         var generator = RandomGenerator(seed: 0)
         for step in 0..<6 {
             let epoch = step / 2
-            let globals = FloatBuffer(golden.values("step\(step).globals")), locals = FloatBuffer(golden.values("step\(step).locals"))
+            let globals = kept(FloatBuffer(golden.values("step\(step).globals"))), locals = kept(FloatBuffer(golden.values("step\(step).locals")))
             let stats = try model.step(globals: globals.pointer, locals: locals.pointer,
                                        settings: StepSettings(learningRate: lr[step], weightDecay: wd[step], teacherMomentum: momentum[step],
                                                               teacherTemperature: temperature[epoch], freezeLastLayer: epoch < 1,
@@ -101,11 +101,12 @@ final class OptimizerTests: XCTestCase {
         layout.append("norm.weight", [2])                  // 1-D: not decayed
         XCTAssertEqual(layout.entries.map(\.decays), [true, false, true, false])
         let optimizer = AdamW(layout: layout)
-        let p = FloatBuffer([1, -2, 3, 0.5, 1, 2, 1, 1]), g = FloatBuffer([0.1, -0.2, 0.3, 0.4, 0.5, -0.5, 0.2, -0.1])
+        let p = kept(FloatBuffer([1, -2, 3, 0.5, 1, 2, 1, 1, 1, 2])), g = kept(FloatBuffer([0.1, -0.2, 0.3, 0.4, 0.5, -0.5, 0.2, -0.1, 0.05, -0.3]))
         let lr: Float = 0.01, wd: Float = 0.1
         let before = p.array, grads = g.array
         optimizer.step(parameters: p.pointer, gradients: g.pointer, learningRate: lr, weightDecay: wd, clip: 0, freezeLastLayer: false)
-        for i in 0..<8 {
+        XCTAssertEqual(layout.count, 10)
+        for i in 0..<10 {
             let decays = layout.entries.first { $0.range.contains(i) }!.decays
             let decayed = decays ? before[i] * (1 - lr * wd) : before[i]
             // After one step m̂ = g and v̂ = g², so the update is lr·g/(|g| + eps).
@@ -118,7 +119,7 @@ final class OptimizerTests: XCTestCase {
         var layout = ParameterLayout()
         layout.append("a.weight", [2, 2]); layout.append("b.weight", [2, 2])
         let optimizer = AdamW(layout: layout)
-        let p = FloatBuffer(count: 8), g = FloatBuffer([3, 4, 0, 0, 0.03, 0.04, 0, 0])  // norms 5 and 0.05
+        let p = kept(FloatBuffer(count: 8)), g = kept(FloatBuffer([3, 4, 0, 0, 0.03, 0.04, 0, 0]))  // norms 5 and 0.05
         let norms = optimizer.step(parameters: p.pointer, gradients: g.pointer, learningRate: 0, weightDecay: 0, clip: 1,
                                    freezeLastLayer: false)
         XCTAssertEqual(norms[0], 5, accuracy: 1e-6); XCTAssertEqual(norms[1], 0.05, accuracy: 1e-8)
@@ -132,7 +133,7 @@ final class OptimizerTests: XCTestCase {
         layout.append("head.mlp.0.weight", [1, 2])
         layout.append("head.last_layer.weight_v", [1, 2])
         let optimizer = AdamW(layout: layout)
-        let p = FloatBuffer([1, 1, 1, 1]), g = FloatBuffer([0.5, 0.5, 0.5, 0.5])
+        let p = kept(FloatBuffer([1, 1, 1, 1])), g = kept(FloatBuffer([0.5, 0.5, 0.5, 0.5]))
         optimizer.step(parameters: p.pointer, gradients: g.pointer, learningRate: 0.1, weightDecay: 0.5, clip: 0, freezeLastLayer: true)
         XCTAssertEqual(Array(p.array[2...]), [1, 1], "weight decay must not touch a frozen last layer")
         XCTAssertEqual(optimizer.steps, [1, 0])
@@ -141,7 +142,7 @@ final class OptimizerTests: XCTestCase {
     }
 
     func testTeacherEMA() {
-        let t = FloatBuffer([1, 2]), s = FloatBuffer([3, 4])
+        let t = kept(FloatBuffer([1, 2])), s = kept(FloatBuffer([3, 4]))
         updateTeacher(teacher: t.pointer, student: s.pointer, count: 2, momentum: 0.9)
         XCTAssertEqual(t[0], 1.2, accuracy: 1e-6); XCTAssertEqual(t[1], 2.2, accuracy: 1e-6)
     }

@@ -121,3 +121,11 @@ public func temporaryFolder(_ name: String = #function) -> URL {
 public var fashionMNISTInstalled: Bool {
     FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 }
+
+/// Keeps a test's buffer allocated for the whole test process. Swift may end an object's lifetime
+/// right after its last use, and handing `buffer.pointer` to a kernel is not a use of `buffer`.
+@discardableResult
+public func kept(_ buffer: FloatBuffer) -> FloatBuffer {
+    keptAlive.append(buffer)
+    return buffer
+}

@@ -175,7 +175,7 @@ public struct Recipe: Equatable, Sendable {
         case .doubles(let count):
             let list = (value as? [Any]) ?? (number(value).map { [$0] } ?? [])
             let numbers = list.compactMap(number)
-            guard numbers.count == list.count, !list.isEmpty, count == nil || numbers.count == count else {
+            guard numbers.count == list.count, count == nil || numbers.count == count else {
                 throw wrong(count.map { "a list of \($0) numbers" } ?? "a list of numbers")
             }
             f.set(&self, numbers)

@@ -1,0 +1,203 @@
+import ArgumentParser
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+
+/// Features for a data argument: a cached `.npy`, raw pixels, or a checkpoint's frozen CLS features.
+struct FeatureSource: ParsableArguments {
+    @Option(help: "Backbone or training checkpoint (omit with --raw-pixels or .npy inputs).") var checkpoint: String?
+    @Flag(name: .customLong("raw-pixels"), help: "Use pixels/255 as features (the floor to beat).") var rawPixels = false
+    @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: normalize by the data set's mean/std.")
+    var normalizePixels = false
+    @Option(name: .customLong("batch-size")) var batchSize = 256
+    @Option(name: .customLong("on-bad-image"), help: "fail or skip unreadable images.") var onBadImage = "fail"
+    @Option(name: .customLong("limit"), help: "Use only the first N images of each set.") var limit: Int?
+
+    func features(_ argument: String, what: String) throws -> FeatureSet {
+        if argument.hasSuffix(".npy") { return try FeatureSet.read(from: URL(fileURLWithPath: argument)) }
+        var dataset = try openDataset(argument: argument)
+        if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
+        if rawPixels {
+            let fashion = argument.hasPrefix("fashion-mnist")
+            return try rawPixelFeatures(dataset, channels: 1, size: fashion ? nil : 32,
+                                        mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
+        }
+        guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
+        guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
+        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
+                                             batchSize: batchSize)
+        let line = ProgressLine()
+        let set = try extractor.extract(dataset, onBadImage: policy) { done, total in
+            line.update("\(what) features \(done)/\(total)", force: done == total)
+        }
+        line.finish()
+        if !set.skipped.isEmpty { FileHandle.standardError.write(Data("skipped \(set.skipped.count) unreadable \(what) image(s)\n".utf8)) }
+        return set
+    }
+}
+
+struct KNN: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "knn",
+        abstract: "Weighted k-NN on frozen teacher features (official eval_knn.py): top-1/top-5 per k and per-class accuracy.",
+        discussion: "DATA: an image folder (class = first-level subfolder), fashion-mnist:train / fashion-mnist:test, or a .npy written by dino features (labels from its .labels.npy).")
+
+    @Option(help: "Training (memory bank) data.") var train: String
+    @Option(help: "Test data.") var test: String
+    @OptionGroup var source: FeatureSource
+    @Option(help: "Comma-separated k values.") var k = "10,20,100,200"
+    @Option(help: "Vote temperature T (weights exp(sim/T)).") var temperature: Float = 0.07
+    @Flag(help: "Print one JSON object instead of tables.") var json = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try threads.apply()
+        try runReportingErrors {
+            let ks = k.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard !ks.isEmpty else { throw DinoError("--k takes comma-separated positive integers") }
+            let started = Date()
+            let trainSet = try source.features(train, what: "train"), testSet = try source.features(test, what: "test")
+            guard trainSet.dimension == testSet.dimension else {
+                throw DinoError("train features are \(trainSet.dimension)-dimensional, test features \(testSet.dimension)")
+            }
+            let evaluated = Date()
+            let results = try DinoEval.KNN.evaluate(trainFeatures: trainSet.features, trainLabels: trainSet.labels,
+                                                    testFeatures: testSet.features, testLabels: testSet.labels,
+                                                    dimension: trainSet.dimension, ks: ks, temperature: temperature)
+            let knnSeconds = Date().timeIntervalSince(evaluated)
+            let classNames = trainSet.classNames.isEmpty ? testSet.classNames : trainSet.classNames
+            if json {
+                let object: [String: Any] = [
+                    "train_images": trainSet.count, "test_images": testSet.count, "dimension": trainSet.dimension,
+                    "temperature": temperature, "seconds": Date().timeIntervalSince(started), "knn_seconds": knnSeconds,
+                    "results": results.map { ["k": $0.k, "top1": $0.top1, "top5": $0.top5, "per_class": $0.perClass] },
+                    "classes": classNames,
+                ]
+                print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+                return
+            }
+            print("weighted k-NN (T = \(temperature)) on \(trainSet.count) train / \(testSet.count) test images, \(trainSet.dimension)-d features (\(String(format: "%.1f", knnSeconds)) s)")
+            print("    k    top-1    top-5")
+            for r in results { print(String(format: "%5d  %6.2f%%  %6.2f%%", r.k, r.top1, r.top5)) }
+            let best = results.first { $0.k == 20 } ?? results[0]
+            print("per-class top-1 at k = \(best.k):")
+            for (c, accuracy) in best.perClass.enumerated() where best.perClassCount[c] > 0 {
+                let name = c < classNames.count ? classNames[c] : "class \(c)"
+                print("  " + name.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %6.2f%%  (%d images)", accuracy, best.perClassCount[c]))
+            }
+        }
+    }
+}
+
+struct Linear: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a linear classifier on frozen features and report test top-1 (after eval_linear.py).")
+
+    @Option(help: "Training data (folder, fashion-mnist:train, or .npy).") var train: String
+    @Option(help: "Test data.") var test: String
+    @OptionGroup var source: FeatureSource
+    @Option var epochs = 30
+    @Option var lr: Float = 0.1
+    @Option(name: .customLong("probe-batch-size")) var probeBatchSize = 256
+    @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
+    @Flag(name: .customLong("avgpool"), help: "Concatenate the average of the patch tokens to the CLS token.")
+    var avgpool = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try threads.apply()
+        try runReportingErrors {
+            let (trainSet, testSet) = avgpool ? try (pooled(train), pooled(test))
+                : try (source.features(train, what: "train"), source.features(test, what: "test"))
+            var settings = LinearProbeSettings()
+            settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = probeBatchSize; settings.weightDecay = weightDecay
+            let result = try LinearProbe.train(trainFeatures: trainSet.features, trainLabels: trainSet.labels,
+                                               testFeatures: testSet.features, testLabels: testSet.labels,
+                                               dimension: trainSet.dimension, settings: settings) { epoch, loss in
+                if epoch % 5 == 0 || epoch == epochs { print(String(format: "epoch %d/%d  loss %.4f", epoch, epochs, loss)) }
+            }
+            print(String(format: "linear probe on %d-d features: train top-1 %.2f%%, test top-1 %.2f%%", trainSet.dimension,
+                         result.trainTop1, result.testTop1))
+        }
+    }
+
+    /// CLS concatenated with the mean patch token.
+    func pooled(_ argument: String) throws -> FeatureSet {
+        guard let checkpoint = source.checkpoint else { throw DinoError("--avgpool needs --checkpoint") }
+        var dataset = try openDataset(argument: argument)
+        if let limit = source.limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
+        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)))
+        var set = try extractor.extract(dataset, onBadImage: BadImagePolicy(rawValue: source.onBadImage) ?? .fail, patchTokens: true)
+        let d = set.dimension, np = set.patchTokens!.count / max(1, set.count * d)
+        var out: [Float] = []
+        for r in 0..<set.count {
+            out += set.features[(r * d)..<((r + 1) * d)]
+            var mean = [Float](repeating: 0, count: d)
+            for p in 0..<np { for j in 0..<d { mean[j] += set.patchTokens![(r * np + p) * d + j] / Float(np) } }
+            out += mean
+        }
+        set.features = out; set.dimension = 2 * d; set.patchTokens = nil
+        return set
+    }
+}
+
+struct Attention: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the last layer's CLS attention per head (and their mean) as PNG heatmaps, overlays and masks.",
+        discussion: """
+        For each image: NAME-image.png, NAME-attn-headH.png / NAME-attn-mean.png (viridis), NAME-overlay-*.png, \
+        and NAME-mask60-*.png (the smallest set of patches holding 60% of the attention mass, as the paper). \
+        Prints the share of attention on the foreground: inside --mask images when given, otherwise on \
+        patches with any pixel above 10% intensity (Fashion-MNIST's objects on black).
+        """)
+
+    @Option(help: "Backbone or training checkpoint.") var checkpoint: String
+    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
+    @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
+    var fashionMNISTTest = 0
+    @Option(parsing: .upToNextOption, help: "Foreground masks (white = object), one per --image.") var mask: [String] = []
+    @Option(help: "Output folder.") var output: String
+    @Option(help: "Attention mass the masks keep.") var threshold: Float = 0.6
+    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
+    @Flag(name: .customLong("summary-only"), help: "Print the foreground shares without writing PNGs.") var summaryOnly = false
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        try threads.apply()
+        try runReportingErrors {
+            guard threshold > 0 && threshold <= 1 else { throw DinoError("--threshold must be in (0, 1]") }
+            guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
+            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let channels = backbone.config.inChannels
+            var inputs: [(String, DinoData.Image)] = try image.map {
+                (($0 as NSString).lastPathComponent, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: channels))
+            }
+            var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
+            if fashionMNISTTest > 0 {
+                let test = try FashionMNIST(split: .test)
+                for i in 0..<min(fashionMNISTTest, test.count) {
+                    inputs.append(("fmnist-test\(i)", try test.image(at: i, channels: channels, minimumShortSide: nil)))
+                    masks.append(nil)
+                }
+            }
+            guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
+            let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
+            let maps: [AttentionMap]
+            if summaryOnly {
+                maps = inputs.enumerated().map { i, item in exporter.attention(item.1, name: item.0, foregroundMask: masks[i]) }
+            } else {
+                maps = try exporter.export(inputs, to: URL(fileURLWithPath: output), masks: masks)
+            }
+            if maps.count <= 20 {
+                for m in maps {
+                    print(String(format: "%@: %dx%d patches, %.1f%% of the mean attention on the foreground", m.name, m.gridHeight, m.gridWidth, 100 * m.foregroundShare))
+                }
+            }
+            let mean = maps.map(\.foregroundShare).reduce(0, +) / Double(maps.count)
+            print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean))
+            if !summaryOnly { print("wrote \(maps.count * (3 * (backbone.config.numHeads + 1) + 1)) PNGs to \(output)") }
+        }
+    }
+}

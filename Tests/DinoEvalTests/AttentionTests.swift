@@ -1,0 +1,62 @@
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+import TestSupport
+import XCTest
+
+final class AttentionTests: XCTestCase {
+    let config = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 16, depth: 2, numHeads: 2)
+
+    /// The maps are the last block's CLS-row attention probabilities of the core kernel, at any size.
+    func testMapsAreTheKernelsProbabilities() throws {
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.5], seed: 3)
+        let image = Image(width: 35, height: 21, channels: 1, pixels: (0..<(35 * 21)).map { UInt8(($0 * 7) % 256) })
+        let map = AttentionExporter(checkpoint: backbone).attention(image, name: "x")
+        XCTAssertEqual([map.gridHeight, map.gridWidth], [3, 5])   // non-square: interpolated position embedding
+        var input = FloatImage(image).values
+        normalize(&input, channels: 1, plane: 35 * 21, mean: [0.5], std: [0.5])
+        let activations = backbone.transformer.makeActivations(batch: 1, imageHeight: 21, imageWidth: 35, training: false)
+        let buffer = kept(FloatBuffer(input))
+        backbone.transformer.forward(parameters: backbone.parameters.pointer, images: buffer.pointer, activations: activations)
+        let n = activations.tokens
+        for h in 0..<2 {
+            XCTAssertEqual(map.heads[h], Array(activations.lastAttention.array[(h * n * n + 1)..<(h * n * n + n)]))
+        }
+        XCTAssertEqual(map.mean[0], (map.heads[0][0] + map.heads[1][0]) / 2, accuracy: 1e-7)
+    }
+
+    func testMasksHoldTheRequestedMass() {
+        var g = RandomGenerator(seed: 1)
+        let map = (0..<49).map { _ in Float(g.nextDouble()) }
+        let total = map.reduce(0, +)
+        for threshold: Float in [0.3, 0.6, 0.9] {
+            let keep = AttentionExporter.mask(map, threshold: threshold)
+            let kept = zip(map, keep).filter(\.1).map(\.0)
+            XCTAssertGreaterThanOrEqual(kept.reduce(0, +) / total, threshold - 1e-6)
+            // Smallest such set: dropping the weakest kept patch falls below the threshold.
+            XCTAssertLessThan((kept.reduce(0, +) - kept.min()!) / total, threshold)
+        }
+    }
+
+    func testWrittenPNGsDecodeToTheExpectedPixels() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.5], seed: 3)
+        let image = Image(width: 28, height: 28, channels: 1, pixels: (0..<784).map { $0 % 28 > 14 ? 200 : 0 })
+        let exporter = AttentionExporter(checkpoint: backbone)
+        let maps = try exporter.export([("item", image)], to: folder)
+        let heat = try ImageCodec.decode(contentsOf: folder.appendingPathComponent("item-attn-mean.png"), channels: 3)
+        XCTAssertEqual([heat.width, heat.height], [28, 28])
+        XCTAssertEqual(heat, exporter.heatmap(maps[0].mean, gridHeight: 4, gridWidth: 4, width: 28, height: 28))
+        // The brightest patch is viridis yellow, the faintest viridis purple.
+        XCTAssertTrue(heat.pixels.contains(253) && heat.pixels.contains(84))
+        for name in ["item-image.png", "item-attn-head0.png", "item-attn-head1.png", "item-overlay-mean.png", "item-mask60-mean.png"] {
+            XCTAssertNoThrow(try ImageCodec.decode(contentsOf: folder.appendingPathComponent(name), channels: 3), name)
+        }
+        // Foreground (right half bright): the share is the mass on patches with bright pixels.
+        let fg = (0..<16).filter { $0 % 4 >= 2 }
+        XCTAssertEqual(maps[0].foregroundShare, Double(fg.map { maps[0].mean[$0] }.reduce(0, +) / maps[0].mean.reduce(0, +)), accuracy: 1e-5)
+    }
+}

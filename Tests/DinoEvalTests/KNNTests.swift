@@ -1,0 +1,72 @@
+import DinoData
+import DinoEval
+import DinoKernels
+import Foundation
+import TestSupport
+import XCTest
+
+final class KNNTests: XCTestCase {
+    /// The GEMM + heap implementation against a brute-force one (full sort, the same votes).
+    func testMatchesBruteForce() throws {
+        var g = RandomGenerator(seed: 5)
+        let (n, m, d, classes) = (300, 70, 12, 4)
+        let train = (0..<(n * d)).map { _ in Float(g.nextNormal()) }, test = (0..<(m * d)).map { _ in Float(g.nextNormal()) }
+        let trainLabels = (0..<n).map { _ in g.nextInt(below: classes) }, testLabels = (0..<m).map { _ in g.nextInt(below: classes) }
+        let results = try KNN.evaluate(trainFeatures: train, trainLabels: trainLabels, testFeatures: test, testLabels: testLabels,
+                                       dimension: d, ks: [1, 5, 20])
+        func normalized(_ x: [Float], _ r: Int) -> [Double] {
+            let row = x[(r * d)..<((r + 1) * d)].map(Double.init)
+            let norm = row.reduce(0) { $0 + $1 * $1 }.squareRoot()
+            return row.map { $0 / norm }
+        }
+        for (ki, k) in [1, 5, 20].enumerated() {
+            var correct = 0
+            for r in 0..<m {
+                let q = normalized(test, r)
+                let sims = (0..<n).map { j in zip(q, normalized(train, j)).reduce(0) { $0 + $1.0 * $1.1 } }
+                let nearest = (0..<n).sorted { sims[$0] > sims[$1] }.prefix(k)
+                var scores = [Double](repeating: 0, count: classes)
+                for j in nearest { scores[trainLabels[j]] += exp(sims[j] / 0.07) }
+                if scores.indices.max(by: { scores[$0] < scores[$1] })! == testLabels[r] { correct += 1 }
+            }
+            XCTAssertEqual(results[ki].top1, 100 * Double(correct) / Double(m), accuracy: 1e-9, "k = \(k)")
+        }
+    }
+
+    func testEdgeCases() throws {
+        // k larger than the training set uses every training image; one class; a single test image.
+        let train: [Float] = [1, 0, 0, 1, 1, 1], test: [Float] = [1, 0.1]
+        let r = try KNN.evaluate(trainFeatures: train, trainLabels: [0, 0, 0], testFeatures: test, testLabels: [0],
+                                 dimension: 2, ks: [10, 200])
+        XCTAssertEqual(r.map(\.top1), [100, 100])
+        // Ties in class score go to the lower class index, deterministically.
+        let tie = try KNN.evaluate(trainFeatures: [1, 0, 1, 0], trainLabels: [1, 0], testFeatures: [1, 0], testLabels: [0],
+                                   dimension: 2, ks: [2])
+        XCTAssertEqual(tie[0].top1, 100)
+        // Fewer than 100 test images work (the official script fails there).
+        XCTAssertThrowsError(try KNN.evaluate(trainFeatures: [], trainLabels: [], testFeatures: [1], testLabels: [0], dimension: 1))
+        XCTAssertThrowsError(try KNN.evaluate(trainFeatures: [1], trainLabels: [-1], testFeatures: [1], testLabels: [0], dimension: 1)) {
+            XCTAssertTrue("\($0)".contains("labelled"))
+        }
+    }
+
+    /// Raw pixels of Fashion-MNIST: the published floor, 84.59% weighted 20-NN and 85.76% 1-NN.
+    func testRawPixelBaselineOnFashionMNIST() throws {
+        let train = try rawPixelFeatures(FashionMNIST(split: .train)), test = try rawPixelFeatures(FashionMNIST(split: .test))
+        let results = try KNN.evaluate(trainFeatures: train.features, trainLabels: train.labels, testFeatures: test.features,
+                                       testLabels: test.labels, dimension: 784, ks: [1, 20])
+        XCTAssertEqual(results[0].top1, 85.76, accuracy: 0.005)
+        XCTAssertEqual(results[1].top1, 84.59, accuracy: 0.005)
+    }
+
+    func testNpyRoundTrip() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let set = FeatureSet(features: [1, 2, 3, 4, 5, 6], dimension: 3, patchTokens: nil, names: ["a.png", "b/c.jpg"], labels: [0, 1],
+                             classNames: [], skipped: [])
+        let url = folder.appendingPathComponent("f.npy")
+        try set.write(to: url)
+        let back = try FeatureSet.read(from: url)
+        XCTAssertEqual(back.features, set.features); XCTAssertEqual(back.labels, [0, 1]); XCTAssertEqual(back.names, ["a.png", "b/c.jpg"])
+    }
+}

@@ -1,0 +1,92 @@
+import DinoData
+import DinoKernels
+import DinoTraining
+import Foundation
+import TestSupport
+import XCTest
+
+let recipesFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("Recipes")
+
+final class RecipeTests: XCTestCase {
+    func testShippedRecipesLoad() throws {
+        for name in ["fashion-mnist-quick.yaml", "fashion-mnist.yaml", "vit-small16-imagenet.yaml"] {
+            XCTAssertNoThrow(try Recipe.load(path: recipesFolder.appendingPathComponent(name).path), name)
+        }
+        // The quick recipe file and the one built into the binary are the same recipe.
+        XCTAssertEqual(try Recipe.load(path: recipesFolder.appendingPathComponent("fashion-mnist-quick.yaml").path),
+                       try Quickstart.recipe())
+        // The ImageNet recipe is the official ViT-S/16 one.
+        let official = try Recipe.load(path: recipesFolder.appendingPathComponent("vit-small16-imagenet.yaml").path)
+        XCTAssertEqual(official.arch, "vit_small"); XCTAssertEqual(official.patch_size, 16); XCTAssertEqual(official.out_dim, 65536)
+        XCTAssertEqual(official.global_crop_size, 224); XCTAssertEqual(official.local_crop_size, 96)
+    }
+
+    func testUnknownKeysAndWrongTypesAreErrorsNamingTheKey() {
+        var recipe = Recipe()
+        XCTAssertThrowsError(try recipe.apply(yaml: "lr: 0.001\nlearning_rate: 0.1\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("unknown recipe key 'learning_rate'"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "epochs: many\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("r.yaml: key 'epochs' expects an integer"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "global_crops_scale: [0.4]\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("a list of 2 numbers"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "norm_last_layer: 3\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("true or false"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "- a\n- b\n", source: "r.yaml"))
+        XCTAssertThrowsError(try Recipe.load(path: "/nonexistent.yaml")) { XCTAssertTrue("\($0)".contains("cannot read recipe")) }
+    }
+
+    func testOverridesAndTheMergedRecipe() throws {
+        var recipe = Recipe()
+        try recipe.apply(yaml: "_comment: notes are ignored\nbatch_size_per_gpu: 32\nmin_lr: 1e-6\n", source: "r.yaml")
+        XCTAssertEqual(recipe.batch_size, 32)
+        XCTAssertEqual(recipe.min_lr, 1e-6)
+        try recipe.apply(override: "lr=0.001")
+        try recipe.apply(override: "local_crops_scale=[0.05, 0.3]")
+        try recipe.apply(override: "norm_last_layer=false")
+        XCTAssertEqual(recipe.lr, 0.001); XCTAssertEqual(recipe.local_crops_scale, [0.05, 0.3]); XCTAssertFalse(recipe.norm_last_layer)
+        XCTAssertThrowsError(try recipe.apply(override: "lr")) { XCTAssertTrue("\($0)".contains("key=value")) }
+        // The merged recipe reads back to the same recipe.
+        var again = Recipe()
+        try again.apply(yaml: recipe.yaml, source: "merged")
+        XCTAssertEqual(again, recipe)
+        var bad = Recipe()
+        bad.warmup_epochs = 200
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("warmup_epochs")) }
+    }
+}
+
+/// The integration test: the quick recipe on a Fashion-MNIST subset for a bounded number of steps.
+/// Training must make progress (the teacher's k-NN on held-out images rises above its value at
+/// initialization, and the part of the loss the student can reduce falls), and no collapse warning fires.
+/// Then the quick-start evaluation prints a k-NN accuracy and writes valid PNGs.
+final class IntegrationTests: XCTestCase {
+    func testQuickRecipeLearnsAndTheQuickstartReports() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let recipe = try Quickstart.recipe(overrides: ["train_subset=4096", "batch_size=64", "epochs=2", "warmup_epochs=1",
+                                                       "knn_every=2", "knn_train_size=4000", "knn_eval_size=1000"])
+        let trainer = try Trainer(recipe: recipe, output: folder)
+        var warnings: [String] = [], knn: [Double] = []
+        let summary = try trainer.run { event in
+            if case .warning(let text) = event { warnings.append(text) }
+            if case .knn(_, _, let top1) = event { knn.append(top1) }
+        }
+        XCTAssertEqual(summary.steps, 128)
+        XCTAssertTrue(warnings.filter { $0.contains("collapse") }.isEmpty, "\(warnings)")
+        XCTAssertEqual(knn.count, 2)
+        print("[integration] teacher k-NN at init \(knn[0])%, after \(summary.steps) steps \(knn[1])%")
+        XCTAssertGreaterThan(knn[1], knn[0] + 1, "the teacher's k-NN did not rise above its value at initialization")
+        let kl = try losses(in: folder)
+        XCTAssertEqual(kl.count, 128)
+        let report = try Quickstart.evaluate(backbone: trainer.teacherBackbone(), output: folder, trainSize: 2000, testSize: 500,
+                                             attentionImages: 2, foregroundImages: 50)
+        XCTAssertGreaterThan(report.knn.top1, 50)
+        XCTAssertEqual(report.attentionFiles.count, 2 * (1 + 3 * 5))
+        for file in report.attentionFiles { XCTAssertNoThrow(try DinoData.ImageCodec.decode(contentsOf: file, channels: 3)) }
+    }
+}
