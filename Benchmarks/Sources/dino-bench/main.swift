@@ -1,1 +1,181 @@
-print("dino-bench: not built yet")
+import ArgumentParser
+import DinoKernels
+import DinoModel
+import DinoTraining
+import Foundation
+
+/// A benchmark configuration; the same names and shapes as Benchmarks/pytorch_bench.py.
+struct BenchConfig {
+    let name: String
+    let vit: ViTConfig
+    let globalSize: Int, localSize: Int, localCount: Int
+    let batch: Int
+    let outDim: Int
+    let training: Bool
+
+    static let all: [BenchConfig] = [
+        BenchConfig(name: "fmnist-tiny", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 12, localCount: 6, batch: 64, outDim: 4096, training: true),
+        BenchConfig(name: "cifar-tiny", vit: vit("vit_tiny", 32, 4, 3), globalSize: 32, localSize: 16, localCount: 6, batch: 64, outDim: 4096, training: true),
+        BenchConfig(name: "in-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 96, localCount: 10, batch: 8, outDim: 65536, training: true),
+        BenchConfig(name: "features-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 0, localCount: 0, batch: 64, outDim: 0, training: false),
+        BenchConfig(name: "features-tiny4", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 0, localCount: 0, batch: 256, outDim: 0, training: false),
+    ]
+
+    static func vit(_ arch: String, _ size: Int, _ patch: Int, _ channels: Int) -> ViTConfig {
+        try! ViTConfig.named(arch, imageSize: size, patchSize: patch, inChannels: channels)
+    }
+
+    var head: HeadConfig { HeadConfig(inDim: vit.embedDim, outDim: max(outDim, 2)) }
+
+    /// Forward FLOPs (multiply-adds × 2) of the backbone for one image at `size`.
+    func backboneFlops(size: Int) -> Double {
+        let d = Double(vit.embedDim), n = Double((size / vit.patchSize) * (size / vit.patchSize) + 1)
+        let patch = 2 * (n - 1) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
+        let perBlock = 2 * n * (3 * d * d + d * d + 2 * d * Double(vit.hiddenDim)) + 2 * 2 * n * n * d
+        return patch + Double(vit.depth) * perBlock
+    }
+
+    /// Forward FLOPs of the head for one row.
+    var headFlops: Double {
+        let h = head
+        return 2 * Double(h.inDim * h.hiddenDim + h.hiddenDim * h.hiddenDim + h.hiddenDim * h.bottleneckDim + h.bottleneckDim * h.outDim)
+    }
+
+    /// FLOPs per step (training: student forward + backward ≈ 3× forward on all crops, teacher forward
+    /// on the global crops) or per batch of features.
+    var flopsPerStep: Double {
+        let b = Double(batch)
+        if !training { return b * backboneFlops(size: globalSize) }
+        let student = 2 * (backboneFlops(size: globalSize) + headFlops) + Double(localCount) * (backboneFlops(size: localSize) + headFlops)
+        let teacher = 2 * (backboneFlops(size: globalSize) + headFlops)
+        return b * (3 * student + teacher)
+    }
+}
+
+func peakResidentMiB() -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kb / 1024
+}
+
+func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
+
+/// sgemm throughput on a 1024³ product through the package's tiled GEMM.
+func sgemmPeak() -> Double {
+    let n = 1024
+    let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+    for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.1 }
+    var times: [Double] = []
+    for _ in 0..<5 {
+        let t = Date()
+        GEMM.multiply(transposeA: false, transposeB: true, m: n, n: n, k: n, a: a.pointer, lda: n, b: b.pointer, ldb: n,
+                      beta: 0, c: c.pointer, ldc: n)
+        times.append(Date().timeIntervalSince(t))
+    }
+    withExtendedLifetime((a, b, c)) {}
+    return 2 * pow(Double(n), 3) / median(Array(times.dropFirst())) / 1e9
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dino-bench",
+        abstract: "Time a DINO training step or feature extraction (same configurations as Benchmarks/pytorch_bench.py).")
+
+    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, or kernels.") var config = "fmnist-tiny"
+    @Option var threads: Int = 2
+    @Option(help: "Timed repetitions (after 2 warm-up ones).") var repeats = 5
+    @Flag var json = false
+
+    func run() throws {
+        Parallel.setThreadCount(threads)
+        if config == "kernels" { return kernelBenchmarks() }
+        guard let c = BenchConfig.all.first(where: { $0.name == config }) else {
+            throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels")
+        }
+        let peak = sgemmPeak()
+        var times: [Double] = []
+        var g = RandomGenerator(seed: 1)
+        if c.training {
+            let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
+                                         localSize: c.localSize, localCount: c.localCount)
+            model.initialize(seed: 0)
+            let globals = FloatBuffer(count: 2 * c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
+            let locals = FloatBuffer(count: max(1, c.localCount * c.batch * c.vit.inChannels * c.localSize * c.localSize))
+            for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
+            for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
+            let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
+                                        freezeLastLayer: false, clip: 3, dropPathRate: 0.1)
+            for i in 0..<(repeats + 2) {
+                let t = Date()
+                _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &g)
+                if i >= 2 { times.append(Date().timeIntervalSince(t)) }
+            }
+            withExtendedLifetime((globals, locals)) {}
+        } else {
+            let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
+            let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize, imageWidth: c.globalSize, training: false)
+            let images = FloatBuffer(count: c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
+            for i in 0..<images.count { images[i] = Float(g.nextNormal()) }
+            for i in 0..<(repeats + 2) {
+                let t = Date()
+                backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer, activations: activations)
+                if i >= 2 { times.append(Date().timeIntervalSince(t)) }
+            }
+            withExtendedLifetime(images) {}
+        }
+        let seconds = median(times)
+        let gflops = c.flopsPerStep / seconds / 1e9
+        let result: [String: Any] = [
+            "program": "dino", "config": c.name, "threads": threads, "batch": c.batch,
+            "images_per_s": Double(c.batch) / seconds, "seconds_per_step": seconds, "gflops": gflops,
+            "sgemm_peak_gflops": peak, "share_of_peak": gflops / peak, "peak_rss_mib": peakResidentMiB(),
+            "flops_per_step": c.flopsPerStep,
+        ]
+        if json {
+            print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+        } else {
+            print(String(format: "%@: %.1f images/s, %.3f s/step, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), peak RSS %.0f MiB",
+                         c.name, Double(c.batch) / seconds, seconds, gflops, 100 * gflops / peak, peak, peakResidentMiB()))
+        }
+    }
+
+    /// Kernel throughput at the model's shapes (ViT-T/4 at 28 px, batch 128 images of 50 tokens).
+    func kernelBenchmarks() {
+        let peak = sgemmPeak()
+        print(String(format: "sgemm 1024^3: %.1f GFLOP/s on %d thread(s)", peak, threads))
+        let (b, n, d, h) = (128, 50, 192, 3)
+        let t = b * n
+        var g = RandomGenerator(seed: 2)
+        func random(_ count: Int) -> FloatBuffer { let x = FloatBuffer(count: count); for i in 0..<count { x[i] = Float(g.nextNormal()) }; return x }
+        func time(_ body: () -> Void) -> Double {
+            body()
+            var s: [Double] = []
+            for _ in 0..<repeats { let start = Date(); body(); s.append(Date().timeIntervalSince(start)) }
+            return median(s)
+        }
+        let x = random(t * d), w = random(4 * d * d), out = FloatBuffer(count: t * 4 * d)
+        for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
+            let input = k == d ? x : out
+            let s = time { Linear.forward(output: out.pointer, input: input.pointer, weight: w.pointer, bias: nil, rows: t, inputSize: k, outputSize: m) }
+            print(String(format: "linear %-4@ (%d x %d) x (%d x %d)^T: %.1f GFLOP/s (%.0f%% of peak)", name as NSString, t, k, m, k,
+                         2 * Double(t * k * m) / s / 1e9, 100 * 2 * Double(t * k * m) / s / 1e9 / peak))
+        }
+        let qkv = random(t * 3 * d), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: t * d)
+        let attentionFlops = 4 * Double(b * n * n * d)
+        let sf = time { Attention.forward(output: att.pointer, probabilities: probs.pointer, qkv: qkv.pointer, batch: b, tokens: n, channels: d, heads: h) }
+        print(String(format: "attention forward (fused, %d images x %d heads x %d tokens): %.1f GFLOP/s", b, h, n, attentionFlops / sf / 1e9))
+        let dqkv = FloatBuffer(count: t * 3 * d)
+        let sb = time { Attention.backward(dQKV: dqkv.pointer, dOutput: att.pointer, qkv: qkv.pointer, probabilities: probs.pointer, batch: b, tokens: n, channels: d, heads: h) }
+        print(String(format: "attention backward (fused): %.1f GFLOP/s", 2 * attentionFlops / sb / 1e9))
+        let mean = FloatBuffer(count: t), rstd = FloatBuffer(count: t), y = FloatBuffer(count: t * d), ones = random(d)
+        let sl = time { LayerNorm.forward(output: y.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer, weight: ones.pointer, bias: ones.pointer, rows: t, columns: d) }
+        print(String(format: "layernorm forward (%d x %d): %.1f GB/s", t, d, 8 * Double(t * d) / sl / 1e9))
+        let hidden = random(t * 4 * d)
+        let sg = time { GELU.forward(output: out.pointer, input: hidden.pointer, count: t * 4 * d) }
+        print(String(format: "gelu forward (%d values): %.1f GB/s, %.0f M values/s", t * 4 * d, 8 * Double(t * 4 * d) / sg / 1e9, Double(t * 4 * d) / sg / 1e6))
+        withExtendedLifetime((x, w, out, qkv, probs, att, dqkv, mean, rstd, y, ones, hidden)) {}
+    }
+}
+
+Bench.main()
