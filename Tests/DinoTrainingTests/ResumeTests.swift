@@ -88,3 +88,34 @@ final class ResumeTests: XCTestCase {
         XCTAssertTrue(file.tensors.allSatisfy { $0.values.allSatisfy(\.isFinite) }, "the kept checkpoint holds non-finite values")
     }
 }
+
+final class ThreadDeterminismTests: XCTestCase {
+    /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1 and 2 threads.
+    func testTrainingStepIsBitIdenticalOnOneAndTwoThreads() throws {
+        let vit = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 32, depth: 2, numHeads: 2)
+        let head = HeadConfig(inDim: 32, outDim: 300, hiddenDim: 64, bottleneckDim: 32)
+        var g = RandomGenerator(seed: 8)
+        let globals = kept(FloatBuffer((0..<(2 * 16 * 784)).map { _ in Float(g.nextNormal()) }))
+        let locals = kept(FloatBuffer((0..<(2 * 16 * 196)).map { _ in Float(g.nextNormal()) }))
+        func run(threads: Int) throws -> ([Float], [Float], Float) {
+            Parallel.setThreadCount(threads)
+            defer { Parallel.setThreadCount(2) }
+            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2)
+            model.initialize(seed: 1)
+            var loss: Float = 0
+            for step in 0..<3 {
+                var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
+                loss = try model.step(globals: globals.pointer, locals: locals.pointer,
+                                      settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
+                                                             teacherTemperature: 0.04, freezeLastLayer: step == 0, clip: 3,
+                                                             dropPathRate: 0.1),
+                                      dropPath: &dropPath).loss
+            }
+            return (model.student.array, model.teacher.array, loss)
+        }
+        let one = try run(threads: 1), two = try run(threads: 2)
+        XCTAssertEqual(one.2, two.2)
+        XCTAssertEqual(one.0, two.0, "student parameters differ between 1 and 2 threads")
+        XCTAssertEqual(one.1, two.1, "teacher parameters differ between 1 and 2 threads")
+    }
+}

@@ -147,3 +147,26 @@ final class OptimizerTests: XCTestCase {
         XCTAssertEqual(t[0], 1.2, accuracy: 1e-6); XCTAssertEqual(t[1], 2.2, accuracy: 1e-6)
     }
 }
+
+final class CollapseMonitorTests: XCTestCase {
+    func testUniformAndOneHotCollapseAreReportedOnceAndHealthyTrainingIsNot() {
+        let lnK = Float(log(4096.0))
+        var uniform = CollapseMonitor(outDim: 4096)
+        var warnings: [String] = []
+        for step in 1...200 {
+            if let w = uniform.observe(LossStatistics(loss: lnK - 0.001, teacherEntropy: lnK - 0.002, kullbackLeibler: 0.001),
+                                       step: step, minimumSteps: 100) { warnings.append(w) }
+        }
+        XCTAssertEqual(warnings.count, 1)
+        XCTAssertTrue(warnings[0].contains("stuck at ln(out_dim) = 8.3178"), warnings[0])
+        var oneHot = CollapseMonitor(outDim: 4096)
+        let w = (1...60).compactMap { oneHot.observe(LossStatistics(loss: 0.01, teacherEntropy: 0.001, kullbackLeibler: 0.005), step: $0, minimumSteps: 50) }
+        XCTAssertEqual(w.count, 1)
+        XCTAssertTrue(w[0].contains("one prototype"))
+        // Early steps never warn, and a teacher near ln K with a student that still has much to learn is not collapse.
+        var healthy = CollapseMonitor(outDim: 4096)
+        XCTAssertTrue((1...300).compactMap {
+            healthy.observe(LossStatistics(loss: lnK + 0.3, teacherEntropy: lnK - 0.05, kullbackLeibler: 0.35), step: $0, minimumSteps: 50)
+        }.isEmpty)
+    }
+}

@@ -177,13 +177,13 @@ public final class Trainer {
         var monitor = CollapseMonitor(outDim: head.outDim)
         var summary = TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false,
                                       skippedImages: 0, knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL)
-        let started = Date()
-        let firstStep = step
         var lastCheckpointStep = step
         defer { loader.drain() }
         if recipe.knn_every > 0 && step == 0 {
             try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
         }
+        let started = Date()
+        let firstStep = step
         while step < total {
             let batch = try loader.next(step: step, limit: total)
             if !batch.skipped.isEmpty {
@@ -308,14 +308,15 @@ extension Int { var doubleValue: Double { Double(self) } }
 
 /// Detects the two collapse modes over a window of steps: uniform (loss pinned at ln K, teacher as flat
 /// as possible, nothing for the student to learn) and one-hot (teacher entropy near 0 and KL near 0).
-struct CollapseMonitor {
-    let outDim: Int
+public struct CollapseMonitor {
+    public let outDim: Int
     var window: [LossStatistics] = []
     var warned = false
 
-    init(outDim: Int) { self.outDim = outDim }
+    public init(outDim: Int) { self.outDim = outDim }
 
-    mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
+    /// Returns a warning (once) when the last 50 steps, after `minimumSteps`, look collapsed.
+    public mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
         window.append(s)
         if window.count > 50 { window.removeFirst() }
         guard !warned, step >= minimumSteps, window.count == 50 else { return nil }
@@ -329,7 +330,7 @@ struct CollapseMonitor {
         }
         if meanEntropy < 0.05 && meanKL < 0.01 {
             warned = true
-            return String(format: "collapse: the teacher puts all its mass on one prototype (teacher entropy %.4f, KL %.5f for 50 steps). Usual remedies: a higher center_momentum-driven centering (keep 0.9), a higher teacher_temp warm-up start, a lower lr", meanEntropy, meanKL)
+            return String(format: "collapse: the teacher puts all its mass on one prototype (teacher entropy %.4f, KL %.5f for 50 steps). Usual remedies: keep centering on (center_momentum 0.9), a higher teacher_temp, a lower lr or a longer warmup_epochs", meanEntropy, meanKL)
         }
         return nil
     }

@@ -9,6 +9,10 @@ public struct LossStatistics: Sendable {
     /// Mean over the loss terms of cross-entropy minus the teacher's entropy: KL(teacher ‖ student),
     /// the part of the loss the student can reduce.
     public var kullbackLeibler: Float
+
+    public init(loss: Float, teacherEntropy: Float, kullbackLeibler: Float) {
+        self.loss = loss; self.teacherEntropy = teacherEntropy; self.kullbackLeibler = kullbackLeibler
+    }
 }
 
 /// The DINO loss (official `DINOLoss`): for teacher views iq ∈ {0, 1} and every student view v ≠ iq,
