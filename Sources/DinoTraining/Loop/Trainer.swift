@@ -169,7 +169,9 @@ public final class Trainer {
         encoder.outputFormatting = [.sortedKeys]
 
         let total = totalSteps
-        if step == 0 {
+        if step >= total {
+            progress(.message("the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
+        } else if step == 0 {
             progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads"))
         } else {
             progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))

@@ -140,7 +140,8 @@ public struct Recipe: Equatable, Sendable {
         let key = aliases[name] ?? name
         guard let f = fields.first(where: { $0.name == key }) else {
             let close = fields.map(\.name).filter { $0.hasPrefix(String(key.prefix(3))) }.prefix(4)
-            throw DinoError("unknown recipe key '\(name)'" + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: ", "))?)"))
+            throw DinoError("unknown recipe key '\(name)'" + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: ", "))?)")
+                            + "; Recipes/README.md lists every key")
         }
         return f
     }
