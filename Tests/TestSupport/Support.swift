@@ -87,12 +87,6 @@ public func projection(_ values: [Double], _ weights: [Double]) -> Double { zip(
 public func floats(_ x: [Double]) -> [Float] { x.map { Float($0) } }
 public func doubles(_ x: [Float]) -> [Double] { x.map { Double($0) } }
 
-/// Runs `body` with a Float buffer copy of `values`.
-public func withBuffer<R>(_ values: [Float], _ body: (UnsafeMutablePointer<Float>) -> R) -> R {
-    let buffer = FloatBuffer(values)
-    return body(buffer.pointer)
-}
-
 nonisolated(unsafe) private var keptAlive: [FloatBuffer] = []
 
 /// A Float copy of `values` that stays allocated for the whole test process: a kernel argument
@@ -115,11 +109,6 @@ public func temporaryFolder(_ name: String = #function) -> URL {
         .appendingPathComponent("dino-tests-\(getpid())-\(name.filter { $0.isLetter || $0.isNumber })-\(UInt32.random(in: 0...UInt32.max))")
     try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     return url
-}
-
-/// True when Debian's dataset-fashion-mnist is installed (CI installs it).
-public var fashionMNISTInstalled: Bool {
-    FileManager.default.fileExists(atPath: "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 }
 
 /// Keeps a test's buffer allocated for the whole test process. Swift may end an object's lifetime

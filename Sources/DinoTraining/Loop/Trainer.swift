@@ -220,7 +220,7 @@ public final class Trainer {
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
                                     kl: stats.kullbackLeibler, lr: lr, wd: wd, momentum: momentum,
                                     teacher_temp: teacherTemperature, images_per_s: rate_, seconds: elapsed,
-                                    eta_s: Double(total - step) * b.doubleValue / max(rate_, 1e-9))
+                                    eta_s: Double((total - step) * b) / max(rate_, 1e-9))
             log.write(try encoder.encode(record) + Data("\n".utf8))
             progress(.step(record, totalSteps: total))
             summary.finalLoss = stats.loss
@@ -305,8 +305,6 @@ public final class Trainer {
                                  100 * maps.map(\.foregroundShare).reduce(0, +) / Double(max(maps.count, 1)))))
     }
 }
-
-extension Int { var doubleValue: Double { Double(self) } }
 
 /// Detects the two collapse modes over a window of steps: uniform (loss pinned at ln K, teacher as flat
 /// as possible, nothing for the student to learn) and one-hot (teacher entropy near 0 and KL near 0).
