@@ -111,13 +111,15 @@ public func loadTensors(_ file: SafeTensors.File, prefix: String, into parameter
     }
 }
 
-func encodeJSON<T: Encodable>(_ value: T) throws -> String {
+/// Sorted-key JSON text for safetensors metadata.
+public func encodeJSON<T: Encodable>(_ value: T) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
-func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: String) throws -> T {
+/// Decodes metadata JSON; a failure is an error naming `what`.
+public func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: String) throws -> T {
     do { return try JSONDecoder().decode(type, from: Data(text.utf8)) } catch {
         throw DinoError("cannot read \(what): \(error)")
     }

@@ -48,7 +48,7 @@ public final class Trainer {
     public let output: URL
     public let config: ViTConfig
     public let head: HeadConfig
-    public let layout: ParameterLayout
+    public var layout: ParameterLayout { model.layout }
     public let mean: [Float], std: [Float]
     /// Model, optimizer and loss state, and the step itself.
     public let model: SelfDistillation
@@ -62,6 +62,8 @@ public final class Trainer {
     public let stopFlag = StopFlag()
     let learningRates: [Double], weightDecays: [Double], momenta: [Double], teacherTemperatures: [Double]
     let trainingData: any ImageDataset
+    /// The dataset `trainingData` was cut from (itself when `train_subset` is off): k-NN and attention use it.
+    let fullData: any ImageDataset
 
     public var checkpointURL: URL { output.appendingPathComponent(TrainingCheckpoint.fileName) }
     public var teacherBackboneURL: URL { output.appendingPathComponent("teacher_backbone.safetensors") }
@@ -85,14 +87,14 @@ public final class Trainer {
                           bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
                           normLastLayer: recipe.norm_last_layer)
         try head.validate()
-        layout = .model(config, head: head)
 
         var data = try dataset ?? openDataset(kind: recipe.dataset, path: recipe.data_path.isEmpty ? nil : recipe.data_path)
         if recipe.train_subset > 0 && recipe.train_subset < data.count {
             data = DatasetSubset(data, indices: Array(0..<recipe.train_subset))
         }
         trainingData = data
-        (mean, std) = Trainer.normalization(recipe: recipe, dataset: data)
+        fullData = (data as? DatasetSubset)?.base ?? data
+        (mean, std) = Trainer.normalization(recipe: recipe, dataset: fullData)
         var settings = AugmentationSettings(
             channels: recipe.in_chans, globalSize: recipe.global_crop_size, localSize: recipe.local_crop_size,
             localCount: recipe.local_crops_number,
@@ -107,7 +109,7 @@ public final class Trainer {
         settings.solarizationProbability = recipe.solarization_prob
         loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: settings),
                                      batchSize: recipe.batch_size, seed: UInt64(recipe.seed),
-                                     onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image) ?? .skip,
+                                     onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image)!,  // validated by the recipe
                                      workers: recipe.num_workers)
         iterationsPerEpoch = loader.iterationsPerEpoch
 
@@ -137,8 +139,7 @@ public final class Trainer {
 
     static func normalization(recipe: Recipe, dataset: any ImageDataset) -> ([Float], [Float]) {
         if !recipe.mean.isEmpty { return (recipe.mean.map { Float($0) }, recipe.std.map { Float($0) }) }
-        let isFashion = dataset is FashionMNIST || (dataset as? DatasetSubset)?.base is FashionMNIST
-        if isFashion { return (FashionMNIST.mean, FashionMNIST.std) }
+        if dataset is FashionMNIST { return (FashionMNIST.mean, FashionMNIST.std) }
         return recipe.in_chans == 3 ? (imageNetMean, imageNetStd) : ([0.449], [0.226])
     }
 
@@ -216,11 +217,11 @@ public final class Trainer {
 
             // Log.
             let elapsed = Date().timeIntervalSince(started)
-            let rate_ = Double((step - firstStep) * b) / max(elapsed, 1e-9)
+            let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
                                     kl: stats.kullbackLeibler, lr: lr, wd: wd, momentum: momentum,
-                                    teacher_temp: teacherTemperature, images_per_s: rate_, seconds: elapsed,
-                                    eta_s: Double((total - step) * b) / max(rate_, 1e-9))
+                                    teacher_temp: teacherTemperature, images_per_s: imagesPerSecond, seconds: elapsed,
+                                    eta_s: Double((total - step) * b) / max(imagesPerSecond, 1e-9))
             log.write(try encoder.encode(record) + Data("\n".utf8))
             progress(.step(record, totalSteps: total))
             summary.finalLoss = stats.loss
@@ -231,20 +232,18 @@ public final class Trainer {
             }
 
             // Checkpoints, evaluation, stop requests.
-            let endOfEpoch = step % iterationsPerEpoch == 0
+            let endOfEpoch = step % iterationsPerEpoch == 0, finishedEpoch = step / iterationsPerEpoch
             if (recipe.checkpoint_every > 0 && step % recipe.checkpoint_every == 0) || endOfEpoch || step == total
                 || stopFlag.isRequested {
                 try saveCheckpoint()
                 lastCheckpointStep = step
-                let finishedEpoch = step / iterationsPerEpoch
                 if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
-                    try? FileManager.default.removeItem(at: output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch)))
-                    try FileManager.default.copyItem(at: checkpointURL,
-                                                     to: output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch)))
+                    let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
+                    try? FileManager.default.removeItem(at: numbered)
+                    try FileManager.default.copyItem(at: checkpointURL, to: numbered)
                 }
             }
             if endOfEpoch {
-                let finishedEpoch = step / iterationsPerEpoch
                 if recipe.knn_every > 0 && finishedEpoch % recipe.knn_every == 0 {
                     try evaluateKNN(epoch: finishedEpoch, progress: progress, summary: &summary)
                 }
@@ -280,7 +279,7 @@ public final class Trainer {
     }
 
     func knnSplits() throws -> ((any ImageDataset)?, (any ImageDataset)?) {
-        let base = (trainingData as? DatasetSubset)?.base ?? trainingData
+        let base = fullData
         if base is FashionMNIST {
             let folder = recipe.data_path.isEmpty ? FashionMNIST.defaultFolder : recipe.data_path
             let test = try FashionMNIST(split: .test, folder: folder)
@@ -295,9 +294,8 @@ public final class Trainer {
 
     /// Writes the teacher's last-layer attention for a few fixed training images into `attention/epochNNNN`.
     func writeAttention(epoch: Int, progress: (TrainingEvent) -> Void) throws {
-        let base = (trainingData as? DatasetSubset)?.base ?? trainingData
-        let images = try (0..<min(recipe.attention_images, base.count)).map {
-            (base.name(at: $0), try base.image(at: $0, channels: config.inChannels, minimumShortSide: nil))
+        let images = try (0..<min(recipe.attention_images, fullData.count)).map {
+            (fullData.name(at: $0), try fullData.image(at: $0, channels: config.inChannels, minimumShortSide: nil))
         }
         let folder = output.appendingPathComponent(String(format: "attention/epoch%04d", epoch))
         let maps = try AttentionExporter(checkpoint: teacherBackbone()).export(images, to: folder)

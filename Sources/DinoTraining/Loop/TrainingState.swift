@@ -20,13 +20,13 @@ public struct TrainingCheckpoint {
         let metadata: [String: String] = [
             "format": "pt",
             "dino.kind": "training",
-            "dino.config": try jsonString(trainer.config),
-            "dino.head": try jsonString(trainer.head),
-            "dino.mean": try jsonString(trainer.mean),
-            "dino.std": try jsonString(trainer.std),
+            "dino.config": try encodeJSON(trainer.config),
+            "dino.head": try encodeJSON(trainer.head),
+            "dino.mean": try encodeJSON(trainer.mean),
+            "dino.std": try encodeJSON(trainer.std),
             "dino.step": String(trainer.step),
             "dino.iterations_per_epoch": String(trainer.iterationsPerEpoch),
-            "dino.optimizer_steps": try jsonString(trainer.optimizer.steps),
+            "dino.optimizer_steps": try encodeJSON(trainer.optimizer.steps),
             "dino.recipe": trainer.recipe.yaml,
         ]
         try SafeTensors.write(all, metadata: metadata, to: url)
@@ -39,8 +39,8 @@ public struct TrainingCheckpoint {
         guard file.metadata["dino.kind"] == "training" else {
             throw DinoError("\(url.path) is not a training checkpoint (dino.kind is \(file.metadata["dino.kind"] ?? "missing"))")
         }
-        let config = try JSONDecoder().decode(ViTConfig.self, from: Data((file.metadata["dino.config"] ?? "").utf8))
-        let head = try JSONDecoder().decode(HeadConfig.self, from: Data((file.metadata["dino.head"] ?? "").utf8))
+        let config = try decodeJSON(ViTConfig.self, file.metadata["dino.config"] ?? "", what: "dino.config in \(url.path)")
+        let head = try decodeJSON(HeadConfig.self, file.metadata["dino.head"] ?? "", what: "dino.head in \(url.path)")
         guard config == trainer.config, head == trainer.head else {
             throw DinoError("cannot resume from \(url.path): it was trained with a different architecture (\(config.arch) \(config.embedDim)x\(config.depth), patch \(config.patchSize), out_dim \(head.outDim)) than this recipe (\(trainer.config.arch) \(trainer.config.embedDim)x\(trainer.config.depth), patch \(trainer.config.patchSize), out_dim \(trainer.head.outDim)); use the recipe it was trained with, or a new output folder")
         }
@@ -57,18 +57,13 @@ public struct TrainingCheckpoint {
             throw DinoError("\(url.path) has no dino_loss.center of \(trainer.head.outDim) values")
         }
         trainer.loss.center.pointer.update(from: center.values, count: center.values.count)
-        trainer.optimizer.steps = try JSONDecoder().decode([Int].self, from: Data((file.metadata["dino.optimizer_steps"] ?? "").utf8))
+        trainer.optimizer.steps = try decodeJSON([Int].self, file.metadata["dino.optimizer_steps"] ?? "",
+                                                 what: "dino.optimizer_steps in \(url.path)")
         guard trainer.optimizer.steps.count == layout.entries.count, let step = Int(file.metadata["dino.step"] ?? "") else {
             throw DinoError("\(url.path): optimizer state does not match the model")
         }
         trainer.step = step
     }
-}
-
-func jsonString<T: Encodable>(_ value: T) throws -> String {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }
 
 /// A flag another thread (a signal handler) sets to ask the loop to save and stop.

@@ -28,7 +28,6 @@ public final class DINOLoss {
     /// The center `(K)`, saved in checkpoints.
     public let center: FloatBuffer
     var teacherProbabilities = FloatBuffer(count: 0)
-    var studentProbabilities = FloatBuffer(count: 0)
     var studentLogProbabilities = FloatBuffer(count: 0)
 
     public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
@@ -45,11 +44,8 @@ public final class DINOLoss {
                                 teacherTemperature: Float) -> LossStatistics {
         let k = outDim
         if teacherProbabilities.count != 2 * b * k { teacherProbabilities = FloatBuffer(count: 2 * b * k) }
-        if studentProbabilities.count != views * b * k {
-            studentProbabilities = FloatBuffer(count: views * b * k)
-            studentLogProbabilities = FloatBuffer(count: views * b * k)
-        }
-        let q = teacherProbabilities.pointer, p = studentProbabilities.pointer, logP = studentLogProbabilities.pointer
+        if studentLogProbabilities.count != views * b * k { studentLogProbabilities = FloatBuffer(count: views * b * k) }
+        let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer
         Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
         Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: views * b, columns: k, logarithm: true)
         let terms = 2 * (views - 1)
@@ -63,17 +59,16 @@ public final class DINOLoss {
                 Parallel.forEachRange(views * b) { rows in
                     for row in rows {
                         let v = row / b, i = row % b
-                        let lp = logP + row * k, pr = p + row * k, d = dStudent + row * k
-                        for j in 0..<k { pr[j] = expf(lp[j]) }
+                        let lp = logP + row * k, d = dStudent + row * k
                         let q0 = q + i * k, q1 = q + (b + i) * k
                         var c0: Double = 0, c1: Double = 0
                         for j in 0..<k { c0 -= Double(q0[j] * lp[j]); c1 -= Double(q1[j] * lp[j]) }
                         ce[2 * row] = c0; ce[2 * row + 1] = c1
                         // d/ds_v = scale·(n_v·p_v − Σ_{iq≠v} q_iq), n_v = number of teacher views ≠ v.
                         switch v {
-                        case 0: for j in 0..<k { d[j] = scale * (pr[j] - q1[j]) }
-                        case 1: for j in 0..<k { d[j] = scale * (pr[j] - q0[j]) }
-                        default: for j in 0..<k { d[j] = scale * (2 * pr[j] - q0[j] - q1[j]) }
+                        case 0: for j in 0..<k { d[j] = scale * (expf(lp[j]) - q1[j]) }
+                        case 1: for j in 0..<k { d[j] = scale * (expf(lp[j]) - q0[j]) }
+                        default: for j in 0..<k { d[j] = scale * (2 * expf(lp[j]) - q0[j] - q1[j]) }
                         }
                     }
                 }

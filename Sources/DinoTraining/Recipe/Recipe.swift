@@ -1,3 +1,4 @@
+import DinoData
 import DinoKernels
 import Foundation
 import Yams
@@ -253,10 +254,8 @@ public struct Recipe: Equatable, Sendable {
         try check(in_chans == 1 || in_chans == 3, "in_chans must be 1 or 3")
         try check(mean.count == std.count && (mean.isEmpty || mean.count == 1 || mean.count == in_chans),
                   "mean and std need 1 or in_chans values each")
-        try check(BadImageChoice(rawValue: on_bad_image) != nil, "on_bad_image must be skip or fail")
+        try check(BadImagePolicy(rawValue: on_bad_image) != nil, "on_bad_image must be skip or fail")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
     }
-
-    enum BadImageChoice: String { case skip, fail }
 }
