@@ -30,9 +30,11 @@ let package = Package(
         .systemLibrary(name: "CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"]), .brew(["libpng"])]),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        // Fused attention and GELU: AVX2+FMA chosen at run time, portable C otherwise.
+        .target(name: "CDinoKernels"),
 
         // MARK: Library modules, bottom to top
-        .target(name: "DinoKernels", dependencies: ["COpenBLAS"], swiftSettings: kernelSettings),
+        .target(name: "DinoKernels", dependencies: ["COpenBLAS", "CDinoKernels"], swiftSettings: kernelSettings),
         .target(name: "DinoModel", dependencies: ["DinoKernels"], swiftSettings: kernelSettings),
         .target(name: "DinoData", dependencies: ["DinoKernels", "CTurboJPEG", "CPNG", "CZlib"],
                 swiftSettings: kernelSettings),
@@ -54,7 +56,7 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["DinoKernels", "DinoModel"], path: "Tests/TestSupport"),
-        .testTarget(name: "DinoKernelsTests", dependencies: ["DinoKernels", "TestSupport"]),
+        .testTarget(name: "DinoKernelsTests", dependencies: ["DinoKernels", "CDinoKernels", "TestSupport"]),
         .testTarget(name: "DinoModelTests", dependencies: ["DinoKernels", "DinoModel", "TestSupport"]),
         .testTarget(name: "DinoDataTests", dependencies: ["DinoData", "TestSupport"]),
         .testTarget(name: "DinoTrainingTests",

@@ -82,16 +82,29 @@ struct Bench: ParsableCommand {
         commandName: "dino-bench",
         abstract: "Time a DINO training step or feature extraction (same configurations as Benchmarks/pytorch_bench.py).")
 
-    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, or kernels.") var config = "fmnist-tiny"
-    @Option var threads: Int = 2
+    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, kernels, pipeline-fmnist or pipeline-folder.")
+    var config = "fmnist-tiny"
+    @Option(help: "Kernel threads, or augmentation workers for the pipeline-* configurations.") var threads: Int = 2
+    @Option(help: "pipeline-folder: a folder of images to use instead of synthetic JPEGs.") var data: String?
     @Option(help: "Timed repetitions (after 2 warm-up ones).") var repeats = 5
     @Flag var json = false
 
     func run() throws {
         Parallel.setThreadCount(threads)
         if config == "kernels" { return kernelBenchmarks() }
+        if PipelineBenchmark.names.contains(config) {
+            let result = try PipelineBenchmark(name: config, workers: threads, repeats: repeats, dataPath: data).run()
+            if json {
+                print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
+            } else {
+                print(String(format: "%@ (%@): %.0f images/s on %d worker(s), %.0f per worker, peak RSS %.0f MiB", config as NSString,
+                             result["data"] as! String as NSString, result["images_per_s"] as! Double, threads,
+                             result["images_per_s_per_worker"] as! Double, result["peak_rss_mib"] as! Double))
+            }
+            return
+        }
         guard let c = BenchConfig.all.first(where: { $0.name == config }) else {
-            throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels")
+            throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels, \(PipelineBenchmark.names.joined(separator: ", "))")
         }
         let peak = sgemmPeak()
         var times: [Double] = []
@@ -154,13 +167,26 @@ struct Bench: ParsableCommand {
             for _ in 0..<repeats { let start = Date(); body(); s.append(Date().timeIntervalSince(start)) }
             return median(s)
         }
-        let x = random(t * d), w = random(4 * d * d), out = FloatBuffer(count: t * 4 * d)
+        let x = random(t * d), w = random(4 * d * d), out = FloatBuffer(count: t * 4 * d), hiddenGradient = random(t * 4 * d)
         for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
             let input = k == d ? x : out
             let s = time { Linear.forward(output: out.pointer, input: input.pointer, weight: w.pointer, bias: nil, rows: t, inputSize: k, outputSize: m) }
             print(String(format: "linear %-4@ (%d x %d) x (%d x %d)^T: %.1f GFLOP/s (%.0f%% of peak)", name as NSString, t, k, m, k,
                          2 * Double(t * k * m) / s / 1e9, 100 * 2 * Double(t * k * m) / s / 1e9 / peak))
         }
+        let dInput = FloatBuffer(count: t * 4 * d), dWeight = FloatBuffer(count: 4 * d * d)
+        for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
+            let input = k == d ? x : out
+            // dInput (t × k) += dOutput (t × m) · W (m × k); dWeight (m × k) += dOutputᵀ · input (t × k).
+            let sx = time { GEMM.multiply(transposeA: false, transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m,
+                                          b: w.pointer, ldb: k, beta: 1, c: dInput.pointer, ldc: k) }
+            let sw = time { GEMM.multiply(transposeA: true, transposeB: false, m: m, n: k, k: t, a: hiddenGradient.pointer, lda: m,
+                                          b: input.pointer, ldb: k, beta: 1, c: dWeight.pointer, ldc: k) }
+            let flops = 2 * Double(t * k * m)
+            print(String(format: "linear %-4@ backward: dInput %.1f GFLOP/s, dWeight %.1f GFLOP/s (%.0f%%, %.0f%% of peak)", name as NSString,
+                         flops / sx / 1e9, flops / sw / 1e9, 100 * flops / sx / 1e9 / peak, 100 * flops / sw / 1e9 / peak))
+        }
+        withExtendedLifetime((dInput, dWeight)) {}
         let qkv = random(t * 3 * d), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: t * d)
         let attentionFlops = 4 * Double(b * n * n * d)
         let sf = time { Attention.forward(output: att.pointer, probabilities: probs.pointer, qkv: qkv.pointer, batch: b, tokens: n, channels: d, heads: h) }
@@ -174,7 +200,7 @@ struct Bench: ParsableCommand {
         let hidden = random(t * 4 * d)
         let sg = time { GELU.forward(output: out.pointer, input: hidden.pointer, count: t * 4 * d) }
         print(String(format: "gelu forward (%d values): %.1f GB/s, %.0f M values/s", t * 4 * d, 8 * Double(t * 4 * d) / sg / 1e9, Double(t * 4 * d) / sg / 1e6))
-        withExtendedLifetime((x, w, out, qkv, probs, att, dqkv, mean, rstd, y, ones, hidden)) {}
+        withExtendedLifetime((x, w, out, hiddenGradient, qkv, probs, att, dqkv, mean, rstd, y, ones, hidden)) {}
     }
 }
 

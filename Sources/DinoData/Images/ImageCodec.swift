@@ -122,6 +122,25 @@ public enum ImageCodec {
         return Image(width: width, height: height, channels: channels, pixels: pixels)
     }
 
+    /// Encodes an 8-bit gray or RGB image as baseline JPEG (4:2:0 chroma for RGB) at `quality` 1–100.
+    public static func encodeJPEG(_ image: Image, quality: Int = 90) throws -> Data {
+        guard let handle = tjInitCompress() else { throw DinoError("libjpeg-turbo could not start an encoder") }
+        defer { tjDestroy(handle) }
+        let format = image.channels == 3 ? TJPF_RGB : TJPF_GRAY
+        let subsampling = image.channels == 3 ? TJSAMP_420 : TJSAMP_GRAY
+        var buffer: UnsafeMutablePointer<UInt8>? = nil
+        var size: UInt = 0
+        let status = image.pixels.withUnsafeBufferPointer {
+            tjCompress2(handle, $0.baseAddress, Int32(image.width), 0, Int32(image.height), Int32(format.rawValue), &buffer, &size,
+                        Int32(subsampling.rawValue), Int32(max(1, min(100, quality))), 0)
+        }
+        defer { if let buffer { tjFree(buffer) } }
+        guard status == 0, let buffer else {
+            throw DinoError("libjpeg-turbo could not encode a JPEG: \(String(cString: tjGetErrorStr2(handle)))")
+        }
+        return Data(bytes: buffer, count: Int(size))
+    }
+
     /// Encodes an 8-bit gray or RGB image as PNG.
     public static func encodePNG(_ image: Image) throws -> Data {
         var png = png_image()

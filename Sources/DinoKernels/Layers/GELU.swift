@@ -1,14 +1,12 @@
-import Foundation
+import CDinoKernels
 
 /// The exact (erf) GELU: `y = x·Φ(x) = ½x(1 + erf(x/√2))`, as `nn.GELU()` with its default.
-/// Elementwise over `count` values.
+/// Elementwise over `count` values. The C kernel evaluates erf as a rational polynomial
+/// (absolute error < 5e-7, the same order as `erff`), eight values per AVX2 instruction.
 public enum GELU {
     public static func forward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
         Parallel.forEachRange(count, grain: 16384) { range in
-            for i in range {
-                let x = input[i]
-                output[i] = 0.5 * x * (1 + erff(x * 0.70710678118654752))
-            }
+            dino_gelu_forward(output + range.lowerBound, input + range.lowerBound, range.count)
         }
     }
 
@@ -16,24 +14,16 @@ public enum GELU {
     public static func backward(dInput: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
                                 input: UnsafePointer<Float>, count: Int) {
         Parallel.forEachRange(count, grain: 16384) { range in
-            for i in range {
-                let x = input[i]
-                let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))
-                let pdf = expf(-0.5 * x * x) * 0.39894228040143268
-                dInput[i] += dOutput[i] * (cdf + x * pdf)
-            }
+            let i = range.lowerBound
+            dino_gelu_backward(dInput + i, dOutput + i, input + i, range.count, 1)
         }
     }
 
     /// Overwrites `gradient` (holding dOutput) with dInput: the in-place form used by the MLP backward.
     public static func backwardInPlace(gradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, count: Int) {
         Parallel.forEachRange(count, grain: 16384) { range in
-            for i in range {
-                let x = input[i]
-                let cdf = 0.5 * (1 + erff(x * 0.70710678118654752))
-                let pdf = expf(-0.5 * x * x) * 0.39894228040143268
-                gradient[i] *= cdf + x * pdf
-            }
+            let i = range.lowerBound
+            dino_gelu_backward(gradient + i, gradient + i, input + i, range.count, 0)
         }
     }
 }

@@ -1,3 +1,5 @@
+import CDinoKernels
+
 /// A fully connected layer, `y = x·Wᵀ + b`, on OpenBLAS sgemm.
 ///
 /// Shapes: input `(M, K)`, weight `(N, K)` (PyTorch's `nn.Linear.weight` layout), bias `(N)`,
@@ -21,16 +23,17 @@ public enum Linear {
     }
 
     /// Accumulates gradients: dInput += dOutput·W, dWeight += dOutputᵀ·input, dBias += Σ_rows dOutput.
-    /// Any of the three outputs may be nil when it is not needed.
+    /// Any of the three outputs may be nil when it is not needed. With `overwriteInput`, dInput = dOutput·W
+    /// instead (no separate pass to zero it first).
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
         dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        rows m: Int, inputSize k: Int, outputSize n: Int
+        rows m: Int, inputSize k: Int, outputSize n: Int, overwriteInput: Bool = false
     ) {
         if let dInput {
             GEMM.multiply(transposeA: false, transposeB: false, m: m, n: k, k: n,
-                          a: dOutput, lda: n, b: weight, ldb: k, beta: 1, c: dInput, ldc: k)
+                          a: dOutput, lda: n, b: weight, ldb: k, beta: overwriteInput ? 0 : 1, c: dInput, ldc: k)
         }
         if let dWeight {
             GEMM.multiply(transposeA: true, transposeB: false, m: n, n: k, k: m,
@@ -43,14 +46,8 @@ public enum Linear {
     public static func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      rows: Int, columns: Int) {
         Parallel.forEachRange((columns + 63) / 64, grain: 1) { blocks in
-            let start = blocks.lowerBound * 64, end = min(columns, blocks.upperBound * 64)
-            let width = end - start
-            if width <= 0 { return }
-            let accumulator = UnsafeMutablePointer<Float>.allocate(capacity: width)
-            accumulator.initialize(repeating: 0, count: width)
-            for r in 0..<rows { axpy(accumulator, 1, x + r * columns + start, width) }
-            for c in 0..<width { out[start + c] += accumulator[c] }
-            accumulator.deallocate()
+            dino_column_sums(nil, out, x, nil, nil, nil, rows, columns, blocks.lowerBound * 64,
+                             min(columns, blocks.upperBound * 64))
         }
     }
 }

@@ -1,17 +1,43 @@
 import COpenBLAS
+import Foundation
 
 /// Row-major single-precision GEMM, `C = α·op(A)·op(B) + β·C`, on OpenBLAS.
 ///
 /// OpenBLAS's own threading gives results that change in the last bit with the thread count (its
-/// kernels depend on how the matrix is cut). Here OpenBLAS runs single-threaded and C is cut into
-/// fixed tiles whose size does not depend on the thread count; each tile is one sgemm call, and tiles
-/// are spread over `Parallel.threadCount` threads. Every element is therefore computed by the same call
-/// on 1 and N threads: the same bits.
+/// kernels depend on how the matrix is cut). Here OpenBLAS runs single-threaded and the product is
+/// cut into pieces whose sides depend on the shape only, never on the thread count; each piece is one
+/// sgemm call, and pieces are spread over `Parallel.threadCount` threads. Every element is therefore
+/// computed by the same calls in the same order on 1 and N threads: the same bits.
+///
+/// Each sgemm call packs its panels of A and B once, at a cost of about one cycle per float against
+/// 1/16 cycle per multiply-add, so pieces are few and large: about 8 tiles of C with at least 128
+/// rows and at most 1024 columns (columns split evenly, so 576 is one tile, not 256 + 256 + 64).
+/// A small C with a long inner dimension (weight gradients: k = tokens) is split along k instead:
+/// fixed chunks each computed into scratch in full, then summed in a fixed order.
 public enum GEMM {
-    /// Tile sides: large enough that packing overhead stays small (≤ 1/64 of the work), small enough
-    /// to give two cores work on ViT-sized matrices.
-    public static let tileRows = 128
-    public static let tileColumns = 256
+    static let targetTiles = 8
+    static let minimumRows = 128
+    static let maximumColumns = 1024
+
+    /// Tile sides of C for an m×n product.
+    public static func tileSides(m: Int, n: Int) -> (rows: Int, columns: Int) {
+        let columnTiles = (n + maximumColumns - 1) / maximumColumns
+        let columns = min(n, roundUp((n + columnTiles - 1) / columnTiles, 16))
+        var rowTiles = max(1, (targetTiles + columnTiles - 1) / columnTiles)
+        rowTiles = max(1, min(rowTiles, m / minimumRows))
+        if rowTiles > 1 && rowTiles % 2 == 1 { rowTiles -= 1 }  // even counts share evenly over 2 and 4 threads
+        let rows = min(m, max(16, roundUp((m + rowTiles - 1) / rowTiles, 16)))
+        return (max(1, rows), max(1, columns))
+    }
+
+    /// The number of inner-dimension chunks (1: no split): for C of at most 2²⁰ elements whose row
+    /// tiles would be thin, when k is long enough that each chunk stays a large product.
+    public static func innerChunks(m: Int, n: Int, k: Int) -> Int {
+        guard m * n <= 1 << 20, m < 4 * minimumRows, k >= 2048 else { return 1 }
+        return k >= 4096 ? 4 : 2
+    }
+
+    @inline(__always) static func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
     public static func multiply(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
@@ -19,8 +45,37 @@ public enum GEMM {
         beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         if m == 0 || n == 0 { return }
-        let tilesM = (m + tileRows - 1) / tileRows, tilesN = (n + tileColumns - 1) / tileColumns
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
+        let chunks = innerChunks(m: m, n: n, k: k)
+        if chunks > 1 {
+            let scratch = Scratch.take(count: chunks * m * n)
+            defer { Scratch.give(scratch) }
+            let partials = scratch.pointer
+            Parallel.forEachRange(chunks) { range in
+                for chunk in range {
+                    let k0 = k * chunk / chunks, k1 = k * (chunk + 1) / chunks
+                    // op(A) columns k0..<k1 and op(B) rows k0..<k1.
+                    let aChunk = transposeA ? a + k0 * lda : a + k0
+                    let bChunk = transposeB ? b + k0 : b + k0 * ldb
+                    cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k1 - k0), alpha,
+                                aChunk, Int32(lda), bChunk, Int32(ldb), 0, partials + chunk * m * n, Int32(n))
+                }
+            }
+            // C = β·C + ((P₀ + P₁) + P₂) + …, each row in the same order on any thread count.
+            Parallel.forEachRange(m, grain: 16) { rows in
+                for i in rows {
+                    let row = c + i * ldc
+                    for j in 0..<n {
+                        var total = partials[i * n + j]
+                        for chunk in 1..<chunks { total += partials[chunk * m * n + i * n + j] }
+                        row[j] = beta == 0 ? total : beta * row[j] + total
+                    }
+                }
+            }
+            return
+        }
+        let (tileRows, tileColumns) = tileSides(m: m, n: n)
+        let tilesM = (m + tileRows - 1) / tileRows, tilesN = (n + tileColumns - 1) / tileColumns
         Parallel.forEachRange(tilesM * tilesN) { tiles in
             for tile in tiles {
                 let i0 = (tile / tilesN) * tileRows, j0 = (tile % tilesN) * tileColumns
@@ -31,6 +86,25 @@ public enum GEMM {
                 cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(columns), Int32(k), alpha,
                             aTile, Int32(lda), bTile, Int32(ldb), beta, c + i0 * ldc + j0, Int32(ldc))
             }
+        }
+    }
+
+    /// One reusable scratch buffer for the k-split partial products (GEMMs on other threads at the
+    /// same time get their own).
+    enum Scratch {
+        nonisolated(unsafe) private static var cached: FloatBuffer?
+        private static let lock = NSLock()
+
+        static func take(count: Int) -> FloatBuffer {
+            lock.lock(); defer { lock.unlock() }
+            if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
+            cached = nil
+            return FloatBuffer(count: count)
+        }
+
+        static func give(_ buffer: FloatBuffer) {
+            lock.lock(); defer { lock.unlock() }
+            if (cached?.count ?? 0) < buffer.count { cached = buffer }
         }
     }
 }

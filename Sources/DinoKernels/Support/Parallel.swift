@@ -13,6 +13,8 @@ public enum Parallel {
         openblas_set_num_threads(1)  // GEMM splits its own tiles over our threads (see GEMM)
         return defaultThreadCount()
     }()
+    nonisolated(unsafe) private static var pool: WorkerPool?
+    private static let poolLock = NSLock()
 
     /// The number of threads kernels (GEMM included) split their work over.
     public static var threadCount: Int { storedThreadCount }
@@ -28,17 +30,107 @@ public enum Parallel {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 
+    /// The persistent workers for `count` threads (the caller is one of them).
+    static func workers(for count: Int) -> WorkerPool {
+        poolLock.lock(); defer { poolLock.unlock() }
+        if let pool, pool.threadCount >= count { return pool }
+        let created = WorkerPool(threadCount: count)
+        pool = created  // an older, smaller pool is kept alive by callers still using it, then idles
+        return created
+    }
+
     /// Calls `body` on disjoint ranges covering `0..<count`, concurrently when worthwhile.
     /// - Parameter grain: the smallest number of indices worth a thread of its own.
+    ///
+    /// The ranges run on a persistent pool of threads (the caller takes part), not on Dispatch's
+    /// shared pool: a step makes thousands of these calls, and waking Dispatch workers for each cost
+    /// more than the second core gave on ViT-sized GEMMs. A call made while the pool is busy (from
+    /// inside a range, or from another thread such as the data loader's) runs its ranges on Dispatch.
     @inline(__always)
     public static func forEachRange(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
         if count <= 0 { return }
         let chunks = min(threadCount, max(1, count / max(1, grain)))
         if chunks <= 1 { body(0..<count); return }
-        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-            let start = count * chunk / chunks
-            let end = count * (chunk + 1) / chunks
+        let split = { (chunk: Int) in
+            let start = count * chunk / chunks, end = count * (chunk + 1) / chunks
             if start < end { body(start..<end) }
+        }
+        if !workers(for: chunks).run(chunks: chunks, split) {
+            DispatchQueue.concurrentPerform(iterations: chunks, execute: split)
+        }
+    }
+}
+
+/// N − 1 long-lived threads that, with the calling thread, run the chunks of one job at a time.
+/// Chunks are claimed from a shared counter, so which thread runs a chunk varies; kernels make
+/// every chunk's result independent of that.
+final class WorkerPool: @unchecked Sendable {
+    let threadCount: Int
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var job: ((Int) -> Void)?
+    private var generation = 0
+    private var chunkCount = 0
+    private var nextChunk = 0
+    private var unfinished = 0
+    private var busy = false
+
+    init(threadCount: Int) {
+        self.threadCount = threadCount
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
+        for index in 1..<max(1, threadCount) {
+            let thread = Thread { [unowned self] in self.workerLoop() }
+            thread.name = "dino.kernels.\(index)"
+            thread.stackSize = 1 << 22
+            thread.start()
+        }
+    }
+
+    /// Runs `body(0..<chunks)` across the pool and returns true, or returns false at once when the
+    /// pool is already running a job (the caller then runs the chunks some other way).
+    func run(chunks: Int, _ body: (Int) -> Void) -> Bool {
+        pthread_mutex_lock(mutex)
+        if busy { pthread_mutex_unlock(mutex); return false }
+        busy = true
+        return withoutActuallyEscaping(body) { body in
+            job = body
+            chunkCount = chunks
+            nextChunk = 0
+            unfinished = chunks
+            generation &+= 1
+            pthread_cond_broadcast(wake)
+            claimChunks()
+            while unfinished > 0 { pthread_cond_wait(finished, mutex) }
+            job = nil
+            busy = false
+            pthread_mutex_unlock(mutex)
+            return true
+        }
+    }
+
+    /// With the mutex held: runs chunks until none is left unclaimed.
+    private func claimChunks() {
+        while nextChunk < chunkCount, let body = job {
+            let chunk = nextChunk
+            nextChunk += 1
+            pthread_mutex_unlock(mutex)
+            body(chunk)
+            pthread_mutex_lock(mutex)
+            unfinished -= 1
+            if unfinished == 0 { pthread_cond_signal(finished) }
+        }
+    }
+
+    private func workerLoop() {
+        pthread_mutex_lock(mutex)
+        var seen = generation
+        while true {
+            while generation == seen { pthread_cond_wait(wake, mutex) }
+            seen = generation
+            claimChunks()
         }
     }
 }

@@ -136,29 +136,28 @@ public struct VisionTransformer: Sendable {
             // MLP branch: dx holds dL/d(block output) and becomes dL/d(middle).
             dBranch.update(from: dx, count: t * d)
             DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: n * d)
-            a.dHidden.zero()
             Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
-                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: t, inputSize: h, outputSize: d)
+                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: t, inputSize: h, outputSize: d,
+                            overwriteInput: true)
             GELU.backwardInPlace(gradient: a.dHidden.pointer, input: s.hidden.pointer, count: t * h)
-            dNorm.update(repeating: 0, count: t * d)
             Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
-                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: t, inputSize: d, outputSize: h)
+                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: t, inputSize: d, outputSize: h,
+                            overwriteInput: true)
             LayerNorm.backward(dInput: dx, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
                                input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
                                rstd: s.norm2Rstd.pointer, rows: t, columns: d)
             // Attention branch: dx becomes dL/d(block input).
             dBranch.update(from: dx, count: t * d)
             DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: n * d)
-            a.dAttention.zero()
             Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
                             dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
-                            rows: t, inputSize: d, outputSize: d)
+                            rows: t, inputSize: d, outputSize: d, overwriteInput: true)
             a.dQKV.zero()
             Attention.backward(dQKV: a.dQKV.pointer, dOutput: a.dAttention.pointer, qkv: s.qkv.pointer,
                                probabilities: s.probabilities.pointer, batch: b, tokens: n, channels: d, heads: c.numHeads)
-            dNorm.update(repeating: 0, count: t * d)
             Linear.backward(dInput: dNorm, dWeight: g + o.qkvWeight, dBias: g + o.qkvBias, dOutput: a.dQKV.pointer,
-                            input: s.norm1.pointer, weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d)
+                            input: s.norm1.pointer, weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d,
+                            overwriteInput: true)
             LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
                                input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
                                rstd: s.norm1Rstd.pointer, rows: t, columns: d)

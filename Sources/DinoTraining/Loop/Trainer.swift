@@ -95,19 +95,7 @@ public final class Trainer {
         trainingData = data
         fullData = (data as? DatasetSubset)?.base ?? data
         (mean, std) = Trainer.normalization(recipe: recipe, dataset: fullData)
-        var settings = AugmentationSettings(
-            channels: recipe.in_chans, globalSize: recipe.global_crop_size, localSize: recipe.local_crop_size,
-            localCount: recipe.local_crops_number,
-            globalScale: (recipe.global_crops_scale[0], recipe.global_crops_scale[1]),
-            localScale: (recipe.local_crops_scale[0], recipe.local_crops_scale[1]), mean: mean, std: std)
-        settings.flipProbability = recipe.flip_prob
-        settings.colorJitter = recipe.color_jitter
-        settings.colorJitterProbability = recipe.color_jitter_prob
-        settings.grayscaleProbability = recipe.grayscale_prob
-        settings.blurProbabilities = recipe.blur_prob
-        settings.blurSigma = (recipe.blur_sigma[0], recipe.blur_sigma[1])
-        settings.solarizationProbability = recipe.solarization_prob
-        loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: settings),
+        loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: recipe.augmentationSettings(mean: mean, std: std)),
                                      batchSize: recipe.batch_size, seed: UInt64(recipe.seed),
                                      onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image)!,  // validated by the recipe
                                      workers: recipe.num_workers)

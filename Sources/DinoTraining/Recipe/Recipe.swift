@@ -259,3 +259,21 @@ public struct Recipe: Equatable, Sendable {
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
     }
 }
+
+extension Recipe {
+    /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
+    public func augmentationSettings(mean: [Float], std: [Float]) -> AugmentationSettings {
+        var settings = AugmentationSettings(
+            channels: in_chans, globalSize: global_crop_size, localSize: local_crop_size, localCount: local_crops_number,
+            globalScale: (global_crops_scale[0], global_crops_scale[1]),
+            localScale: (local_crops_scale[0], local_crops_scale[1]), mean: mean, std: std)
+        settings.flipProbability = flip_prob
+        settings.colorJitter = color_jitter
+        settings.colorJitterProbability = color_jitter_prob
+        settings.grayscaleProbability = grayscale_prob
+        settings.blurProbabilities = blur_prob
+        settings.blurSigma = (blur_sigma[0], blur_sigma[1])
+        settings.solarizationProbability = solarization_prob
+        return settings
+    }
+}

@@ -1,0 +1,61 @@
+// Small C kernels for the inner loops that BLAS does not cover: fused attention per (image, head)
+// block and the exact-erf GELU. Each function has an AVX2+FMA version, chosen at run time when the
+// CPU has it, and a portable scalar version. Both compute every output element by a fixed sequence
+// of operations, so results do not depend on how callers split work over threads.
+#ifndef CDINO_KERNELS_H
+#define CDINO_KERNELS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// 1 when the AVX2+FMA kernels are in use, 0 for the portable ones.
+int dino_kernels_use_avx2(void);
+/// Forces the portable kernels (1) or restores automatic selection (0); for tests and benchmarks.
+void dino_kernels_force_portable(int portable);
+
+/// out[i] = x·Φ(x) with x = in[i], Φ the standard normal CDF (exact erf form). count values.
+void dino_gelu_forward(float *out, const float *in, long count);
+
+/// d[i] = g[i]·(Φ(x) + x·φ(x)) with x = in[i], written to dIn when accumulate is 0 or added to it
+/// when 1. dIn may alias dOut (the in-place form used by the MLP backward).
+void dino_gelu_backward(float *dIn, const float *dOut, const float *in, long count, int accumulate);
+
+/// Floats of scratch one attention block needs (forward or backward) for n tokens of head size d.
+long dino_attention_scratch_count(long n, long d);
+
+/// One (image, head) block of attention forward: P = softmax(scale·Q·Kᵀ), O = P·V.
+/// q, k, v: n rows of d floats, row i at q + i·rowStride; out: n rows at out + i·outStride;
+/// probabilities: n×n, dense.
+void dino_attention_forward_block(float *out, long outStride, float *probabilities,
+                                  const float *q, const float *k, const float *v, long rowStride,
+                                  long n, long d, float scale, float *scratch);
+
+/// One (image, head) block of attention backward, accumulating into dq, dk, dv (rows at
+/// rowStride): dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP))·scale, dV += Pᵀ·dO, dQ += dS·K,
+/// dK += dSᵀ·Q.
+void dino_attention_backward_block(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
+                                   const float *q, const float *k, const float *v, long rowStride,
+                                   const float *probabilities, long n, long d, float scale, float *scratch);
+
+/// LayerNorm forward for rows [0, rows): y = (x − μ)·rstd·w + b, rstd = 1/√(σ² + eps), σ² from
+/// centred values; saves μ and rstd per row. Rows of `columns` floats, dense.
+void dino_layernorm_forward(float *out, float *mean, float *rstd, const float *in, const float *weight,
+                            const float *bias, long rows, long columns, float epsilon);
+
+/// LayerNorm input gradient for rows [0, rows), accumulated: with x̂ = (x − μ)·rstd and g = dy·w,
+/// dx += rstd·(g − mean(g) − x̂·mean(g·x̂)).
+void dino_layernorm_backward_input(float *dIn, const float *dOut, const float *in, const float *weight,
+                                   const float *mean, const float *rstd, long rows, long columns);
+
+/// Column sums over all rows for columns [first, last): dWeight[j] += Σᵣ dy·x̂ and dBias[j] += Σᵣ dy
+/// (x̂ from in, mean, rstd; either output may be NULL). With in == NULL: dBias[j] += Σᵣ dy only
+/// (a linear layer's bias gradient). Each column sums its rows in order.
+void dino_column_sums(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
+                      const float *rstd, long rows, long columns, long first, long last);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
