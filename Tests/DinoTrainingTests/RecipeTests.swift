@@ -68,10 +68,11 @@ final class IntegrationTests: XCTestCase {
     func testQuickRecipeLearnsAndTheQuickstartReports() throws {
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
-        // A short horizon learns fastest with a quick teacher (momentum 0.9) and a higher lr: measured
-        // +1.9 points of k-NN after these 128 steps, where the quick recipe's own settings give +0.4.
+        // A short horizon learns fastest with a quick teacher (momentum 0.9): measured +1.75 points of
+        // k-NN after these 128 steps (60.35% → 62.10%); lr 0.003 gave +1.15, lr 0.005 −2.6, momentum
+        // 0.95 −4.2 (measured with the 96-wide quick recipe; deterministic for any thread count).
         let recipe = try Quickstart.recipe(overrides: ["train_subset=4096", "batch_size=64", "epochs=2", "warmup_epochs=1",
-                                                       "momentum_teacher=0.9", "lr=0.005",
+                                                       "momentum_teacher=0.9",
                                                        "knn_every=2", "knn_train_size=4000", "knn_eval_size=2000"])
         let trainer = try Trainer(recipe: recipe, output: folder)
         var warnings: [String] = [], knn: [Double] = []
@@ -88,7 +89,8 @@ final class IntegrationTests: XCTestCase {
         let report = try Quickstart.evaluate(backbone: trainer.teacherBackbone(), output: folder, trainSize: 2000, testSize: 500,
                                              attentionImages: 2, foregroundImages: 50)
         XCTAssertGreaterThan(report.knn.top1, 50)
-        XCTAssertEqual(report.attentionFiles.count, 2 * (1 + 3 * 5))
+        // Per image: the input, then a heatmap, an overlay and a mask for each head and for their mean.
+        XCTAssertEqual(report.attentionFiles.count, 2 * (1 + 3 * (recipe.num_heads + 1)))
         for file in report.attentionFiles { XCTAssertNoThrow(try DinoData.ImageCodec.decode(contentsOf: file, channels: 3)) }
     }
 }

@@ -40,18 +40,6 @@ public func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePo
     while i < n { y[i] += alpha * x[i]; i += 1 }
 }
 
-/// Returns Σᵢ x[i] for i in 0..<n.
-@inlinable @inline(__always)
-public func sum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = SIMD8<Float>()
-    var i = 0
-    let rx = UnsafeRawPointer(x)
-    while i + 8 <= n { acc += rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self); i += 8 }
-    var s = acc.sum()
-    while i < n { s += x[i]; i += 1 }
-    return s
-}
-
 /// Returns the maximum of x[0..<n] (n ≥ 1).
 @inlinable @inline(__always)
 public func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
