@@ -57,6 +57,23 @@ final class DecodingTests: XCTestCase {
         XCTAssertEqual(decoded, image)
     }
 
+    /// JPEG encoding (used to make benchmark data): a smooth image survives quality 95 within a few
+    /// levels (lossy, 4:2:0 chroma for RGB), at its size and channel count.
+    func testJPEGRoundTrip() throws {
+        for channels in [1, 3] {
+            let (width, height) = (40, 24)
+            var pixels = [UInt8](repeating: 0, count: width * height * channels)
+            for y in 0..<height { for x in 0..<width { for c in 0..<channels {
+                pixels[(y * width + x) * channels + c] = UInt8(40 + 2 * x + 2 * y + 20 * c)
+            } } }
+            let image = Image(width: width, height: height, channels: channels, pixels: pixels)
+            let decoded = try ImageCodec.decode(try ImageCodec.encodeJPEG(image, quality: 95), channels: channels)
+            XCTAssertEqual([decoded.width, decoded.height, decoded.channels], [width, height, channels])
+            let worst = zip(decoded.pixels, pixels).map { abs(Int($0) - Int($1)) }.max() ?? 0
+            XCTAssertLessThanOrEqual(worst, 6, "\(channels)-channel JPEG round trip")
+        }
+    }
+
     func testImageFolderOrderClassesAndErrors() throws {
         let root = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }

@@ -1,5 +1,6 @@
 import CDinoKernels
 import DinoKernels
+import Foundation
 import TestSupport
 import XCTest
 
@@ -27,6 +28,39 @@ final class OptimizedKernelTests: XCTestCase {
         assertClose(dx.array, ref.dx, tolerance: 1e-5, "linear dx")
         assertClose(dw.array, ref.dw.map { $0 + 1 }, tolerance: 1e-5, "linear dw accumulates")
         assertClose(db.array, ref.db, tolerance: 1e-5, "linear db")
+    }
+
+    /// The worker pool covers every index exactly once: plain calls, a call made from inside a range
+    /// (the pool is busy: it runs on Dispatch), and calls from two threads at once.
+    func testParallelCoversEveryIndexOnceFromAnyCaller() {
+        Parallel.setThreadCount(2)
+        func coverage(_ count: Int, nested: Bool) -> [Int] {
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: count)
+            counts.initialize(repeating: 0, count: count)
+            defer { counts.deallocate() }
+            Parallel.forEachRange(count) { range in
+                for i in range {
+                    if nested {
+                        var inner = 0
+                        let lock = NSLock()
+                        Parallel.forEachRange(10) { r in lock.lock(); inner += r.count; lock.unlock() }
+                        counts[i] += inner == 10 ? 1 : 100
+                    } else {
+                        counts[i] += 1
+                    }
+                }
+            }
+            return Array(UnsafeBufferPointer(start: counts, count: count))
+        }
+        XCTAssertEqual(coverage(1001, nested: false), Array(repeating: 1, count: 1001))
+        XCTAssertEqual(coverage(37, nested: true), Array(repeating: 1, count: 37))
+        var results = [[Int]](repeating: [], count: 4)
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 4) { caller in
+            let result = coverage(5000 + caller, nested: false)
+            lock.lock(); results[caller] = result; lock.unlock()
+        }
+        for caller in 0..<4 { XCTAssertEqual(results[caller], Array(repeating: 1, count: 5000 + caller)) }
     }
 
     /// GEMM is cut into pieces by shape: row and column tiles, or inner-dimension chunks summed in
