@@ -40,7 +40,7 @@ public enum Quickstart {
     color_jitter_prob: 0.8
     grayscale_prob: 0.0
     solarization_prob: 0.2
-    batch_size: 128
+    batch_size: 64
     epochs: 2
     train_subset: 30000
     lr: 0.002
