@@ -69,7 +69,8 @@ static void attentionForwardPortable(float *out, long outStride, float *p, const
         }
         float total = 0;
         for (long j = 0; j < n; j++) { row[j] = expf(row[j] - m); total += row[j]; }
-        for (long j = 0; j < n; j++) row[j] *= 1 / total;
+        float inverse = 1 / total;
+        for (long j = 0; j < n; j++) row[j] *= inverse;
         float *o = out + i * outStride;
         for (long t = 0; t < d; t++) o[t] = 0;
         for (long j = 0; j < n; j++)
@@ -458,10 +459,7 @@ AVX2 static void attentionForwardAVX2(float *out, long outStride, float *p, cons
             _mm256_storeu_ps(row + j, e);
             total8 = _mm256_add_ps(total8, e);
         }
-        float lanes[8];
-        _mm256_storeu_ps(lanes, total8);
-        float total = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-        float inverse = 1 / total;
+        float inverse = 1 / sum8(total8);
         float *prow = p + i * n;
         for (long j = 0; j < n; j++) prow[j] = row[j] * inverse;
     }

@@ -64,11 +64,12 @@ public enum GEMM {
             // C = β·C + ((P₀ + P₁) + P₂) + …, each row in the same order on any thread count.
             Parallel.forEachRange(m, grain: 16) { rows in
                 for i in rows {
-                    let row = c + i * ldc
-                    for j in 0..<n {
-                        var total = partials[i * n + j]
-                        for chunk in 1..<chunks { total += partials[chunk * m * n + i * n + j] }
-                        row[j] = beta == 0 ? total : beta * row[j] + total
+                    let total = partials + i * n, row = c + i * ldc
+                    for chunk in 1..<chunks { axpy(total, 1, partials + chunk * m * n + i * n, n) }
+                    if beta == 0 {
+                        row.update(from: total, count: n)
+                    } else {
+                        for j in 0..<n { row[j] = beta * row[j] + total[j] }
                     }
                 }
             }
