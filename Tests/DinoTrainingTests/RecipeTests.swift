@@ -37,6 +37,14 @@ final class RecipeTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("true or false"), "\($0)")
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "- a\n- b\n", source: "r.yaml"))
+        var sinkhorn = Recipe()
+        XCTAssertNoThrow(try sinkhorn.apply(yaml: "centering: sinkhorn_knopp\n", source: "r.yaml"))
+        XCTAssertNoThrow(try sinkhorn.validate())
+        XCTAssertEqual(sinkhorn.teacherTargets, .sinkhornKnopp)
+        sinkhorn.centering = "sinkhorn"
+        XCTAssertThrowsError(try sinkhorn.validate()) {
+            XCTAssertTrue("\($0)".contains("centering 'sinkhorn' is not supported; use centering or sinkhorn_knopp"), "\($0)")
+        }
         XCTAssertThrowsError(try Recipe.load(path: "/nonexistent.yaml")) { XCTAssertTrue("\($0)".contains("cannot read recipe")) }
     }
 

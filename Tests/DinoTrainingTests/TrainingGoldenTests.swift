@@ -38,6 +38,45 @@ final class TrainingGoldenTests: XCTestCase {
         XCTAssertLessThanOrEqual(stats.teacherEntropy, log(16) + 1e-4)
     }
 
+    /// Sinkhorn-Knopp targets (DINOv2's option): the targets, loss and gradient equal the reference's,
+    /// each target row is a distribution, and the prototypes' totals are nearly equal (R/K each).
+    func testSinkhornKnoppTargetsLossAndGradientMatchPyTorch() throws {
+        let golden = try loadGolden("training.safetensors")
+        let (b, views, k) = (3, 4, 16)
+        let teacher = kept(FloatBuffer(golden.values("sinkhorn.teacher")))
+        var scratch = [Double](repeating: 0, count: 2 * b * k)
+        let targets = kept(FloatBuffer(count: 2 * b * k))
+        SinkhornKnopp.normalize(output: targets.pointer, input: teacher.pointer, temperature: 0.05, rows: 2 * b, columns: k,
+                                scratch: &scratch)
+        assertClose(targets.array, golden.values("sinkhorn.targets"), tolerance: 1e-6, "Sinkhorn-Knopp targets")
+        let q = targets.array
+        for row in 0..<2 * b {
+            XCTAssertEqual(q[(row * k)..<((row + 1) * k)].reduce(0, +), 1, accuracy: 1e-5, "row \(row) sums to 1")
+        }
+        // Three iterations only start the equipartition; iterated on, every prototype's total converges
+        // to R/K = 0.375 while each row stays a distribution.
+        SinkhornKnopp.normalize(output: targets.pointer, input: teacher.pointer, temperature: 0.05, rows: 2 * b, columns: k,
+                                iterations: 500, scratch: &scratch)
+        let converged = targets.array
+        for j in 0..<k {
+            let column = (0..<2 * b).map { converged[$0 * k + j] }.reduce(0, +)
+            XCTAssertEqual(column, Float(2 * b) / Float(k), accuracy: 1e-3, "prototype \(j) total")
+        }
+
+        let loss = DINOLoss(outDim: k, teacherTargets: .sinkhornKnopp)
+        let student = kept(FloatBuffer(golden.values("loss.student")))
+        let gradient = kept(FloatBuffer(count: student.count))
+        let stats = loss.forwardBackward(student: student.pointer, teacher: teacher.pointer, dStudent: gradient.pointer,
+                                         views: views, batch: b, teacherTemperature: 0.05)
+        assertClose([stats.loss], golden.values("sinkhorn.value"), tolerance: 1e-5, "loss")
+        assertClose(gradient.array, golden.values("sinkhorn.grad"), tolerance: 1e-5, "d loss / d student")
+        // A huge logit range cannot overflow: the largest logit is subtracted first.
+        let wide = kept(FloatBuffer(teacher.array.map { $0 * 1000 }))
+        SinkhornKnopp.normalize(output: targets.pointer, input: wide.pointer, temperature: 0.05, rows: 2 * b, columns: k,
+                                scratch: &scratch)
+        XCTAssertTrue(targets.array.allSatisfy { $0.isFinite && $0 >= 0 })
+    }
+
     /// Six official steps: lr warm-up, cosine wd and momentum, teacher-temperature warm-up by epoch,
     /// the last layer frozen in epoch 0, per-tensor clipping at 0.05, parameter groups, EMA.
     /// Tolerance 1e-4 on the loss and center (the target); the float32 run drifts from the

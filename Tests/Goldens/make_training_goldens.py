@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from reference import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,
-                       clip_gradients, cosine_scheduler, get_params_groups, save_safetensors)
+                       clip_gradients, cosine_scheduler, cross_entropy_terms, get_params_groups, save_safetensors,
+                       sinkhorn_knopp_teacher)
 
 TRAJECTORY = dict(batch=2, locals=2, epochs=3, iters=2, lr=0.128, min_lr=1e-5, warmup_epochs=1, wd=0.04, wd_end=0.4,
                   momentum=0.9, teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=2,
@@ -30,6 +31,16 @@ def training_goldens():
     loss = loss_fn(student, teacher, 0)
     loss.backward()
     t["loss.value"], t["loss.grad"], t["loss.center_out"] = loss.detach().reshape(1), student.grad, loss_fn.center
+
+    # The same student and teacher with Sinkhorn-Knopp targets (DINOv2's option) instead of centering.
+    # Teacher logits of a cosine-similarity head lie in [-1, 1]; at temperature 0.05 they span e^±20.
+    student.grad = None
+    sk_teacher = torch.tanh(teacher / 3).float().double()
+    targets = sinkhorn_knopp_teacher(sk_teacher, 0.05)
+    sk_loss = cross_entropy_terms(student, targets, views)
+    sk_loss.backward()
+    t["sinkhorn.teacher"], t["sinkhorn.targets"] = sk_teacher.float(), targets
+    t["sinkhorn.value"], t["sinkhorn.grad"] = sk_loss.detach().reshape(1), student.grad
 
     # A short trajectory: official step, fixed inputs (no augmentation, no drop path).
     c = TRAJECTORY

@@ -202,6 +202,35 @@ class DINOLoss(nn.Module):
         self.center = self.center * self.center_momentum + batch_center * (1 - self.center_momentum)
 
 
+@torch.no_grad()
+def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3):
+    """DINOv2's Sinkhorn-Knopp teacher targets (single process): Q = exp(t/temp) over all teacher rows,
+    prototypes (columns) and samples (rows) rescaled alternately to equal totals, rows summing to 1."""
+    q = torch.exp(teacher_output / teacher_temp).t()  # (K, R)
+    k, r = q.shape
+    q /= q.sum()
+    for _ in range(n_iterations):
+        q /= q.sum(dim=1, keepdim=True)
+        q /= k
+        q /= q.sum(dim=0, keepdim=True)
+        q /= r
+    q *= r
+    return q.t()
+
+
+def cross_entropy_terms(student_output, targets, ncrops, student_temp=0.1):
+    """The DINO loss's sum over (teacher view, other student view) pairs, given the teacher targets (2B, K)."""
+    student_out = (student_output / student_temp).chunk(ncrops)
+    total, n = 0, 0
+    for iq, q in enumerate(targets.chunk(2)):
+        for v in range(len(student_out)):
+            if v == iq:
+                continue
+            total += torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1).mean()
+            n += 1
+    return total / n
+
+
 def cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs=0, start_warmup_value=0):
     warmup = np.array([])
     warmup_iters = warmup_epochs * niter_per_ep

@@ -35,10 +35,9 @@ public enum LayerNorm {
             }
         }
         if dWeight == nil && dBias == nil { return }
-        // Parameter gradients reduce over rows: split over blocks of 64 columns to keep the order fixed.
-        Parallel.forEachRange((c + 63) / 64) { blocks in
-            dino_column_sums(dWeight, dBias, dOutput, input, mean, rstd, rows, c, blocks.lowerBound * 64,
-                             min(c, blocks.upperBound * 64))
+        // Parameter gradients reduce over rows: split over columns to keep the order fixed.
+        Linear.forEachColumnRange(c) { first, last in
+            dino_column_sums(dWeight, dBias, dOutput, input, mean, rstd, rows, c, first, last)
         }
     }
 }

@@ -38,7 +38,8 @@ public final class SelfDistillation {
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
 
     public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
-                studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
+                studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
+                teacherTargets: DINOLoss.TeacherTargets = .centering) {
         self.config = config; self.head = head
         self.batchSize = b; self.globalSize = globalSize; self.localSize = localSize; self.localCount = localCount
         layout = .model(config, head: head)
@@ -47,7 +48,8 @@ public final class SelfDistillation {
         student = FloatBuffer(count: layout.count); teacher = FloatBuffer(count: layout.count)
         gradients = FloatBuffer(count: layout.count)
         optimizer = AdamW(layout: layout)
-        loss = DINOLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
+        loss = DINOLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum,
+                        teacherTargets: teacherTargets)
         studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: true)
         studentLocal = localCount > 0
             ? transformer.makeActivations(batch: localCount * b, imageHeight: localSize, imageWidth: localSize, training: true) : nil

@@ -114,7 +114,8 @@ public final class Trainer {
 
         model = SelfDistillation(config: config, head: head, batchSize: recipe.batch_size, globalSize: recipe.global_crop_size,
                                  localSize: recipe.local_crop_size, localCount: recipe.local_crops_number,
-                                 studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum))
+                                 studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum),
+                                 teacherTargets: recipe.teacherTargets)
         model.initialize(seed: UInt64(recipe.seed))
 
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)

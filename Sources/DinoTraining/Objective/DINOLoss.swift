@@ -4,7 +4,7 @@ import Foundation
 /// Statistics of one loss evaluation.
 public struct LossStatistics: Sendable {
     public var loss: Float
-    /// Mean entropy of the teacher's centered, sharpened distributions (nats).
+    /// Mean entropy of the teacher's targets (centered and sharpened, or Sinkhorn-Knopp) (nats).
     public var teacherEntropy: Float
     /// Mean over the loss terms of cross-entropy minus the teacher's entropy: KL(teacher ‖ student),
     /// the part of the loss the student can reduce.
@@ -21,19 +21,35 @@ public struct LossStatistics: Sendable {
 /// mean of the raw teacher logits, updated after the loss.
 ///
 /// Shapes: student logits are views-major `(V·B, K)` (the 2 global views first); teacher logits `(2B, K)`.
+///
+/// With `teacherTargets == .sinkhornKnopp` (DINOv2's option) the teacher's targets are
+/// `SinkhornKnopp.normalize` of the raw logits over all 2B teacher rows instead of the centered
+/// softmax; the center is still updated (it is saved and logged) but not used.
 public final class DINOLoss {
+    /// How the teacher's logits become targets.
+    public enum TeacherTargets: String, Sendable, CaseIterable {
+        /// `softmax((t − center)/τ_t)` (DINO).
+        case centering
+        /// Three Sinkhorn-Knopp iterations over the batch at τ_t (DINOv2's `sinkhorn_knopp`).
+        case sinkhornKnopp = "sinkhorn_knopp"
+    }
+
     public let outDim: Int
     public let studentTemperature: Float
     public let centerMomentum: Float
+    public let teacherTargets: TeacherTargets
     /// The center `(K)`, saved in checkpoints.
     public let center: FloatBuffer
     var teacherProbabilities = FloatBuffer(count: 0)
     var studentLogProbabilities = FloatBuffer(count: 0)
+    var sinkhornScratch: [Double] = []
 
-    public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
+    public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
+                teacherTargets: TeacherTargets = .centering) {
         self.outDim = outDim
         self.studentTemperature = studentTemperature
         self.centerMomentum = centerMomentum
+        self.teacherTargets = teacherTargets
         center = FloatBuffer(count: outDim)
     }
 
@@ -46,7 +62,16 @@ public final class DINOLoss {
         if teacherProbabilities.count != 2 * b * k { teacherProbabilities = FloatBuffer(count: 2 * b * k) }
         if studentLogProbabilities.count != views * b * k { studentLogProbabilities = FloatBuffer(count: views * b * k) }
         let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer
-        Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
+        switch teacherTargets {
+        case .centering:
+            Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
+        case .sinkhornKnopp:
+            if sinkhornScratch.count != 2 * b * k { sinkhornScratch = [Double](repeating: 0, count: 2 * b * k) }
+            sinkhornScratch.withUnsafeMutableBufferPointer { scratch in
+                SinkhornKnopp.normalize(output: q, input: teacher, temperature: teacherTemperature, rows: 2 * b, columns: k,
+                                        scratch: scratch.baseAddress!)
+            }
+        }
         Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: views * b, columns: k, logarithm: true)
         let terms = 2 * (views - 1)
         // Per row of each student view: cross-entropies against each teacher view, and the gradient.

@@ -24,6 +24,8 @@ public struct Recipe: Equatable, Sendable {
     public var warmup_teacher_temp_epochs = 0
     public var student_temp = 0.1
     public var center_momentum = 0.9
+    /// Teacher targets: `centering` (DINO) or `sinkhorn_knopp` (DINOv2's option; the center is then unused).
+    public var centering = "centering"
     // Optimization
     public var optimizer = "adamw"
     public var lr = 0.0005
@@ -117,6 +119,7 @@ public struct Recipe: Equatable, Sendable {
         double("momentum_teacher", \.momentum_teacher), double("teacher_temp", \.teacher_temp),
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
+        string("centering", \.centering),
         string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
         double("weight_decay", \.weight_decay), double("weight_decay_end", \.weight_decay_end), double("clip_grad", \.clip_grad),
         int("batch_size", \.batch_size), int("epochs", \.epochs), int("freeze_last_layer", \.freeze_last_layer), int("seed", \.seed),
@@ -255,6 +258,8 @@ public struct Recipe: Equatable, Sendable {
         try check(mean.count == std.count && (mean.isEmpty || mean.count == 1 || mean.count == in_chans),
                   "mean and std need 1 or in_chans values each")
         try check(BadImagePolicy(rawValue: on_bad_image) != nil, "on_bad_image must be skip or fail")
+        try check(DINOLoss.TeacherTargets(rawValue: centering) != nil,
+                  "centering '\(centering)' is not supported; use centering or sinkhorn_knopp")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
     }
@@ -262,6 +267,9 @@ public struct Recipe: Equatable, Sendable {
 
 extension Recipe {
     /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
+    /// The teacher targets named by `centering` (validated by `validate()`).
+    public var teacherTargets: DINOLoss.TeacherTargets { DINOLoss.TeacherTargets(rawValue: centering) ?? .centering }
+
     public func augmentationSettings(mean: [Float], std: [Float]) -> AugmentationSettings {
         var settings = AugmentationSettings(
             channels: in_chans, globalSize: global_crop_size, localSize: local_crop_size, localCount: local_crops_number,
