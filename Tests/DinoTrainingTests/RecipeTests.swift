@@ -41,6 +41,10 @@ final class RecipeTests: XCTestCase {
         XCTAssertNoThrow(try sinkhorn.apply(yaml: "centering: sinkhorn_knopp\n", source: "r.yaml"))
         XCTAssertNoThrow(try sinkhorn.validate())
         XCTAssertEqual(sinkhorn.teacherTargets, .sinkhornKnopp)
+        sinkhorn.koleo_loss_weight = -0.1
+        XCTAssertThrowsError(try sinkhorn.validate()) { XCTAssertTrue("\($0)".contains("koleo_loss_weight must be 0 or more")) }
+        sinkhorn.koleo_loss_weight = 0.1
+        XCTAssertNoThrow(try sinkhorn.validate())
         sinkhorn.centering = "sinkhorn"
         XCTAssertThrowsError(try sinkhorn.validate()) {
             XCTAssertTrue("\($0)".contains("centering 'sinkhorn' is not supported; use centering or sinkhorn_knopp"), "\($0)")

@@ -77,6 +77,30 @@ final class TrainingGoldenTests: XCTestCase {
         XCTAssertTrue(targets.array.allSatisfy { $0.isFinite && $0 >= 0 })
     }
 
+    /// KoLeo (DINOv2's regularizer): value and gradient equal the reference's, the gradient agrees with
+    /// central differences of the loss, and the weight scales the accumulated gradient.
+    func testKoLeoMatchesPyTorchAndFiniteDifferences() throws {
+        let golden = try loadGolden("training.safetensors")
+        let (n, d) = (7, 5)
+        let x = golden.values("koleo.input")
+        var gradient = [Float](repeating: 0, count: n * d)
+        let value = KoLeo.forwardBackward(dInput: &gradient, input: x, rows: n, columns: d)
+        assertClose([value], golden.values("koleo.value"), tolerance: 1e-6, "KoLeo value")
+        assertClose(gradient, golden.values("koleo.grad"), tolerance: 1e-5, "KoLeo gradient")
+        let h: Float = 1e-3
+        for i in [0, 9, 17, 34] {
+            var plus = x, minus = x
+            plus[i] += h; minus[i] -= h
+            let numeric = (KoLeo.forwardBackward(dInput: nil, input: plus, rows: n, columns: d)
+                - KoLeo.forwardBackward(dInput: nil, input: minus, rows: n, columns: d)) / (2 * h)
+            XCTAssertEqual(numeric, gradient[i], accuracy: 2e-3 * max(1, abs(gradient[i])), "dL/dx[\(i)]")
+        }
+        var weighted = [Float](repeating: 1, count: n * d)
+        _ = KoLeo.forwardBackward(dInput: &weighted, input: x, rows: n, columns: d, weight: 0.1)
+        for i in 0..<n * d { XCTAssertEqual(weighted[i], 1 + 0.1 * gradient[i], accuracy: 1e-6) }
+        XCTAssertEqual(KoLeo.forwardBackward(dInput: nil, input: x, rows: 1, columns: d), 0)
+    }
+
     /// Six official steps: lr warm-up, cosine wd and momentum, teacher-temperature warm-up by epoch,
     /// the last layer frozen in epoch 0, per-tensor clipping at 0.05, parameter groups, EMA.
     /// Tolerance 1e-4 on the loss and center (the target); the float32 run drifts from the

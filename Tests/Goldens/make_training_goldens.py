@@ -4,7 +4,7 @@ import torch
 
 from reference import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,
                        clip_gradients, cosine_scheduler, cross_entropy_terms, get_params_groups, save_safetensors,
-                       sinkhorn_knopp_teacher)
+                       sinkhorn_knopp_teacher, koleo_loss)
 
 TRAJECTORY = dict(batch=2, locals=2, epochs=3, iters=2, lr=0.128, min_lr=1e-5, warmup_epochs=1, wd=0.04, wd_end=0.4,
                   momentum=0.9, teacher_temp=0.07, warmup_teacher_temp=0.04, warmup_teacher_temp_epochs=2,
@@ -41,6 +41,12 @@ def training_goldens():
     sk_loss.backward()
     t["sinkhorn.teacher"], t["sinkhorn.targets"] = sk_teacher.float(), targets
     t["sinkhorn.value"], t["sinkhorn.grad"] = sk_loss.detach().reshape(1), student.grad
+
+    # KoLeo (DINOv2's regularizer) on a batch of 7 features of width 5.
+    x = torch.randn(7, 5, generator=g).float().double().requires_grad_()
+    koleo = koleo_loss(x)
+    koleo.backward()
+    t["koleo.input"], t["koleo.value"], t["koleo.grad"] = x.detach().float(), koleo.detach().reshape(1), x.grad
 
     # A short trajectory: official step, fixed inputs (no augmentation, no drop path).
     c = TRAJECTORY

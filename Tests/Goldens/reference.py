@@ -218,6 +218,19 @@ def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3):
     return q.t()
 
 
+def koleo_loss(x, eps=1e-8):
+    """DINOv2's KoLeo regularizer: -mean_i log(||x_i - x_nn(i)|| + eps) over L2-normalized rows, the nearest
+    neighbour by inner product (a constant for the gradient); pairwise_distance adds eps inside the norm."""
+    x = F.normalize(x, eps=eps, p=2, dim=-1)
+    with torch.no_grad():
+        dots = x @ x.t()
+        n = x.shape[0]
+        dots.view(-1)[:: n + 1].fill_(-1)
+        nearest = dots.argmax(dim=1)
+    distances = F.pairwise_distance(x, x[nearest], 2, eps=eps)
+    return -torch.log(distances + eps).mean()
+
+
 def cross_entropy_terms(student_output, targets, ncrops, student_temp=0.1):
     """The DINO loss's sum over (teacher view, other student view) pairs, given the teacher targets (2B, K)."""
     student_out = (student_output / student_temp).chunk(ncrops)

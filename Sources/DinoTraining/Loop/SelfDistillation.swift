@@ -11,11 +11,13 @@ public struct StepSettings: Sendable {
     public var freezeLastLayer: Bool
     public var clip: Double
     public var dropPathRate: Double
+    /// Weight of the KoLeo term on the student's global-crop CLS features (0: off, as DINO).
+    public var koleoWeight: Double
     public init(learningRate: Double, weightDecay: Double, teacherMomentum: Double, teacherTemperature: Double,
-                freezeLastLayer: Bool, clip: Double, dropPathRate: Double) {
+                freezeLastLayer: Bool, clip: Double, dropPathRate: Double, koleoWeight: Double = 0) {
         self.learningRate = learningRate; self.weightDecay = weightDecay; self.teacherMomentum = teacherMomentum
         self.teacherTemperature = teacherTemperature; self.freezeLastLayer = freezeLastLayer; self.clip = clip
-        self.dropPathRate = dropPathRate
+        self.dropPathRate = dropPathRate; self.koleoWeight = koleoWeight
     }
 }
 
@@ -98,14 +100,25 @@ public final class SelfDistillation {
         }
 
         // Loss, then the center update (so step t uses the center of step t−1).
-        let stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer, dStudent: dLogits.pointer,
+        var stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer, dStudent: dLogits.pointer,
                                          views: views, batch: b, teacherTemperature: Float(s.teacherTemperature))
         guard stats.loss.isFinite else { throw NonFiniteLoss(value: stats.loss) }
+        // KoLeo (DINOv2): weight·Σ over the two global crops of KoLeo(student CLS), added to dGlobal below.
+        let koleoWeight = Float(s.koleoWeight)
+        dGlobal.zero()
+        if koleoWeight > 0 {
+            let d = config.embedDim
+            stats.koleo = (0..<2).reduce(0) { total, view in
+                total + koleoWeight * KoLeo.forwardBackward(dInput: dGlobal.pointer + view * b * d,
+                                                            input: headGlobal.inputPointer + view * b * d,
+                                                            rows: b, columns: d, weight: koleoWeight)
+            }
+            guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo) }
+        }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
 
         // Backward through head and backbone; both resolutions accumulate into one gradient buffer.
         gradients.zero()
-        dGlobal.zero()
         dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
                           dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !s.freezeLastLayer)
         transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,

@@ -11,6 +11,8 @@ public struct StepRecord: Codable, Sendable {
     public var loss: Float
     public var teacher_entropy: Float
     public var kl: Float
+    /// The weighted KoLeo term (0 unless `koleo_loss_weight` > 0).
+    public var koleo: Float
     public var lr: Double
     public var wd: Double
     public var momentum: Double
@@ -190,7 +192,8 @@ public final class Trainer {
             var dropGenerator = RandomGenerator(seed: UInt64(recipe.seed), stream: 0xD409, index: UInt64(step))
             let settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
                                         teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
-                                        clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate)
+                                        clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate,
+                                        koleoWeight: recipe.koleo_loss_weight)
             let stats: LossStatistics
             do {
                 stats = try model.step(globals: batch.globals.pointer, locals: localCount > 0 ? batch.locals.pointer : nil,
@@ -208,7 +211,7 @@ public final class Trainer {
             let elapsed = Date().timeIntervalSince(started)
             let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
-                                    kl: stats.kullbackLeibler, lr: lr, wd: wd, momentum: momentum,
+                                    kl: stats.kullbackLeibler, koleo: stats.koleo, lr: lr, wd: wd, momentum: momentum,
                                     teacher_temp: teacherTemperature, images_per_s: imagesPerSecond, seconds: elapsed,
                                     eta_s: Double((total - step) * b) / max(imagesPerSecond, 1e-9))
             log.write(try encoder.encode(record) + Data("\n".utf8))

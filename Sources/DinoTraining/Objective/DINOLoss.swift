@@ -9,9 +9,11 @@ public struct LossStatistics: Sendable {
     /// Mean over the loss terms of cross-entropy minus the teacher's entropy: KL(teacher ‖ student),
     /// the part of the loss the student can reduce.
     public var kullbackLeibler: Float
+    /// The weighted KoLeo term (0 when off), reported apart from the DINO loss.
+    public var koleo: Float
 
-    public init(loss: Float, teacherEntropy: Float, kullbackLeibler: Float) {
-        self.loss = loss; self.teacherEntropy = teacherEntropy; self.kullbackLeibler = kullbackLeibler
+    public init(loss: Float, teacherEntropy: Float, kullbackLeibler: Float, koleo: Float = 0) {
+        self.loss = loss; self.teacherEntropy = teacherEntropy; self.kullbackLeibler = kullbackLeibler; self.koleo = koleo
     }
 }
 

@@ -26,6 +26,8 @@ public struct Recipe: Equatable, Sendable {
     public var center_momentum = 0.9
     /// Teacher targets: `centering` (DINO) or `sinkhorn_knopp` (DINOv2's option; the center is then unused).
     public var centering = "centering"
+    /// Weight of DINOv2's KoLeo regularizer on the student's global-crop CLS features (0: off).
+    public var koleo_loss_weight = 0.0
     // Optimization
     public var optimizer = "adamw"
     public var lr = 0.0005
@@ -119,7 +121,7 @@ public struct Recipe: Equatable, Sendable {
         double("momentum_teacher", \.momentum_teacher), double("teacher_temp", \.teacher_temp),
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
-        string("centering", \.centering),
+        string("centering", \.centering), double("koleo_loss_weight", \.koleo_loss_weight),
         string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
         double("weight_decay", \.weight_decay), double("weight_decay_end", \.weight_decay_end), double("clip_grad", \.clip_grad),
         int("batch_size", \.batch_size), int("epochs", \.epochs), int("freeze_last_layer", \.freeze_last_layer), int("seed", \.seed),
@@ -260,6 +262,7 @@ public struct Recipe: Equatable, Sendable {
         try check(BadImagePolicy(rawValue: on_bad_image) != nil, "on_bad_image must be skip or fail")
         try check(DINOLoss.TeacherTargets(rawValue: centering) != nil,
                   "centering '\(centering)' is not supported; use centering or sinkhorn_knopp")
+        try check(koleo_loss_weight >= 0, "koleo_loss_weight must be 0 or more")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
     }

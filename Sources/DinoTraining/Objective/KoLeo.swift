@@ -1,0 +1,65 @@
+import Foundation
+
+/// The KoLeo regularizer (DINOv2's `koleo_loss_weight`; Sablayrolles et al. 2019, after the
+/// Kozachenko-Leonenko entropy estimator): it pushes each feature away from its nearest neighbour in
+/// the batch, spreading the features over the sphere, which is what cosine k-NN works on.
+///
+/// For rows `x_i` `(n, d)` of one crop's batch, x̂_i = x_i / max(‖x_i‖, ε), the nearest neighbour
+/// `j(i) = argmax_{j≠i} x̂_i·x̂_j` (the first on ties) and
+///
+///     L = −(1/n) Σ_i log(‖x̂_i − x̂_{j(i)} + ε‖ + ε),  ε = 1e-8,
+///
+/// as `torch.nn.functional.pairwise_distance` adds ε inside the norm. The neighbour choice is a
+/// constant for the gradient. Sums in Double (n and d are small: the batch and the embedding width).
+public enum KoLeo {
+    static let epsilon = 1e-8
+
+    /// Returns L and accumulates `weight · dL/dx` into `dInput` `(n, d)`. Fewer than 2 rows: L = 0.
+    public static func forwardBackward(dInput: UnsafeMutablePointer<Float>?, input: UnsafePointer<Float>,
+                                       rows n: Int, columns d: Int, weight: Float = 1) -> Float {
+        guard n >= 2 else { return 0 }
+        var unit = [Double](repeating: 0, count: n * d), norms = [Double](repeating: 0, count: n)
+        for i in 0..<n {
+            var s = 0.0
+            for c in 0..<d { s += Double(input[i * d + c]) * Double(input[i * d + c]) }
+            norms[i] = max(s.squareRoot(), epsilon)
+            for c in 0..<d { unit[i * d + c] = Double(input[i * d + c]) / norms[i] }
+        }
+        var dUnit = [Double](repeating: 0, count: n * d), total = 0.0
+        var difference = [Double](repeating: 0, count: d)
+        for i in 0..<n {
+            var nearest = -1, best = -Double.infinity
+            for j in 0..<n where j != i {
+                var similarity = 0.0
+                for c in 0..<d { similarity += unit[i * d + c] * unit[j * d + c] }
+                if similarity > best { best = similarity; nearest = j }
+            }
+            var squared = 0.0
+            for c in 0..<d {
+                difference[c] = unit[i * d + c] - unit[nearest * d + c] + epsilon
+                squared += difference[c] * difference[c]
+            }
+            let distance = squared.squareRoot()
+            total -= log(distance + epsilon)
+            // dL/d(difference) = −(1/n)·difference / (distance·(distance + ε)).
+            guard distance > 0 else { continue }
+            let scale = -1 / (Double(n) * distance * (distance + epsilon))
+            for c in 0..<d {
+                dUnit[i * d + c] += scale * difference[c]
+                dUnit[nearest * d + c] -= scale * difference[c]
+            }
+        }
+        if let dInput {
+            // Through x̂ = x/‖x‖: dx = (dx̂ − x̂·(x̂·dx̂)) / ‖x‖ (a zero row has no direction to move).
+            for i in 0..<n where norms[i] > epsilon {
+                var projection = 0.0
+                for c in 0..<d { projection += unit[i * d + c] * dUnit[i * d + c] }
+                for c in 0..<d {
+                    let g = (dUnit[i * d + c] - unit[i * d + c] * projection) / norms[i]
+                    dInput[i * d + c] += weight * Float(g)
+                }
+            }
+        }
+        return Float(total / Double(n))
+    }
+}
