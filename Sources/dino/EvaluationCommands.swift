@@ -162,12 +162,15 @@ struct Attention: ParsableCommand {
     @Option(help: "Attention mass the masks keep.") var threshold: Float = 0.6
     @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
     @Flag(name: .customLong("summary-only"), help: "Print the foreground shares without writing PNGs.") var summaryOnly = false
+    @Option(name: .customLong("png-limit"), help: "Write PNGs for at most this many images (the shares cover all).")
+    var pngLimit = 100
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         try threads.apply()
         try runReportingErrors {
             guard threshold > 0 && threshold <= 1 else { throw DinoError("--threshold must be in (0, 1]") }
+            guard pngLimit >= 0 else { throw DinoError("--png-limit must be 0 or more") }
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
             let channels = backbone.config.inChannels
@@ -184,11 +187,12 @@ struct Attention: ParsableCommand {
             }
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
-            let maps: [AttentionMap]
-            if summaryOnly {
-                maps = inputs.enumerated().map { i, item in exporter.attention(item.1, name: item.0, foregroundMask: masks[i]) }
-            } else {
-                maps = try exporter.export(inputs, to: URL(fileURLWithPath: output), masks: masks)
+            // PNGs (13 per image for 3 heads) for the first pngLimit images; shares for all of them.
+            let written = summaryOnly ? 0 : min(pngLimit, inputs.count)
+            var maps = written > 0
+                ? try exporter.export(Array(inputs[..<written]), to: URL(fileURLWithPath: output), masks: Array(masks[..<written])) : []
+            for i in written..<inputs.count {
+                maps.append(exporter.attention(inputs[i].1, name: inputs[i].0, foregroundMask: masks[i]))
             }
             if maps.count <= 20 {
                 for m in maps {
@@ -197,7 +201,10 @@ struct Attention: ParsableCommand {
             }
             let mean = maps.map(\.foregroundShare).reduce(0, +) / Double(maps.count)
             print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean))
-            if !summaryOnly { print("wrote \(maps.count * (3 * (backbone.config.numHeads + 1) + 1)) PNGs to \(output)") }
+            if written > 0 {
+                let limited = written < inputs.count ? " (the first \(written) images; --png-limit raises it)" : ""
+                print("wrote \(written * (3 * (backbone.config.numHeads + 1) + 1)) PNGs to \(output)\(limited)")
+            }
         }
     }
 }
