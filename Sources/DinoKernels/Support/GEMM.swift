@@ -1,3 +1,4 @@
+import CDinoKernels
 import COpenBLAS
 import Foundation
 
@@ -87,6 +88,59 @@ public enum GEMM {
                 cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(columns), Int32(k), alpha,
                             aTile, Int32(lda), bTile, Int32(ldb), beta, c + i0 * ldc + j0, Int32(ldc))
             }
+        }
+    }
+
+    /// The smallest row count worth the packed kernel: below it, packing B costs more than it saves.
+    static let packedMinimumRows = 96
+
+    /// `C = init + A·op(B)` on the packed AVX2 kernel (CDinoKernels' GEMM.c) for tall products:
+    /// A `(m, k)` read in place, op(B) `(k, n)` packed once into 16-column panels, init = C when
+    /// `accumulate`, else the bias row (n values) or 0. Rows are split over the threads; each element
+    /// sums its k products in the same order on any split. Returns false, doing nothing, when the
+    /// kernel is unavailable (no AVX2+FMA, or forced portable) or m is small: then use `multiply`.
+    ///
+    /// Against OpenBLAS it skips A's packing (a pass over the activations on every call) and the
+    /// separate pass that fills C with the bias or zeroes it.
+    public static func multiplyPacked(
+        transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>?, accumulate: Bool,
+        c: UnsafeMutablePointer<Float>, ldc: Int
+    ) -> Bool {
+        guard m >= packedMinimumRows, n > 0, k > 0, dino_gemm_available() != 0 else { return false }
+        let packed = PackedScratch.take(count: dino_gemm_packed_count(n, k))
+        defer { PackedScratch.give(packed) }
+        let panels = (n + 15) / 16, p = packed.pointer
+        Parallel.forEachRange(panels, grain: 4) { range in
+            let j0 = range.lowerBound * 16, columns = min(n, range.upperBound * 16) - j0
+            if transposeB {
+                dino_gemm_pack_transposed(p + j0 * k, b + j0 * ldb, ldb, columns, k)
+            } else {
+                dino_gemm_pack(p + j0 * k, b + j0, ldb, k, columns)
+            }
+        }
+        Parallel.forEachRange((m + 5) / 6, grain: 4) { blocks in
+            dino_gemm_packed_rows(c, ldc, a, lda, p, bias, accumulate ? 1 : 0, n, k,
+                                  blocks.lowerBound * 6, min(m, blocks.upperBound * 6))
+        }
+        return true
+    }
+
+    /// The packed B of `multiplyPacked`, reused across calls (concurrent calls get their own).
+    enum PackedScratch {
+        nonisolated(unsafe) private static var cached: FloatBuffer?
+        private static let lock = NSLock()
+
+        static func take(count: Int) -> FloatBuffer {
+            lock.lock(); defer { lock.unlock() }
+            if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
+            cached = nil
+            return FloatBuffer(count: count)
+        }
+
+        static func give(_ buffer: FloatBuffer) {
+            lock.lock(); defer { lock.unlock() }
+            if (cached?.count ?? 0) < buffer.count { cached = buffer }
         }
     }
 
