@@ -49,8 +49,8 @@ public enum GEMM {
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
-            let scratch = Scratch.take(count: chunks * m * n)
-            defer { Scratch.give(scratch) }
+            let scratch = Scratch.partials.take(count: chunks * m * n)
+            defer { Scratch.partials.give(scratch) }
             let partials = scratch.pointer
             Parallel.forEachRange(chunks) { range in
                 for chunk in range {
@@ -108,8 +108,8 @@ public enum GEMM {
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) -> Bool {
         guard m >= packedMinimumRows, n > 0, k > 0, dino_gemm_available() != 0 else { return false }
-        let packed = PackedScratch.take(count: dino_gemm_packed_count(n, k))
-        defer { PackedScratch.give(packed) }
+        let packed = Scratch.packed.take(count: dino_gemm_packed_count(n, k))
+        defer { Scratch.packed.give(packed) }
         let panels = (n + 15) / 16, p = packed.pointer
         Parallel.forEachRange(panels, grain: 4) { range in
             let j0 = range.lowerBound * 16, columns = min(n, range.upperBound * 16) - j0
@@ -126,38 +126,22 @@ public enum GEMM {
         return true
     }
 
-    /// The packed B of `multiplyPacked`, reused across calls (concurrent calls get their own).
-    enum PackedScratch {
-        nonisolated(unsafe) private static var cached: FloatBuffer?
-        private static let lock = NSLock()
+    /// A reusable scratch buffer: `take` hands out the cached buffer when it is large enough (a GEMM
+    /// on another thread at the same time gets a new one), `give` returns it. One for the k-split
+    /// partial products, one for `multiplyPacked`'s packed B.
+    final class Scratch: @unchecked Sendable {
+        static let partials = Scratch(), packed = Scratch()
+        private var cached: FloatBuffer?
+        private let lock = NSLock()
 
-        static func take(count: Int) -> FloatBuffer {
+        func take(count: Int) -> FloatBuffer {
             lock.lock(); defer { lock.unlock() }
             if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
             cached = nil
             return FloatBuffer(count: count)
         }
 
-        static func give(_ buffer: FloatBuffer) {
-            lock.lock(); defer { lock.unlock() }
-            if (cached?.count ?? 0) < buffer.count { cached = buffer }
-        }
-    }
-
-    /// One reusable scratch buffer for the k-split partial products (GEMMs on other threads at the
-    /// same time get their own).
-    enum Scratch {
-        nonisolated(unsafe) private static var cached: FloatBuffer?
-        private static let lock = NSLock()
-
-        static func take(count: Int) -> FloatBuffer {
-            lock.lock(); defer { lock.unlock() }
-            if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
-            cached = nil
-            return FloatBuffer(count: count)
-        }
-
-        static func give(_ buffer: FloatBuffer) {
+        func give(_ buffer: FloatBuffer) {
             lock.lock(); defer { lock.unlock() }
             if (cached?.count ?? 0) < buffer.count { cached = buffer }
         }
