@@ -57,7 +57,6 @@ public enum Quickstart {
     knn_every: 1
     knn_eval_size: 2000
     knn_train_size: 10000
-    koleo_loss_weight: 0.1
     seed: 0
 
     """

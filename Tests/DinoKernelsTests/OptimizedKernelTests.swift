@@ -101,57 +101,6 @@ final class OptimizedKernelTests: XCTestCase {
         XCTAssertEqual(GEMM.tileSides(m: 6400, n: 576).columns, 576)
     }
 
-    /// The packed AVX2 GEMM: every init mode (bias, zero, accumulate) and both B layouts against a
-    /// Double product, on shapes with partial row blocks (m % 6), partial panels (n % 16) and more
-    /// than one inner block (k > 768); the same bits on 1 and 2 threads; unavailable (false) when forced
-    /// portable or m is small, so callers fall back to BLAS.
-    func testPackedGEMMMatchesReferenceAndThreads() {
-        let small = kept(FloatBuffer(count: 400)), a2 = input(randomArray(400, seed: 46)), b2 = input(randomArray(4, seed: 45))
-        if dino_gemm_available() == 0 {
-            // No AVX2+FMA: the packed kernel must decline, so that every caller takes the BLAS path.
-            XCTAssertFalse(GEMM.multiplyPacked(transposeB: true, m: 200, n: 2, k: 2, a: a2, lda: 2, b: b2, ldb: 2,
-                                               bias: nil, accumulate: false, c: small.pointer, ldc: 2))
-            return
-        }
-        for (m, n, k) in [(97, 9, 5), (200, 40, 24), (131, 300, 200), (102, 33, 1700)] {
-            for transposeB in [true, false] {
-                for mode in ["bias", "zero", "accumulate"] {
-                    let a = randomArray(m * k, seed: 40), b = randomArray(k * n, seed: 41)
-                    let bias = randomArray(n, seed: 42), c0 = randomArray(m * n, seed: 43)
-                    var expected = [Double](repeating: 0, count: m * n)
-                    for i in 0..<m {
-                        for j in 0..<n {
-                            var total = mode == "bias" ? bias[j] : mode == "accumulate" ? c0[i * n + j] : 0
-                            for p in 0..<k { total += a[i * k + p] * (transposeB ? b[j * k + p] : b[p * n + j]) }
-                            expected[i * n + j] = total
-                        }
-                    }
-                    var bits: [[Float]] = []
-                    for threads in [1, 2] {
-                        Parallel.setThreadCount(threads)
-                        let c = kept(FloatBuffer(floats(c0)))
-                        let used = GEMM.multiplyPacked(transposeB: transposeB, m: m, n: n, k: k, a: input(a), lda: k,
-                                                       b: input(b), ldb: transposeB ? k : n,
-                                                       bias: mode == "bias" ? input(bias) : nil,
-                                                       accumulate: mode == "accumulate", c: c.pointer, ldc: n)
-                        XCTAssertTrue(used)
-                        // A length-k float dot product: relative error ~k·6e-8 of Σ|terms| ≈ √k·(output scale).
-                        assertClose(c.array, expected, tolerance: 2e-5 * Double(k).squareRoot() / 10,
-                                    "packed \(m)x\(n)x\(k) tB \(transposeB) \(mode) \(threads) thread(s)")
-                        bits.append(c.array)
-                    }
-                    XCTAssertEqual(bits[0], bits[1], "packed \(m)x\(n)x\(k) \(mode): 1 and 2 threads differ")
-                }
-            }
-        }
-        XCTAssertFalse(GEMM.multiplyPacked(transposeB: true, m: 2, n: 2, k: 2, a: a2, lda: 2, b: b2, ldb: 2, bias: nil,
-                                           accumulate: false, c: small.pointer, ldc: 2), "small m goes to BLAS")
-        dino_kernels_force_portable(1)
-        defer { dino_kernels_force_portable(0) }
-        XCTAssertFalse(GEMM.multiplyPacked(transposeB: true, m: 200, n: 2, k: 2, a: a2, lda: 2, b: b2, ldb: 2, bias: nil,
-                                           accumulate: false, c: small.pointer, ldc: 2), "forced portable goes to BLAS")
-    }
-
     func testLayerNorm() {
         // Column counts: vector-only (40), a scalar tail (37), several 64-column blocks of parameter
         // gradients with a tail (200).

@@ -173,53 +173,24 @@ struct Bench: ParsableCommand {
             for _ in 0..<repeats { let start = Date(); body(); s.append(Date().timeIntervalSince(start)) }
             return median(s)
         }
-        /// Medians of `first` and `second` timed alternately (the machine's speed drifts between runs).
-        func timeAlternating(_ first: () -> Void, _ second: () -> Void) -> (Double, Double) {
-            first(); second()
-            var a: [Double] = [], b: [Double] = []
-            for _ in 0..<repeats {
-                var start = Date(); first(); a.append(Date().timeIntervalSince(start))
-                start = Date(); second(); b.append(Date().timeIntervalSince(start))
-            }
-            return (median(a), median(b))
-        }
-        let x = random(t * d), w = random(4 * d * d), bias = random(4 * d), out = FloatBuffer(count: t * 4 * d)
-        let hiddenGradient = random(t * 4 * d)
-        // Linear forward with bias: the packed AVX2 GEMM (bias in the accumulators) against OpenBLAS
-        // (bias copied into C, then β = 1), alternating.
+        let x = random(t * d), w = random(4 * d * d), out = FloatBuffer(count: t * 4 * d), hiddenGradient = random(t * 4 * d)
         for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
             let input = k == d ? x : out
-            let (packed, blas) = timeAlternating({
-                _ = GEMM.multiplyPacked(transposeB: true, m: t, n: m, k: k, a: input.pointer, lda: k, b: w.pointer, ldb: k,
-                                        bias: bias.pointer, accumulate: false, c: out.pointer, ldc: m)
-            }, {
-                for r in 0..<t { (out.pointer + r * m).update(from: bias.pointer, count: m) }
-                GEMM.multiply(transposeA: false, transposeB: true, m: t, n: m, k: k, a: input.pointer, lda: k,
-                              b: w.pointer, ldb: k, beta: 1, c: out.pointer, ldc: m)
-            })
-            let flops = 2 * Double(t * k * m)
-            print(String(format: "linear %-4@ (%d x %d) x (%d x %d)^T + bias: packed %.1f GFLOP/s, OpenBLAS %.1f GFLOP/s (%.0f%%, %.0f%% of peak)",
-                         name as NSString, t, k, m, k, flops / packed / 1e9, flops / blas / 1e9,
-                         100 * flops / packed / 1e9 / peak, 100 * flops / blas / 1e9 / peak))
+            let s = time { Linear.forward(output: out.pointer, input: input.pointer, weight: w.pointer, bias: nil, rows: t, inputSize: k, outputSize: m) }
+            print(String(format: "linear %-4@ (%d x %d) x (%d x %d)^T: %.1f GFLOP/s (%.0f%% of peak)", name as NSString, t, k, m, k,
+                         2 * Double(t * k * m) / s / 1e9, 100 * 2 * Double(t * k * m) / s / 1e9 / peak))
         }
         let dInput = FloatBuffer(count: t * 4 * d), dWeight = FloatBuffer(count: 4 * d * d)
         for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
             let input = k == d ? x : out
-            // dInput (t × k) = dOutput (t × m) · W (m × k), overwritten as the ViT backward does;
-            // dWeight (m × k) += dOutputᵀ · input (t × k).
-            let (packed, blas) = timeAlternating({
-                _ = GEMM.multiplyPacked(transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m, b: w.pointer, ldb: k,
-                                        bias: nil, accumulate: false, c: dInput.pointer, ldc: k)
-            }, {
-                GEMM.multiply(transposeA: false, transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m,
-                              b: w.pointer, ldb: k, beta: 0, c: dInput.pointer, ldc: k)
-            })
+            // dInput (t × k) += dOutput (t × m) · W (m × k); dWeight (m × k) += dOutputᵀ · input (t × k).
+            let sx = time { GEMM.multiply(transposeA: false, transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m,
+                                          b: w.pointer, ldb: k, beta: 1, c: dInput.pointer, ldc: k) }
             let sw = time { GEMM.multiply(transposeA: true, transposeB: false, m: m, n: k, k: t, a: hiddenGradient.pointer, lda: m,
                                           b: input.pointer, ldb: k, beta: 1, c: dWeight.pointer, ldc: k) }
             let flops = 2 * Double(t * k * m)
-            print(String(format: "linear %-4@ backward: dInput packed %.1f, OpenBLAS %.1f GFLOP/s; dWeight (OpenBLAS) %.1f GFLOP/s (%.0f%%, %.0f%%, %.0f%% of peak)",
-                         name as NSString, flops / packed / 1e9, flops / blas / 1e9, flops / sw / 1e9,
-                         100 * flops / packed / 1e9 / peak, 100 * flops / blas / 1e9 / peak, 100 * flops / sw / 1e9 / peak))
+            print(String(format: "linear %-4@ backward: dInput %.1f GFLOP/s, dWeight %.1f GFLOP/s (%.0f%%, %.0f%% of peak)", name as NSString,
+                         flops / sx / 1e9, flops / sw / 1e9, 100 * flops / sx / 1e9 / peak, 100 * flops / sw / 1e9 / peak))
         }
         withExtendedLifetime((dInput, dWeight)) {}
         let qkv = random(t * 3 * d), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: t * d)

@@ -54,22 +54,6 @@ void dino_layernorm_backward_input(float *dIn, const float *dOut, const float *i
 void dino_column_sums(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
                       const float *rstd, long rows, long columns, long first, long last);
 
-// MARK: GEMM for tall, thin products (GEMM.c)
-
-/// 1 when the packed GEMM below is available (AVX2+FMA, not forced portable); callers use BLAS otherwise.
-int dino_gemm_available(void);
-/// Floats a packed B of k rows and n columns takes (n rounded up to 16 columns).
-long dino_gemm_packed_count(long n, long k);
-/// Packs B = Wᵀ for W (n×k, rows at ldw): the nn.Linear forward product.
-void dino_gemm_pack_transposed(float *packed, const float *w, long ldw, long n, long k);
-/// Packs B (k×n, rows at ldb).
-void dino_gemm_pack(float *packed, const float *b, long ldb, long k, long n);
-/// Rows [firstRow, lastRow) of C (rows at ldc, n columns) = init + A·B, A (rows at lda, k columns)
-/// and B packed by one of the functions above; init = C when accumulate is 1, else bias (n values)
-/// or 0 when bias is NULL. Each element's sum runs in the same order whatever the row range.
-void dino_gemm_packed_rows(float *c, long ldc, const float *a, long lda, const float *packed,
-                           const float *bias, int accumulate, long n, long k, long firstRow, long lastRow);
-
 #ifdef __cplusplus
 }
 #endif

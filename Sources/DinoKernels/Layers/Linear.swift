@@ -1,7 +1,6 @@
 import CDinoKernels
 
-/// A fully connected layer, `y = x·Wᵀ + b`: tall products (many rows) on the packed AVX2 GEMM,
-/// others on OpenBLAS sgemm.
+/// A fully connected layer, `y = x·Wᵀ + b`, on OpenBLAS sgemm.
 ///
 /// Shapes: input `(M, K)`, weight `(N, K)` (PyTorch's `nn.Linear.weight` layout), bias `(N)`,
 /// output `(M, N)`. Mirrors `nn.Linear`.
@@ -12,8 +11,6 @@ public enum Linear {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         rows m: Int, inputSize k: Int, outputSize n: Int
     ) {
-        if GEMM.multiplyPacked(transposeB: true, m: m, n: n, k: k, a: input, lda: k, b: weight, ldb: k,
-                               bias: bias, accumulate: false, c: output, ldc: n) { return }
         var beta: Float = 0
         if let bias {
             Parallel.forEachRange(m, grain: 256) { rows in
@@ -34,8 +31,7 @@ public enum Linear {
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         rows m: Int, inputSize k: Int, outputSize n: Int, overwriteInput: Bool = false
     ) {
-        if let dInput, !GEMM.multiplyPacked(transposeB: false, m: m, n: k, k: n, a: dOutput, lda: n, b: weight, ldb: k,
-                                            bias: nil, accumulate: !overwriteInput, c: dInput, ldc: k) {
+        if let dInput {
             GEMM.multiply(transposeA: false, transposeB: false, m: m, n: k, k: n,
                           a: dOutput, lda: n, b: weight, ldb: k, beta: overwriteInput ? 0 : 1, c: dInput, ldc: k)
         }

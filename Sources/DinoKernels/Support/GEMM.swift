@@ -1,4 +1,3 @@
-import CDinoKernels
 import COpenBLAS
 import Foundation
 
@@ -49,8 +48,8 @@ public enum GEMM {
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
-            let scratch = Scratch.partials.take(count: chunks * m * n)
-            defer { Scratch.partials.give(scratch) }
+            let scratch = Scratch.take(count: chunks * m * n)
+            defer { Scratch.give(scratch) }
             let partials = scratch.pointer
             Parallel.forEachRange(chunks) { range in
                 for chunk in range {
@@ -91,57 +90,20 @@ public enum GEMM {
         }
     }
 
-    /// The smallest row count worth the packed kernel: below it, packing B costs more than it saves.
-    static let packedMinimumRows = 96
+    /// One reusable scratch buffer for the k-split partial products (GEMMs on other threads at the
+    /// same time get their own).
+    enum Scratch {
+        nonisolated(unsafe) private static var cached: FloatBuffer?
+        private static let lock = NSLock()
 
-    /// `C = init + A·op(B)` on the packed AVX2 kernel (CDinoKernels' GEMM.c) for tall products:
-    /// A `(m, k)` read in place, op(B) `(k, n)` packed once into 16-column panels, init = C when
-    /// `accumulate`, else the bias row (n values) or 0. Rows are split over the threads; each element
-    /// sums its k products in the same order on any split. Returns false, doing nothing, when the
-    /// kernel is unavailable (no AVX2+FMA, or forced portable) or m is small: then use `multiply`.
-    ///
-    /// Against OpenBLAS it skips A's packing (a pass over the activations on every call) and the
-    /// separate pass that fills C with the bias or zeroes it.
-    public static func multiplyPacked(
-        transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-        b: UnsafePointer<Float>, ldb: Int, bias: UnsafePointer<Float>?, accumulate: Bool,
-        c: UnsafeMutablePointer<Float>, ldc: Int
-    ) -> Bool {
-        guard m >= packedMinimumRows, n > 0, k > 0, dino_gemm_available() != 0 else { return false }
-        let packed = Scratch.packed.take(count: dino_gemm_packed_count(n, k))
-        defer { Scratch.packed.give(packed) }
-        let panels = (n + 15) / 16, p = packed.pointer
-        Parallel.forEachRange(panels, grain: 4) { range in
-            let j0 = range.lowerBound * 16, columns = min(n, range.upperBound * 16) - j0
-            if transposeB {
-                dino_gemm_pack_transposed(p + j0 * k, b + j0 * ldb, ldb, columns, k)
-            } else {
-                dino_gemm_pack(p + j0 * k, b + j0, ldb, k, columns)
-            }
-        }
-        Parallel.forEachRange((m + 5) / 6, grain: 4) { blocks in
-            dino_gemm_packed_rows(c, ldc, a, lda, p, bias, accumulate ? 1 : 0, n, k,
-                                  blocks.lowerBound * 6, min(m, blocks.upperBound * 6))
-        }
-        return true
-    }
-
-    /// A reusable scratch buffer: `take` hands out the cached buffer when it is large enough (a GEMM
-    /// on another thread at the same time gets a new one), `give` returns it. One for the k-split
-    /// partial products, one for `multiplyPacked`'s packed B.
-    final class Scratch: @unchecked Sendable {
-        static let partials = Scratch(), packed = Scratch()
-        private var cached: FloatBuffer?
-        private let lock = NSLock()
-
-        func take(count: Int) -> FloatBuffer {
+        static func take(count: Int) -> FloatBuffer {
             lock.lock(); defer { lock.unlock() }
             if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
             cached = nil
             return FloatBuffer(count: count)
         }
 
-        func give(_ buffer: FloatBuffer) {
+        static func give(_ buffer: FloatBuffer) {
             lock.lock(); defer { lock.unlock() }
             if (cached?.count ?? 0) < buffer.count { cached = buffer }
         }
