@@ -35,9 +35,7 @@ public enum LayerNorm {
             }
         }
         if dWeight == nil && dBias == nil { return }
-        // Parameter gradients reduce over rows: split over columns to keep the order fixed.
-        Linear.forEachColumnRange(c) { first, last in
-            dino_column_sums(dWeight, dBias, dOutput, input, mean, rstd, rows, c, first, last)
-        }
+        ColumnSums.accumulate(dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input, mean: mean, rstd: rstd,
+                              rows: rows, columns: c)
     }
 }

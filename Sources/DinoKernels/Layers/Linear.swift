@@ -1,5 +1,3 @@
-import CDinoKernels
-
 /// A fully connected layer, `y = x·Wᵀ + b`, on OpenBLAS sgemm.
 ///
 /// Shapes: input `(M, K)`, weight `(N, K)` (PyTorch's `nn.Linear.weight` layout), bias `(N)`,
@@ -42,20 +40,9 @@ public enum Linear {
         if let dBias { addColumnSums(dBias, dOutput, rows: m, columns: n) }
     }
 
-    /// out[c] += Σ_r x[r, c]; split over columns so every sum runs in the same order on any thread count.
+    /// out[c] += Σ_r x[r, c] (the bias gradient), the same bits on any thread count (`ColumnSums`).
     public static func addColumnSums(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      rows: Int, columns: Int) {
-        forEachColumnRange(columns) { first, last in
-            dino_column_sums(nil, out, x, nil, nil, nil, rows, columns, first, last)
-        }
-    }
-
-    /// Splits `columns` evenly over the threads at multiples of 8 (one AVX2 vector). A column's sum
-    /// runs over the rows in order wherever the split falls, so every split gives the same bits; an
-    /// even split keeps both cores busy at 192 columns, where 64-column blocks gave one core 2 of 3.
-    static func forEachColumnRange(_ columns: Int, _ body: (_ first: Int, _ last: Int) -> Void) {
-        Parallel.forEachRange((columns + 7) / 8, grain: 4) { vectors in
-            body(vectors.lowerBound * 8, min(columns, vectors.upperBound * 8))
-        }
+        ColumnSums.accumulate(dWeight: nil, dBias: out, dOutput: x, rows: rows, columns: columns)
     }
 }

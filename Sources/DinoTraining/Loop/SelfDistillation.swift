@@ -113,7 +113,7 @@ public final class SelfDistillation {
                                                             input: headGlobal.inputPointer + view * b * d,
                                                             rows: b, columns: d, weight: koleoWeight)
             }
-            guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo) }
+            guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo, term: "KoLeo term") }
         }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
 
@@ -139,5 +139,9 @@ public final class SelfDistillation {
     }
 }
 
-/// The loss was NaN or infinite; no parameter was changed by that step.
-public struct NonFiniteLoss: Error { public let value: Float }
+/// The loss (or the KoLeo term) was NaN or infinite; no parameter was changed by that step.
+public struct NonFiniteLoss: Error {
+    public let value: Float
+    /// Which term was not finite: "loss" (the DINO loss) or "KoLeo term".
+    public var term = "loss"
+}

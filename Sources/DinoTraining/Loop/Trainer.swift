@@ -202,7 +202,7 @@ public final class Trainer {
                 let kept = FileManager.default.fileExists(atPath: checkpointURL.path)
                     ? "the last good checkpoint (step \(lastCheckpointStep)) is kept at \(checkpointURL.path)"
                     : "no checkpoint had been written yet"
-                throw DinoError("the loss became \(error.value) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
+                throw DinoError("the \(error.term) became \(error.value) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
             }
             withExtendedLifetime(batch) {}  // the step saw only the batch's pointers
             step += 1
