@@ -114,6 +114,26 @@ public struct FeatureExtractor {
 }
 
 extension FeatureSet {
+    /// CLS concatenated with the mean of the patch tokens, `(N, 2D)` (official `eval_linear.py`
+    /// `--avgpool_patchtokens`): row r is `[cls_r, (1/np) Σ_p patch_{r,p}]`. Needs `patchTokens`;
+    /// the result drops them.
+    public func concatenatingMeanPatchToken() -> FeatureSet {
+        guard let patchTokens, count > 0 else { return self }
+        let d = dimension, np = patchTokens.count / (count * d)
+        var out = [Float](repeating: 0, count: count * 2 * d)
+        for r in 0..<count {
+            for j in 0..<d { out[r * 2 * d + j] = features[r * d + j] }
+            for p in 0..<np {
+                for j in 0..<d { out[r * 2 * d + d + j] += patchTokens[(r * np + p) * d + j] }
+            }
+            for j in 0..<d { out[r * 2 * d + d + j] /= Float(np) }
+        }
+        return FeatureSet(features: out, dimension: 2 * d, patchTokens: nil, names: names, labels: labels,
+                          classNames: classNames, skipped: skipped)
+    }
+}
+
+extension FeatureSet {
     /// Writes `url` (`(N, D)` float32), the image list beside it (`.txt`, one name per line),
     /// labels (`.labels.npy`, int64) when the data has them, and patch tokens (`.patches.npy`).
     public func write(to url: URL) throws {

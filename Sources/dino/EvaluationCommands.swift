@@ -14,13 +14,19 @@ struct FeatureSource: ParsableArguments {
     @Option(name: .customLong("batch-size")) var batchSize = 256
     @Option(name: .customLong("on-bad-image"), help: "fail or skip unreadable images.") var onBadImage = "fail"
     @Option(name: .customLong("limit"), help: "Use only the first N images of each set.") var limit: Int?
+    @Flag(name: .customLong("avgpool"), help: "Concatenate the average of the patch tokens to the CLS token (as eval_linear.py's --avgpool_patchtokens).")
+    var avgpool = false
 
     func features(_ argument: String, what: String) throws -> FeatureSet {
-        if argument.hasSuffix(".npy") { return try FeatureSet.read(from: URL(fileURLWithPath: argument)) }
+        if argument.hasSuffix(".npy") {
+            guard !avgpool else { throw DinoError("--avgpool needs --checkpoint; a cached .npy holds the features it was written with") }
+            return try FeatureSet.read(from: URL(fileURLWithPath: argument))
+        }
         var dataset = try openDataset(argument: argument)
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
             let fashion = argument.hasPrefix("fashion-mnist")
+            guard !avgpool else { throw DinoError("--avgpool needs --checkpoint (raw pixels have no patch tokens)") }
             return try rawPixelFeatures(dataset, channels: 1, size: fashion ? nil : 32,
                                         mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
         }
@@ -29,12 +35,12 @@ struct FeatureSource: ParsableArguments {
         let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
                                              batchSize: batchSize)
         let line = ProgressLine()
-        let set = try extractor.extract(dataset, onBadImage: policy) { done, total in
+        let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: avgpool) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)
         }
         line.finish()
         if !set.skipped.isEmpty { FileHandle.standardError.write(Data("skipped \(set.skipped.count) unreadable \(what) image(s)\n".utf8)) }
-        return set
+        return avgpool ? set.concatenatingMeanPatchToken() : set
     }
 }
 
@@ -102,15 +108,12 @@ struct Linear: ParsableCommand {
     @Option var lr: Float = 0.1
     @Option(name: .customLong("probe-batch-size")) var probeBatchSize = 256
     @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
-    @Flag(name: .customLong("avgpool"), help: "Concatenate the average of the patch tokens to the CLS token.")
-    var avgpool = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let (trainSet, testSet) = avgpool ? try (pooled(train), pooled(test))
-                : try (source.features(train, what: "train"), source.features(test, what: "test"))
+            let (trainSet, testSet) = try (source.features(train, what: "train"), source.features(test, what: "test"))
             var settings = LinearProbeSettings()
             settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = probeBatchSize; settings.weightDecay = weightDecay
             let result = try LinearProbe.train(trainFeatures: trainSet.features, trainLabels: trainSet.labels,
@@ -121,25 +124,6 @@ struct Linear: ParsableCommand {
             print(String(format: "linear probe on %d-d features: train top-1 %.2f%%, test top-1 %.2f%%", trainSet.dimension,
                          result.trainTop1, result.testTop1))
         }
-    }
-
-    /// CLS concatenated with the mean patch token.
-    func pooled(_ argument: String) throws -> FeatureSet {
-        guard let checkpoint = source.checkpoint else { throw DinoError("--avgpool needs --checkpoint") }
-        var dataset = try openDataset(argument: argument)
-        if let limit = source.limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
-        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)))
-        var set = try extractor.extract(dataset, onBadImage: BadImagePolicy(rawValue: source.onBadImage) ?? .fail, patchTokens: true)
-        let d = set.dimension, np = set.patchTokens!.count / max(1, set.count * d)
-        var out: [Float] = []
-        for r in 0..<set.count {
-            out += set.features[(r * d)..<((r + 1) * d)]
-            var mean = [Float](repeating: 0, count: d)
-            for p in 0..<np { for j in 0..<d { mean[j] += set.patchTokens![(r * np + p) * d + j] / Float(np) } }
-            out += mean
-        }
-        set.features = out; set.dimension = 2 * d; set.patchTokens = nil
-        return set
     }
 }
 

@@ -69,4 +69,16 @@ final class KNNTests: XCTestCase {
         let back = try FeatureSet.read(from: url)
         XCTAssertEqual(back.features, set.features); XCTAssertEqual(back.labels, [0, 1]); XCTAssertEqual(back.names, ["a.png", "b/c.jpg"])
     }
+
+    func testMeanPatchTokenConcatenation() {
+        // 2 images, 3 patches, D = 2: rows become [cls, mean over patches].
+        let set = FeatureSet(features: [1, 2, 3, 4], dimension: 2,
+                             patchTokens: [0, 3, 6, 9, 3, 0, /* image 1 */ -1, 1, -2, 2, 0, 6],
+                             names: ["a", "b"], labels: [0, 1], classNames: [], skipped: [])
+        let pooled = set.concatenatingMeanPatchToken()
+        XCTAssertEqual(pooled.dimension, 4)
+        XCTAssertEqual(pooled.features, [1, 2, 3, 4, 3, 4, -1, 3])
+        XCTAssertNil(pooled.patchTokens)
+        XCTAssertEqual(pooled.labels, [0, 1])
+    }
 }

@@ -30,6 +30,25 @@ final class OptimizedKernelTests: XCTestCase {
         assertClose(db.array, ref.db, tolerance: 1e-5, "linear db")
     }
 
+    /// Scratch buffers are reused (the smallest that fits), concurrent holders get distinct buffers,
+    /// and the pool keeps at most its capacity, preferring the larger buffers.
+    func testScratchPoolReusesBestFitAndStaysBounded() {
+        let pool = ScratchPool(capacity: 2)
+        let small = pool.take(count: 100), large = pool.take(count: 1000)
+        XCTAssertFalse(small === large)
+        XCTAssertGreaterThanOrEqual(small.count, 100)
+        pool.give(large); pool.give(small)
+        let fit = pool.take(count: 50)
+        XCTAssertTrue(fit === small, "the smallest buffer that fits")
+        let held = pool.take(count: 60)
+        XCTAssertTrue(held === large, "a held buffer is not handed out twice")
+        XCTAssertEqual(pool.take(count: 2000).count, 2000, "nothing cached fits: a new buffer")
+        pool.give(fit); pool.give(held)
+        pool.give(FloatBuffer(count: 5000))  // full: replaces the smallest (100)
+        XCTAssertTrue(pool.take(count: 10) === held, "the 100-float buffer was dropped")
+        XCTAssertEqual(pool.take(count: 10).count, 5000)
+    }
+
     /// The worker pool covers every index exactly once: plain calls, a call made from inside a range
     /// (the pool is busy: it runs on Dispatch), and calls from two threads at once.
     func testParallelCoversEveryIndexOnceFromAnyCaller() {
@@ -65,35 +84,39 @@ final class OptimizedKernelTests: XCTestCase {
 
     /// GEMM is cut into pieces by shape: row and column tiles, or inner-dimension chunks summed in
     /// a fixed order (a small C with a long k, as weight gradients). Every path against a Double
-    /// product, with both transposes, β = 0 and β = 1, and the same bits on 1 and 2 threads.
+    /// product, with both transposes, β = 1 and a bias row, and the same bits on 1 and 2 threads.
     func testGEMMPiecesMatchReferenceAndThreads() {
         // (m, n, k): one tile; row tiles; column tiles (n > 1024); k split in 2 and in 4 chunks.
         for (m, n, k) in [(7, 9, 5), (600, 40, 24), (130, 2100, 8), (40, 30, 2500), (50, 30, 4100)] {
             for (transposeA, transposeB) in [(false, true), (true, false), (false, false)] {
                 let a = randomArray(m * k, seed: 30), b = randomArray(k * n, seed: 31), c0 = randomArray(m * n, seed: 32)
-                var expected = [Double](repeating: 0, count: m * n)
-                for i in 0..<m {
-                    for j in 0..<n {
-                        var total = 0.0
-                        for p in 0..<k {
-                            total += (transposeA ? a[p * m + i] : a[i * k + p]) * (transposeB ? b[j * k + p] : b[p * n + j])
+                let bias = randomArray(n, seed: 33)
+                // β = 1 (C accumulates), and a bias row (C's old contents are overwritten).
+                for withBias in [false, true] {
+                    var expected = [Double](repeating: 0, count: m * n)
+                    for i in 0..<m {
+                        for j in 0..<n {
+                            var total = 0.0
+                            for p in 0..<k {
+                                total += (transposeA ? a[p * m + i] : a[i * k + p]) * (transposeB ? b[j * k + p] : b[p * n + j])
+                            }
+                            expected[i * n + j] = 0.5 * total + (withBias ? bias[j] : c0[i * n + j])
                         }
-                        expected[i * n + j] = 0.5 * total + c0[i * n + j]
                     }
+                    var bits: [[Float]] = []
+                    for threads in [1, 2] {
+                        Parallel.setThreadCount(threads)
+                        let c = kept(FloatBuffer(floats(c0)))
+                        GEMM.multiply(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 0.5,
+                                      a: input(a), lda: transposeA ? m : k, b: input(b), ldb: transposeB ? k : n,
+                                      beta: 1, c: c.pointer, ldc: n, bias: withBias ? input(bias) : nil)
+                        // A length-k float dot product: relative error ~k·6e-8 of Σ|terms| ≈ √k·(output scale).
+                        assertClose(c.array, expected, tolerance: 2e-5 * Double(k).squareRoot() / 10,
+                                    "gemm \(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) bias \(withBias) \(threads) thread(s)")
+                        bits.append(c.array)
+                    }
+                    XCTAssertEqual(bits[0], bits[1], "gemm \(m)x\(n)x\(k): 1 and 2 threads differ")
                 }
-                var bits: [[Float]] = []
-                for threads in [1, 2] {
-                    Parallel.setThreadCount(threads)
-                    let c = kept(FloatBuffer(floats(c0)))
-                    GEMM.multiply(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 0.5,
-                                  a: input(a), lda: transposeA ? m : k, b: input(b), ldb: transposeB ? k : n,
-                                  beta: 1, c: c.pointer, ldc: n)
-                    // A length-k float dot product: relative error ~k·6e-8 of Σ|terms| ≈ √k·(output scale).
-                    assertClose(c.array, expected, tolerance: 2e-5 * Double(k).squareRoot() / 10,
-                                "gemm \(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) \(threads) thread(s)")
-                    bits.append(c.array)
-                }
-                XCTAssertEqual(bits[0], bits[1], "gemm \(m)x\(n)x\(k): 1 and 2 threads differ")
             }
         }
         XCTAssertEqual(GEMM.innerChunks(m: 50, n: 30, k: 4100), 4)

@@ -44,7 +44,7 @@ final class TrainingGoldenTests: XCTestCase {
         let golden = try loadGolden("training.safetensors")
         let (b, views, k) = (3, 4, 16)
         let teacher = kept(FloatBuffer(golden.values("sinkhorn.teacher")))
-        var scratch = [Double](repeating: 0, count: 2 * b * k)
+        var scratch = [Double](repeating: 0, count: (2 * b + 1) * k)
         let targets = kept(FloatBuffer(count: 2 * b * k))
         SinkhornKnopp.normalize(output: targets.pointer, input: teacher.pointer, temperature: 0.05, rows: 2 * b, columns: k,
                                 scratch: &scratch)

@@ -19,8 +19,8 @@ public enum Attention {
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
         Parallel.forEachRange(batch * heads) { blocks in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: dino_attention_scratch_count(n, d))
-            defer { scratch.deallocate() }
+            let buffer = ScratchPool.shared.take(count: dino_attention_scratch_count(n, d)), scratch = buffer.pointer
+            defer { ScratchPool.shared.give(buffer) }
             for block in blocks {
                 let b = block / heads, h = block % heads
                 let q = qkv + b * n * rowStride + h * d
@@ -41,8 +41,8 @@ public enum Attention {
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
         Parallel.forEachRange(batch * heads) { blocks in
-            let scratch = UnsafeMutablePointer<Float>.allocate(capacity: dino_attention_scratch_count(n, d))
-            defer { scratch.deallocate() }
+            let buffer = ScratchPool.shared.take(count: dino_attention_scratch_count(n, d)), scratch = buffer.pointer
+            defer { ScratchPool.shared.give(buffer) }
             for block in blocks {
                 let b = block / heads, h = block % heads
                 let offset = b * n * rowStride + h * d

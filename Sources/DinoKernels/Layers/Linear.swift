@@ -9,15 +9,8 @@ public enum Linear {
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         rows m: Int, inputSize k: Int, outputSize n: Int
     ) {
-        var beta: Float = 0
-        if let bias {
-            Parallel.forEachRange(m, grain: 256) { rows in
-                for r in rows { (output + r * n).update(from: bias, count: n) }
-            }
-            beta = 1
-        }
         GEMM.multiply(transposeA: false, transposeB: true, m: m, n: n, k: k,
-                      a: input, lda: k, b: weight, ldb: k, beta: beta, c: output, ldc: n)
+                      a: input, lda: k, b: weight, ldb: k, beta: 0, c: output, ldc: n, bias: bias)
     }
 
     /// Accumulates gradients: dInput += dOutput·W, dWeight += dOutputᵀ·input, dBias += Σ_rows dOutput.

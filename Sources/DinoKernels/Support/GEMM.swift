@@ -39,17 +39,21 @@ public enum GEMM {
 
     @inline(__always) static func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
+    /// `C = α·op(A)·op(B) + β·C`, or with `bias` (n values) `C = α·op(A)·op(B) + bias` broadcast over
+    /// the rows (β is then ignored): each tile of C is filled with the bias just before its own product,
+    /// while that tile is about to be read anyway, instead of in a separate pass over all of C.
     public static func multiply(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil
     ) {
         if m == 0 || n == 0 { return }
+        let beta: Float = bias == nil ? beta : 1
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
-            let scratch = Scratch.take(count: chunks * m * n)
-            defer { Scratch.give(scratch) }
+            let scratch = ScratchPool.shared.take(count: chunks * m * n)
+            defer { ScratchPool.shared.give(scratch) }
             let partials = scratch.pointer
             Parallel.forEachRange(chunks) { range in
                 for chunk in range {
@@ -66,7 +70,9 @@ public enum GEMM {
                 for i in rows {
                     let total = partials + i * n, row = c + i * ldc
                     for chunk in 1..<chunks { axpy(total, 1, partials + chunk * m * n + i * n, n) }
-                    if beta == 0 {
+                    if let bias {
+                        for j in 0..<n { row[j] = bias[j] + total[j] }
+                    } else if beta == 0 {
                         row.update(from: total, count: n)
                     } else {
                         for j in 0..<n { row[j] = beta * row[j] + total[j] }
@@ -84,28 +90,12 @@ public enum GEMM {
                 // op(A) rows i0..., op(B) columns j0...
                 let aTile = transposeA ? a + i0 : a + i0 * lda
                 let bTile = transposeB ? b + j0 * ldb : b + j0
+                if let bias {
+                    for i in i0..<(i0 + rows) { (c + i * ldc + j0).update(from: bias + j0, count: columns) }
+                }
                 cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(columns), Int32(k), alpha,
                             aTile, Int32(lda), bTile, Int32(ldb), beta, c + i0 * ldc + j0, Int32(ldc))
             }
-        }
-    }
-
-    /// One reusable scratch buffer for the k-split partial products (GEMMs on other threads at the
-    /// same time get their own).
-    enum Scratch {
-        nonisolated(unsafe) private static var cached: FloatBuffer?
-        private static let lock = NSLock()
-
-        static func take(count: Int) -> FloatBuffer {
-            lock.lock(); defer { lock.unlock() }
-            if let buffer = cached, buffer.count >= count { cached = nil; return buffer }
-            cached = nil
-            return FloatBuffer(count: count)
-        }
-
-        static func give(_ buffer: FloatBuffer) {
-            lock.lock(); defer { lock.unlock() }
-            if (cached?.count ?? 0) < buffer.count { cached = buffer }
         }
     }
 }

@@ -38,6 +38,7 @@ public final class SelfDistillation {
     let studentGlobal: ViTActivations, studentLocal: ViTActivations?, teacherGlobal: ViTActivations
     let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
+    let koleoWorkspace = KoLeo.Workspace()
 
     public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
                 studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
@@ -111,7 +112,7 @@ public final class SelfDistillation {
             stats.koleo = (0..<2).reduce(0) { total, view in
                 total + koleoWeight * KoLeo.forwardBackward(dInput: dGlobal.pointer + view * b * d,
                                                             input: headGlobal.inputPointer + view * b * d,
-                                                            rows: b, columns: d, weight: koleoWeight)
+                                                            rows: b, columns: d, weight: koleoWeight, workspace: koleoWorkspace)
             }
             guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo, term: "KoLeo term") }
         }

@@ -45,6 +45,8 @@ public final class DINOLoss {
     var teacherProbabilities = FloatBuffer(count: 0)
     var studentLogProbabilities = FloatBuffer(count: 0)
     var sinkhornScratch: [Double] = []
+    /// Per student row, its cross-entropies against the two teacher views `(V·B, 2)`; per teacher row, its entropy `(2B)`.
+    var crossEntropy: [Double] = [], entropy: [Double] = []
 
     public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
                 teacherTargets: TeacherTargets = .centering) {
@@ -68,7 +70,7 @@ public final class DINOLoss {
         case .centering:
             Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
         case .sinkhornKnopp:
-            if sinkhornScratch.count != 2 * b * k { sinkhornScratch = [Double](repeating: 0, count: 2 * b * k) }
+            if sinkhornScratch.count != (2 * b + 1) * k { sinkhornScratch = [Double](repeating: 0, count: (2 * b + 1) * k) }
             sinkhornScratch.withUnsafeMutableBufferPointer { scratch in
                 SinkhornKnopp.normalize(output: q, input: teacher, temperature: teacherTemperature, rows: 2 * b, columns: k,
                                         scratch: scratch.baseAddress!)
@@ -77,8 +79,8 @@ public final class DINOLoss {
         Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: views * b, columns: k, logarithm: true)
         let terms = 2 * (views - 1)
         // Per row of each student view: cross-entropies against each teacher view, and the gradient.
-        var crossEntropy = [Double](repeating: 0, count: views * b * 2)
-        var entropy = [Double](repeating: 0, count: 2 * b)
+        if crossEntropy.count != views * b * 2 { crossEntropy = [Double](repeating: 0, count: views * b * 2) }
+        if entropy.count != 2 * b { entropy = [Double](repeating: 0, count: 2 * b) }
         let scale = 1 / (Float(terms) * Float(b) * studentTemperature)
         crossEntropy.withUnsafeMutableBufferPointer { ce in
             entropy.withUnsafeMutableBufferPointer { h in

@@ -14,19 +14,48 @@ import Foundation
 public enum KoLeo {
     static let epsilon = 1e-8
 
+    /// Double buffers for `forwardBackward`, kept by a training loop so that a step allocates nothing
+    /// (resized only when n or d change).
+    public final class Workspace {
+        var unit: [Double] = [], norms: [Double] = [], dUnit: [Double] = [], difference: [Double] = []
+        public init() {}
+
+        func prepare(rows n: Int, columns d: Int) {
+            if unit.count != n * d { unit = Array(repeating: 0, count: n * d); dUnit = unit }
+            if norms.count != n { norms = Array(repeating: 0, count: n) }
+            if difference.count != d { difference = Array(repeating: 0, count: d) }
+            for i in 0..<(n * d) { dUnit[i] = 0 }
+        }
+    }
+
     /// Returns L and accumulates `weight · dL/dx` into `dInput` `(n, d)`. Fewer than 2 rows: L = 0.
     public static func forwardBackward(dInput: UnsafeMutablePointer<Float>?, input: UnsafePointer<Float>,
-                                       rows n: Int, columns d: Int, weight: Float = 1) -> Float {
+                                       rows n: Int, columns d: Int, weight: Float = 1,
+                                       workspace: Workspace = Workspace()) -> Float {
         guard n >= 2 else { return 0 }
-        var unit = [Double](repeating: 0, count: n * d), norms = [Double](repeating: 0, count: n)
+        workspace.prepare(rows: n, columns: d)
+        return workspace.unit.withUnsafeMutableBufferPointer { unit in
+            workspace.norms.withUnsafeMutableBufferPointer { norms in
+                workspace.dUnit.withUnsafeMutableBufferPointer { dUnit in
+                    workspace.difference.withUnsafeMutableBufferPointer { difference in
+                        compute(dInput: dInput, input: input, n: n, d: d, weight: weight, unit: unit.baseAddress!,
+                                norms: norms.baseAddress!, dUnit: dUnit.baseAddress!, difference: difference.baseAddress!)
+                    }
+                }
+            }
+        }
+    }
+
+    static func compute(dInput: UnsafeMutablePointer<Float>?, input: UnsafePointer<Float>, n: Int, d: Int, weight: Float,
+                        unit: UnsafeMutablePointer<Double>, norms: UnsafeMutablePointer<Double>,
+                        dUnit: UnsafeMutablePointer<Double>, difference: UnsafeMutablePointer<Double>) -> Float {
         for i in 0..<n {
             var s = 0.0
             for c in 0..<d { s += Double(input[i * d + c]) * Double(input[i * d + c]) }
             norms[i] = max(s.squareRoot(), epsilon)
             for c in 0..<d { unit[i * d + c] = Double(input[i * d + c]) / norms[i] }
         }
-        var dUnit = [Double](repeating: 0, count: n * d), total = 0.0
-        var difference = [Double](repeating: 0, count: d)
+        var total = 0.0
         for i in 0..<n {
             var nearest = -1, best = -Double.infinity
             for j in 0..<n where j != i {

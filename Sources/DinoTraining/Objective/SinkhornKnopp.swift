@@ -12,7 +12,7 @@ import Foundation
 /// that exp cannot overflow at small τ; sums are taken in Double, in a fixed order (the same bits on
 /// any thread count). A column whose every entry underflowed to 0 stays 0.
 public enum SinkhornKnopp {
-    /// Writes the normalized targets `(R, K)` into `output`; `scratch` holds at least R·K Doubles.
+    /// Writes the normalized targets `(R, K)` into `output`; `scratch` holds at least (R + 1)·K Doubles.
     public static func normalize(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
                                  temperature: Float, rows r: Int, columns k: Int, iterations: Int = 3,
                                  scratch q: UnsafeMutablePointer<Double>) {
@@ -26,7 +26,7 @@ public enum SinkhornKnopp {
             total += q[i]
         }
         for i in 0..<n { q[i] /= total }
-        var columnTotals = [Double](repeating: 0, count: k)
+        let columnTotals = q + n  // K Doubles after the R·K of Q
         for _ in 0..<iterations {
             // Columns (prototypes) to 1/K each.
             for j in 0..<k { columnTotals[j] = 0 }

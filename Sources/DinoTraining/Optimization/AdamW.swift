@@ -15,6 +15,9 @@ public final class AdamW {
     /// Steps taken by each tensor of `layout.entries`.
     public var steps: [Int]
     public let beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
+    /// Reused across steps (a step allocates nothing): the norms it returns, and l2Norm's chunk sums.
+    var norms: [Float] = []
+    var partialSums: [Double] = []
 
     public init(layout: ParameterLayout) {
         self.layout = layout
@@ -29,7 +32,7 @@ public final class AdamW {
     @discardableResult
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                      learningRate lr: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool) -> [Float] {
-        var norms: [Float] = []
+        norms.removeAll(keepingCapacity: true)
         for (index, e) in layout.entries.enumerated() {
             guard e.isTrainable, !(freezeLastLayer && e.isLastLayer) else { norms.append(0); continue }
             let g = gradients + e.offset, p = parameters + e.offset
@@ -64,8 +67,8 @@ public final class AdamW {
     /// ‖x‖₂ summed in Double over fixed 4096-element chunks in order: the same value on any thread count.
     func l2Norm(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
         let chunks = (n + 4095) / 4096
-        var partial = [Double](repeating: 0, count: chunks)
-        partial.withUnsafeMutableBufferPointer { out in
+        if partialSums.count < chunks { partialSums = [Double](repeating: 0, count: chunks) }
+        return partialSums.withUnsafeMutableBufferPointer { out in
             let out = out
             Parallel.forEachRange(chunks) { range in
                 for c in range {
@@ -74,8 +77,10 @@ public final class AdamW {
                     out[c] = s
                 }
             }
+            var total: Double = 0
+            for c in 0..<chunks { total += out[c] }
+            return Float(total.squareRoot())
         }
-        return Float(partial.reduce(0, +).squareRoot())
     }
 }
 
