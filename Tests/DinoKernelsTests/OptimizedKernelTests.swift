@@ -30,6 +30,32 @@ final class OptimizedKernelTests: XCTestCase {
         assertClose(db.array, ref.db, tolerance: 1e-5, "linear db")
     }
 
+    /// The fused forms of the block: bias + GELU applied per finished block of the product, and the
+    /// residual added in the product's initialization. Shapes reach row tiles, column tiles (n > 1024,
+    /// so blocks start mid-row) and the k-split path; against Double twins, same bits on 1 and 2 threads.
+    func testFusedLinearGELUAndResidual() {
+        for (m, k, n) in [(37, 19, 23), (300, 16, 2100), (260, 2100, 40)] {
+            let x = randomArray(m * k, seed: 5), w = randomArray(n * k, seed: 6), b = randomArray(n, seed: 7)
+            let r = randomArray(m * n, seed: 8)
+            let linear = Reference.linear(x, w, b, m: m, k: k, n: n)
+            let tolerance = 1e-5 * max(1, Double(k).squareRoot() / 4)
+            var bits: [[Float]] = []
+            for threads in [1, 2] {
+                Parallel.setThreadCount(threads)
+                let y = kept(FloatBuffer(count: m * n)), g = kept(FloatBuffer(count: m * n)), z = kept(FloatBuffer(count: m * n))
+                Linear.forwardGELU(output: y.pointer, activated: g.pointer, input: input(x), weight: input(w), bias: input(b),
+                                   rows: m, inputSize: k, outputSize: n)
+                assertClose(y.array, linear, tolerance: tolerance, "fc1 pre-activation \(m)x\(k)x\(n)")
+                assertClose(g.array, Reference.gelu(linear), tolerance: tolerance, "fc1 GELU \(m)x\(k)x\(n)")
+                Linear.forward(output: z.pointer, input: input(x), weight: input(w), bias: input(b),
+                               rows: m, inputSize: k, outputSize: n, residual: input(r))
+                assertClose(z.array, zip(linear, r).map { $0 + $1 }, tolerance: tolerance, "residual \(m)x\(k)x\(n)")
+                bits.append(y.array + g.array + z.array)
+            }
+            XCTAssertEqual(bits[0], bits[1], "fused linear \(m)x\(k)x\(n): 1 and 2 threads differ")
+        }
+    }
+
     /// Scratch buffers are reused (the smallest that fits), concurrent holders get distinct buffers,
     /// and the pool keeps at most its capacity, preferring the larger buffers.
     func testScratchPoolReusesBestFitAndStaysBounded() {

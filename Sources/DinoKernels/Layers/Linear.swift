@@ -1,16 +1,35 @@
+import CDinoKernels
+
 /// A fully connected layer, `y = x·Wᵀ + b`, on OpenBLAS sgemm.
 ///
 /// Shapes: input `(M, K)`, weight `(N, K)` (PyTorch's `nn.Linear.weight` layout), bias `(N)`,
 /// output `(M, N)`. Mirrors `nn.Linear`.
 public enum Linear {
-    /// output = input·weightᵀ + bias.
+    /// output = input·weightᵀ + bias, or with `residual` `(M, N)` output = (residual + bias) + input·weightᵀ:
+    /// a transformer block's projection and its residual add in one pass over the output.
     public static func forward(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
+        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+        rows m: Int, inputSize k: Int, outputSize n: Int, residual: UnsafePointer<Float>? = nil
+    ) {
+        GEMM.multiply(transposeA: false, transposeB: true, m: m, n: n, k: k,
+                      a: input, lda: k, b: weight, ldb: k, beta: 0, c: output, ldc: n, bias: bias, addend: residual)
+    }
+
+    /// output = input·weightᵀ + bias and activated = GELU(output): the MLP's first layer with its
+    /// activation applied to each block of the product while it is still in cache (the exact-erf GELU
+    /// of `GELU.forward`, the same values). `output` is what the GELU backward needs.
+    public static func forwardGELU(
+        output: UnsafeMutablePointer<Float>, activated: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
         rows m: Int, inputSize k: Int, outputSize n: Int
     ) {
         GEMM.multiply(transposeA: false, transposeB: true, m: m, n: n, k: k,
-                      a: input, lda: k, b: weight, ldb: k, beta: 0, c: output, ldc: n, bias: bias)
+                      a: input, lda: k, b: weight, ldb: k, beta: 0, c: output, ldc: n, bias: bias) { rows, columns in
+            for r in rows {
+                dino_gelu_forward(activated + r * n + columns.lowerBound, output + r * n + columns.lowerBound, columns.count)
+            }
+        }
     }
 
     /// Accumulates gradients: dInput += dOutput·W, dWeight += dOutputᵀ·input, dBias += Σ_rows dOutput.

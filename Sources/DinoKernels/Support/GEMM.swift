@@ -39,16 +39,21 @@ public enum GEMM {
 
     @inline(__always) static func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
-    /// `C = α·op(A)·op(B) + β·C`, or with `bias` (n values) `C = α·op(A)·op(B) + bias` broadcast over
-    /// the rows (β is then ignored): each tile of C is filled with the bias just before its own product,
-    /// while that tile is about to be read anyway, instead of in a separate pass over all of C.
+    /// `C = α·op(A)·op(B) + β·C`, or with `bias` (n values, broadcast over the rows) and/or `addend`
+    /// (m×n at row stride ldc: a residual stream) `C = (addend + bias) + α·op(A)·op(B)`, β then ignored.
+    /// Each tile of C is initialized just before its own product, while that tile is about to be read
+    /// anyway, instead of in separate passes over all of C. `epilogue(rows, columns)` runs once per
+    /// finished block of C, on the thread that computed it, while the block is still in cache (an
+    /// elementwise activation: the fused bias + GELU of the MLP).
     public static func multiply(
         transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
+        addend: UnsafePointer<Float>? = nil, epilogue: ((Range<Int>, Range<Int>) -> Void)? = nil
     ) {
         if m == 0 || n == 0 { return }
-        let beta: Float = bias == nil ? beta : 1
+        let initialized = bias != nil || addend != nil
+        let beta: Float = initialized ? 1 : beta
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
@@ -70,14 +75,16 @@ public enum GEMM {
                 for i in rows {
                     let total = partials + i * n, row = c + i * ldc
                     for chunk in 1..<chunks { axpy(total, 1, partials + chunk * m * n + i * n, n) }
-                    if let bias {
-                        for j in 0..<n { row[j] = bias[j] + total[j] }
+                    if initialized {
+                        initialize(row, bias: bias, addend: addend.map { $0 + i * ldc }, count: n)
+                        for j in 0..<n { row[j] += total[j] }
                     } else if beta == 0 {
                         row.update(from: total, count: n)
                     } else {
                         for j in 0..<n { row[j] = beta * row[j] + total[j] }
                     }
                 }
+                epilogue?(rows, 0..<n)
             }
             return
         }
@@ -90,12 +97,28 @@ public enum GEMM {
                 // op(A) rows i0..., op(B) columns j0...
                 let aTile = transposeA ? a + i0 : a + i0 * lda
                 let bTile = transposeB ? b + j0 * ldb : b + j0
-                if let bias {
-                    for i in i0..<(i0 + rows) { (c + i * ldc + j0).update(from: bias + j0, count: columns) }
+                if initialized {
+                    for i in i0..<(i0 + rows) {
+                        initialize(c + i * ldc + j0, bias: bias.map { $0 + j0 }, addend: addend.map { $0 + i * ldc + j0 },
+                                   count: columns)
+                    }
                 }
                 cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(columns), Int32(k), alpha,
                             aTile, Int32(lda), bTile, Int32(ldb), beta, c + i0 * ldc + j0, Int32(ldc))
+                epilogue?(i0..<(i0 + rows), j0..<(j0 + columns))
             }
+        }
+    }
+
+    /// row = addend + bias (either may be absent), `count` values.
+    @inline(__always)
+    static func initialize(_ row: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?,
+                           count: Int) {
+        switch (bias, addend) {
+        case let (bias?, addend?): for j in 0..<count { row[j] = addend[j] + bias[j] }
+        case let (bias?, nil): row.update(from: bias, count: count)
+        case let (nil, addend?): row.update(from: addend, count: count)
+        case (nil, nil): row.update(repeating: 0, count: count)
         }
     }
 }

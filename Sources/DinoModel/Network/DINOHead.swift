@@ -74,11 +74,13 @@ public struct DINOHead: Sendable {
         var x = UnsafePointer(a.input.pointer)
         for (i, layer) in linears.enumerated() {
             let isLast = i == linears.count - 1
-            let out = isLast ? a.bottleneck.pointer : a.preActivations[i].pointer
-            Linear.forward(output: out, input: x, weight: p + layer.weight, bias: p + layer.bias,
-                           rows: m, inputSize: layer.input, outputSize: layer.output)
-            if !isLast {
-                GELU.forward(output: a.postActivations[i].pointer, input: out, count: m * layer.output)
+            if isLast {
+                Linear.forward(output: a.bottleneck.pointer, input: x, weight: p + layer.weight, bias: p + layer.bias,
+                               rows: m, inputSize: layer.input, outputSize: layer.output)
+            } else {
+                Linear.forwardGELU(output: a.preActivations[i].pointer, activated: a.postActivations[i].pointer, input: x,
+                                   weight: p + layer.weight, bias: p + layer.bias,
+                                   rows: m, inputSize: layer.input, outputSize: layer.output)
                 x = UnsafePointer(a.postActivations[i].pointer)
             }
         }

@@ -91,20 +91,30 @@ public struct VisionTransformer: Sendable {
                            rows: t, inputSize: d, outputSize: 3 * d)
             Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
                               batch: b, tokens: n, channels: d, heads: c.numHeads)
-            Linear.forward(output: a.branch.pointer, input: s.attention.pointer, weight: p + o.projWeight,
-                           bias: p + o.projBias, rows: t, inputSize: d, outputSize: d)
-            DropPath.apply(a.branch.pointer, scales: scales.0, elementsPerSample: n * d)
-            Residual.add(output: s.middle.pointer, x, a.branch.pointer, count: t * d)
+            if scales.0.isEmpty {
+                // middle = x + proj(attention): the residual add fused into the projection's product.
+                Linear.forward(output: s.middle.pointer, input: s.attention.pointer, weight: p + o.projWeight,
+                               bias: p + o.projBias, rows: t, inputSize: d, outputSize: d, residual: x)
+            } else {
+                Linear.forward(output: a.branch.pointer, input: s.attention.pointer, weight: p + o.projWeight,
+                               bias: p + o.projBias, rows: t, inputSize: d, outputSize: d)
+                DropPath.apply(a.branch.pointer, scales: scales.0, elementsPerSample: n * d)
+                Residual.add(output: s.middle.pointer, x, a.branch.pointer, count: t * d)
+            }
 
             LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
                               input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: t, columns: d)
-            Linear.forward(output: s.hidden.pointer, input: s.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
-                           rows: t, inputSize: d, outputSize: c.hiddenDim)
-            GELU.forward(output: s.activated.pointer, input: s.hidden.pointer, count: t * c.hiddenDim)
-            Linear.forward(output: a.branch.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
-                           bias: p + o.fc2Bias, rows: t, inputSize: c.hiddenDim, outputSize: d)
-            DropPath.apply(a.branch.pointer, scales: scales.1, elementsPerSample: n * d)
-            Residual.add(output: out, s.middle.pointer, a.branch.pointer, count: t * d)
+            Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
+                               weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: t, inputSize: d, outputSize: c.hiddenDim)
+            if scales.1.isEmpty {
+                Linear.forward(output: out, input: s.activated.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias,
+                               rows: t, inputSize: c.hiddenDim, outputSize: d, residual: s.middle.pointer)
+            } else {
+                Linear.forward(output: a.branch.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
+                               bias: p + o.fc2Bias, rows: t, inputSize: c.hiddenDim, outputSize: d)
+                DropPath.apply(a.branch.pointer, scales: scales.1, elementsPerSample: n * d)
+                Residual.add(output: out, s.middle.pointer, a.branch.pointer, count: t * d)
+            }
         }
         LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
                           input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
