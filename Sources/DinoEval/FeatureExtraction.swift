@@ -56,12 +56,16 @@ public struct FeatureExtractor {
         return floats.values
     }
 
+    /// Features of every readable image: the CLS token `(N, D)`, or with `meanPatchToken` the CLS token
+    /// concatenated with the mean patch token `(N, 2D)` (official `--avgpool_patchtokens`, computed per
+    /// batch, so the patch tokens of the whole set are never held); `patchTokens` also returns those.
     public func extract(_ dataset: any ImageDataset, onBadImage: BadImagePolicy = .fail, patchTokens: Bool = false,
-                        progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
+                        meanPatchToken: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
         let config = checkpoint.config, d = config.embedDim, c = config.inChannels, s = inputSize
         let transformer = checkpoint.transformer
-        var result = FeatureSet(features: [], dimension: d, patchTokens: patchTokens ? [] : nil, names: [], labels: [],
-                                classNames: dataset.classNames, skipped: [])
+        var result = FeatureSet(features: [], dimension: meanPatchToken ? 2 * d : d, patchTokens: patchTokens ? [] : nil,
+                                names: [], labels: [], classNames: dataset.classNames, skipped: [])
+        let means = FloatBuffer(count: meanPatchToken ? batchSize * d : 0)
         var activations: ViTActivations? = nil
         let images = FloatBuffer(count: batchSize * c * s * s), cls = FloatBuffer(count: batchSize * d)
         var start = 0
@@ -96,7 +100,15 @@ public struct FeatureExtractor {
                 }
                 transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer, activations: activations!)
                 activations!.copyClassTokens(to: cls.pointer)
-                result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: rows.count * d))
+                if meanPatchToken {
+                    activations!.copyMeanPatchTokens(to: means.pointer)
+                    for r in 0..<rows.count {
+                        result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer + r * d, count: d))
+                        result.features.append(contentsOf: UnsafeBufferPointer(start: means.pointer + r * d, count: d))
+                    }
+                } else {
+                    result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: rows.count * d))
+                }
                 if patchTokens {
                     let np = activations!.tokens - 1
                     let patches = FloatBuffer(count: rows.count * np * d)
@@ -108,28 +120,8 @@ public struct FeatureExtractor {
             start = end
             progress?(start, dataset.count)
         }
-        withExtendedLifetime((images, cls)) {}  // kernels saw only their pointers
+        withExtendedLifetime((images, cls, means)) {}  // kernels saw only their pointers
         return result
-    }
-}
-
-extension FeatureSet {
-    /// CLS concatenated with the mean of the patch tokens, `(N, 2D)` (official `eval_linear.py`
-    /// `--avgpool_patchtokens`): row r is `[cls_r, (1/np) Σ_p patch_{r,p}]`. Needs `patchTokens`;
-    /// the result drops them.
-    public func concatenatingMeanPatchToken() -> FeatureSet {
-        guard let patchTokens, count > 0 else { return self }
-        let d = dimension, np = patchTokens.count / (count * d)
-        var out = [Float](repeating: 0, count: count * 2 * d)
-        for r in 0..<count {
-            for j in 0..<d { out[r * 2 * d + j] = features[r * d + j] }
-            for p in 0..<np {
-                for j in 0..<d { out[r * 2 * d + d + j] += patchTokens[(r * np + p) * d + j] }
-            }
-            for j in 0..<d { out[r * 2 * d + d + j] /= Float(np) }
-        }
-        return FeatureSet(features: out, dimension: 2 * d, patchTokens: nil, names: names, labels: labels,
-                          classNames: classNames, skipped: skipped)
     }
 }
 

@@ -25,8 +25,8 @@ struct FeatureSource: ParsableArguments {
         var dataset = try openDataset(argument: argument)
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
-            let fashion = argument.hasPrefix("fashion-mnist")
             guard !avgpool else { throw DinoError("--avgpool needs --checkpoint (raw pixels have no patch tokens)") }
+            let fashion = argument.hasPrefix("fashion-mnist")
             return try rawPixelFeatures(dataset, channels: 1, size: fashion ? nil : 32,
                                         mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
         }
@@ -35,12 +35,12 @@ struct FeatureSource: ParsableArguments {
         let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
                                              batchSize: batchSize)
         let line = ProgressLine()
-        let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: avgpool) { done, total in
+        let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)
         }
         line.finish()
         if !set.skipped.isEmpty { FileHandle.standardError.write(Data("skipped \(set.skipped.count) unreadable \(what) image(s)\n".utf8)) }
-        return avgpool ? set.concatenatingMeanPatchToken() : set
+        return set
     }
 }
 

@@ -1,6 +1,7 @@
 import DinoData
 import DinoEval
 import DinoKernels
+import DinoModel
 import Foundation
 import TestSupport
 import XCTest
@@ -70,15 +71,24 @@ final class KNNTests: XCTestCase {
         XCTAssertEqual(back.features, set.features); XCTAssertEqual(back.labels, [0, 1]); XCTAssertEqual(back.names, ["a.png", "b/c.jpg"])
     }
 
-    func testMeanPatchTokenConcatenation() {
-        // 2 images, 3 patches, D = 2: rows become [cls, mean over patches].
-        let set = FeatureSet(features: [1, 2, 3, 4], dimension: 2,
-                             patchTokens: [0, 3, 6, 9, 3, 0, /* image 1 */ -1, 1, -2, 2, 0, 6],
-                             names: ["a", "b"], labels: [0, 1], classNames: [], skipped: [])
-        let pooled = set.concatenatingMeanPatchToken()
-        XCTAssertEqual(pooled.dimension, 4)
-        XCTAssertEqual(pooled.features, [1, 2, 3, 4, 3, 4, -1, 3])
-        XCTAssertNil(pooled.patchTokens)
-        XCTAssertEqual(pooled.labels, [0, 1])
+    func testMeanPatchTokenFeaturesArePerBatchMeans() throws {
+        // CLS + mean patch token, computed per batch (batch 3 over 5 images: a partial last batch),
+        // equals the CLS features and the mean of the patch tokens the extractor returns.
+        let config = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 16, depth: 2, numHeads: 2)
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.286], std: [0.353], seed: 3)
+        let extractor = try FeatureExtractor(checkpoint: backbone, batchSize: 3)
+        let images = DatasetSubset(try FashionMNIST(split: .test), indices: Array(0..<5))
+        let plain = try extractor.extract(images, patchTokens: true)
+        let pooled = try extractor.extract(images, meanPatchToken: true)
+        let (d, np) = (16, 16)
+        XCTAssertEqual(pooled.dimension, 2 * d)
+        XCTAssertEqual(pooled.count, 5)
+        XCTAssertEqual(pooled.labels, plain.labels)
+        for r in 0..<5 {
+            XCTAssertEqual(Array(pooled.features[(r * 2 * d)..<(r * 2 * d + d)]), Array(plain.features[(r * d)..<((r + 1) * d)]))
+            let tokens = plain.patchTokens!
+            let mean = (0..<d).map { j in (0..<np).map { Double(tokens[(r * np + $0) * d + j]) }.reduce(0, +) / Double(np) }
+            assertClose(Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]), mean, tolerance: 1e-6, "mean patch token \(r)")
+        }
     }
 }

@@ -96,6 +96,21 @@ public final class ViTActivations {
         for b in 0..<batch { (output + b * d).update(from: normalized.pointer + b * tokens * d, count: d) }
     }
 
+    /// Writes each image's mean patch token after the final norm, `(1/np) Σ_p token_p`, into `output`
+    /// `(B, C)` (the official `eval_linear.py` `--avgpool_patchtokens` feature).
+    public func copyMeanPatchTokens(to output: UnsafeMutablePointer<Float>) {
+        let d = config.embedDim, np = tokens - 1
+        for b in 0..<batch {
+            let mean = output + b * d
+            mean.update(repeating: 0, count: d)
+            for p in 1...np {
+                let token = normalized.pointer + (b * tokens + p) * d
+                for j in 0..<d { mean[j] += token[j] }
+            }
+            for j in 0..<d { mean[j] /= Float(np) }
+        }
+    }
+
     /// Copies the patch tokens after the final norm into `output` `(B, np, C)`.
     public func copyPatchTokens(to output: UnsafeMutablePointer<Float>) {
         let d = config.embedDim, np = tokens - 1
