@@ -4,9 +4,8 @@ import Foundation
 /// products, attention's per-block transposes), so a training step allocates nothing once warm.
 ///
 /// `take` hands out the smallest cached buffer of at least `count` floats (or allocates one); `give`
-/// returns it.
-/// Concurrent callers get different buffers. At most `capacity` buffers are kept; when full, a larger
-/// returned buffer replaces the smallest. Contents are unspecified on `take`.
+/// returns it. Concurrent callers get different buffers. At most `capacity` buffers are kept; when
+/// full, a larger returned buffer replaces the smallest. Contents are unspecified on `take`.
 public final class ScratchPool: @unchecked Sendable {
     private var cached: [FloatBuffer] = []
     private let lock = NSLock()

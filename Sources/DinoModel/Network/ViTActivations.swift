@@ -103,7 +103,7 @@ public final class ViTActivations {
         for b in 0..<batch {
             let mean = output + b * d
             mean.update(repeating: 0, count: d)
-            for p in 1...np {
+            for p in 1..<tokens {
                 let token = normalized.pointer + (b * tokens + p) * d
                 for j in 0..<d { mean[j] += token[j] }
             }

@@ -73,6 +73,21 @@ public struct VisionTransformer: Sendable {
             }
         }
         a.dropScales = []
+        /// output = residual + DropPath(input·weightᵀ + bias) `(T, D)`. Without drop path the residual is
+        /// added in the product's initialization (one pass over the output); with it, the branch is
+        /// scaled per image first, so it goes through the `branch` scratch.
+        func residualBranch(output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                            weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, inputSize: Int, scales: [Float]) {
+            if scales.isEmpty {
+                Linear.forward(output: output, input: input, weight: weight, bias: bias, rows: t, inputSize: inputSize,
+                               outputSize: d, residual: residual)
+            } else {
+                Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: t,
+                               inputSize: inputSize, outputSize: d)
+                DropPath.apply(a.branch.pointer, scales: scales, elementsPerSample: n * d)
+                Residual.add(output: output, residual, a.branch.pointer, count: t * d)
+            }
+        }
         for l in 0..<c.depth {
             let o = blocks[l], s = a.block(l)
             let x = a.streamBuffer(l).pointer, out = a.streamBuffer(l + 1).pointer
@@ -91,30 +106,15 @@ public struct VisionTransformer: Sendable {
                            rows: t, inputSize: d, outputSize: 3 * d)
             Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
                               batch: b, tokens: n, channels: d, heads: c.numHeads)
-            if scales.0.isEmpty {
-                // middle = x + proj(attention): the residual add fused into the projection's product.
-                Linear.forward(output: s.middle.pointer, input: s.attention.pointer, weight: p + o.projWeight,
-                               bias: p + o.projBias, rows: t, inputSize: d, outputSize: d, residual: x)
-            } else {
-                Linear.forward(output: a.branch.pointer, input: s.attention.pointer, weight: p + o.projWeight,
-                               bias: p + o.projBias, rows: t, inputSize: d, outputSize: d)
-                DropPath.apply(a.branch.pointer, scales: scales.0, elementsPerSample: n * d)
-                Residual.add(output: s.middle.pointer, x, a.branch.pointer, count: t * d)
-            }
+            residualBranch(output: s.middle.pointer, residual: x, input: s.attention.pointer, weight: p + o.projWeight,
+                           bias: p + o.projBias, inputSize: d, scales: scales.0)
 
             LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
                               input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: t, columns: d)
             Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
                                weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: t, inputSize: d, outputSize: c.hiddenDim)
-            if scales.1.isEmpty {
-                Linear.forward(output: out, input: s.activated.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias,
-                               rows: t, inputSize: c.hiddenDim, outputSize: d, residual: s.middle.pointer)
-            } else {
-                Linear.forward(output: a.branch.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
-                               bias: p + o.fc2Bias, rows: t, inputSize: c.hiddenDim, outputSize: d)
-                DropPath.apply(a.branch.pointer, scales: scales.1, elementsPerSample: n * d)
-                Residual.add(output: out, s.middle.pointer, a.branch.pointer, count: t * d)
-            }
+            residualBranch(output: out, residual: s.middle.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
+                           bias: p + o.fc2Bias, inputSize: c.hiddenDim, scales: scales.1)
         }
         LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
                           input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,

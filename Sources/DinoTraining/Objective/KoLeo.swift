@@ -21,10 +21,15 @@ public enum KoLeo {
         public init() {}
 
         func prepare(rows n: Int, columns d: Int) {
-            if unit.count != n * d { unit = Array(repeating: 0, count: n * d); dUnit = unit }
+            if unit.count != n * d { unit = Array(repeating: 0, count: n * d) }
             if norms.count != n { norms = Array(repeating: 0, count: n) }
             if difference.count != d { difference = Array(repeating: 0, count: d) }
-            for i in 0..<(n * d) { dUnit[i] = 0 }
+            // dUnit accumulates: zero it on every call.
+            if dUnit.count != n * d {
+                dUnit = Array(repeating: 0, count: n * d)
+            } else {
+                dUnit.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            }
         }
     }
 
