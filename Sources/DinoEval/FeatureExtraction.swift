@@ -56,16 +56,26 @@ public struct FeatureExtractor {
         return floats.values
     }
 
-    /// Features of every readable image: the CLS token `(N, D)`, or with `meanPatchToken` the CLS token
-    /// concatenated with the mean patch token `(N, 2D)` (official `--avgpool_patchtokens`, computed per
-    /// batch, so the patch tokens of the whole set are never held); `patchTokens` also returns those.
+    /// Features of every readable image, one row per image:
+    /// `[CLS of block depth−n, …, CLS of the last block]` after the final norm, `n = lastBlocks`
+    /// (official `eval_linear.py` `--n_last_blocks`; 1 is the CLS output `(N, D)`), then with
+    /// `meanPatchToken` the last block's mean patch token (official `--avgpool_patchtokens`):
+    /// `(N, (n + [1])·D)`. Computed per batch, so the patch tokens of the whole set are never held;
+    /// `patchTokens` also returns those.
     public func extract(_ dataset: any ImageDataset, onBadImage: BadImagePolicy = .fail, patchTokens: Bool = false,
-                        meanPatchToken: Bool = false, progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
+                        meanPatchToken: Bool = false, lastBlocks: Int = 1,
+                        progress: ((Int, Int) -> Void)? = nil) throws -> FeatureSet {
         let config = checkpoint.config, d = config.embedDim, c = config.inChannels, s = inputSize
+        guard (1...config.depth).contains(lastBlocks) else {
+            throw DinoError("the number of last blocks must be 1...\(config.depth) for this \(config.depth)-block model (got \(lastBlocks))")
+        }
         let transformer = checkpoint.transformer
-        var result = FeatureSet(features: [], dimension: meanPatchToken ? 2 * d : d, patchTokens: patchTokens ? [] : nil,
+        let parts = lastBlocks + (meanPatchToken ? 1 : 0)
+        var result = FeatureSet(features: [], dimension: parts * d, patchTokens: patchTokens ? [] : nil,
                                 names: [], labels: [], classNames: dataset.classNames, skipped: [])
         let means = FloatBuffer(count: meanPatchToken ? batchSize * d : 0)
+        // CLS of blocks depth−n … depth−2 (the last block's is `normalized`'s), (n − 1, B, D).
+        let earlier = FloatBuffer(count: (lastBlocks - 1) * batchSize * d)
         var activations: ViTActivations? = nil
         let images = FloatBuffer(count: batchSize * c * s * s), cls = FloatBuffer(count: batchSize * d)
         var start = 0
@@ -98,16 +108,27 @@ public struct FeatureExtractor {
                 if activations?.batch != rows.count {
                     activations = transformer.makeActivations(batch: rows.count, imageHeight: s, imageWidth: s, training: false)
                 }
-                transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer, activations: activations!)
+                let batch = rows.count, tokens = activations!.tokens, first = config.depth - lastBlocks
+                transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer,
+                                    activations: activations!) { block, stream in
+                    guard block >= first && block < config.depth - 1 else { return }
+                    transformer.normalizedClassTokens(output: earlier.pointer + (block - first) * batchSize * d, stream: stream,
+                                                      parameters: checkpoint.parameters.pointer, batch: batch, tokens: tokens)
+                }
                 activations!.copyClassTokens(to: cls.pointer)
-                if meanPatchToken {
-                    activations!.copyMeanPatchTokens(to: means.pointer)
-                    for r in 0..<rows.count {
-                        result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer + r * d, count: d))
-                        result.features.append(contentsOf: UnsafeBufferPointer(start: means.pointer + r * d, count: d))
-                    }
+                if meanPatchToken { activations!.copyMeanPatchTokens(to: means.pointer) }
+                if parts == 1 {
+                    result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: batch * d))
                 } else {
-                    result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: rows.count * d))
+                    for r in 0..<batch {
+                        for part in 0..<(lastBlocks - 1) {
+                            result.features.append(contentsOf: UnsafeBufferPointer(start: earlier.pointer + (part * batchSize + r) * d, count: d))
+                        }
+                        result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer + r * d, count: d))
+                        if meanPatchToken {
+                            result.features.append(contentsOf: UnsafeBufferPointer(start: means.pointer + r * d, count: d))
+                        }
+                    }
                 }
                 if patchTokens {
                     let np = activations!.tokens - 1
@@ -120,7 +141,7 @@ public struct FeatureExtractor {
             start = end
             progress?(start, dataset.count)
         }
-        withExtendedLifetime((images, cls, means)) {}  // kernels saw only their pointers
+        withExtendedLifetime((images, cls, means, earlier)) {}  // kernels saw only their pointers
         return result
     }
 }

@@ -16,16 +16,22 @@ struct FeatureSource: ParsableArguments {
     @Option(name: .customLong("limit"), help: "Use only the first N images of each set.") var limit: Int?
     @Flag(name: .customLong("avgpool"), help: "Concatenate the average of the patch tokens to the CLS token (as eval_linear.py's --avgpool_patchtokens).")
     var avgpool = false
+    @Option(name: .customLong("n-last-blocks"), help: "Concatenate the normed CLS tokens of the last N blocks (as eval_linear.py's --n_last_blocks; 1 is the CLS output).")
+    var lastBlocks = 1
 
     func features(_ argument: String, what: String) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
-            guard !avgpool else { throw DinoError("--avgpool needs --checkpoint; a cached .npy holds the features it was written with") }
+            guard !avgpool && lastBlocks == 1 else {
+                throw DinoError("--avgpool and --n-last-blocks need --checkpoint; a cached .npy holds the features it was written with")
+            }
             return try FeatureSet.read(from: URL(fileURLWithPath: argument))
         }
         var dataset = try openDataset(argument: argument)
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
-            guard !avgpool else { throw DinoError("--avgpool needs --checkpoint (raw pixels have no patch tokens)") }
+            guard !avgpool && lastBlocks == 1 else {
+                throw DinoError("--avgpool and --n-last-blocks need --checkpoint (raw pixels have no tokens)")
+            }
             let fashion = argument.hasPrefix("fashion-mnist")
             return try rawPixelFeatures(dataset, channels: 1, size: fashion ? nil : 32,
                                         mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
@@ -35,7 +41,7 @@ struct FeatureSource: ParsableArguments {
         let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
                                              batchSize: batchSize)
         let line = ProgressLine()
-        let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool) { done, total in
+        let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)
         }
         line.finish()

@@ -91,4 +91,47 @@ final class KNNTests: XCTestCase {
             assertClose(Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]), mean, tolerance: 1e-6, "mean patch token \(r)")
         }
     }
+
+    func testLastBlocksFeaturesAreNormedClassTokensOfEachBlock() throws {
+        // --n-last-blocks 3 on a 3-block model (+ avgpool), in batches of 3 over 5 images: each part is the
+        // final norm (Double reference) of that block's CLS row from one whole-set training-mode forward.
+        let (d, depth) = (16, 3)
+        let config = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: d, depth: depth, numHeads: 2)
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.286], std: [0.353], seed: 5)
+        let extractor = try FeatureExtractor(checkpoint: backbone, batchSize: 3)
+        let images = DatasetSubset(try FashionMNIST(split: .test), indices: Array(0..<5))
+        let plain = try extractor.extract(images)
+        let pooled = try extractor.extract(images, meanPatchToken: true)
+        let stacked = try extractor.extract(images, meanPatchToken: true, lastBlocks: depth)
+        XCTAssertEqual(stacked.dimension, (depth + 1) * d)
+        XCTAssertThrowsError(try extractor.extract(images, lastBlocks: depth + 1))
+
+        let input = (0..<5).flatMap { extractor.preprocess(try! images.image(at: $0, channels: 1, minimumShortSide: 28)) }
+        let transformer = backbone.transformer
+        let activations = transformer.makeActivations(batch: 5, imageHeight: 28, imageWidth: 28, training: true)
+        var blockCLS = [[Float]](repeating: [], count: depth)   // (5, d) per block, before the norm
+        let tokens = activations.tokens
+        input.withUnsafeBufferPointer { x in
+            transformer.forward(parameters: backbone.parameters.pointer, images: x.baseAddress!, activations: activations) { l, stream in
+                for b in 0..<5 { blockCLS[l] += Array(UnsafeBufferPointer(start: stream + b * tokens * d, count: d)) }
+            }
+        }
+        let weight = backbone.parameters.pointer + backbone.layout.offset("norm.weight")
+        let bias = backbone.parameters.pointer + backbone.layout.offset("norm.bias")
+        let width = (depth + 1) * d
+        for r in 0..<5 {
+            for l in 0..<depth {
+                let x = blockCLS[l][(r * d)..<((r + 1) * d)].map(Double.init)
+                let mean = x.reduce(0, +) / Double(d)
+                let variance = x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(d)
+                let expected = x.enumerated().map { j, v in (v - mean) / (variance + 1e-6).squareRoot() * Double(weight[j]) + Double(bias[j]) }
+                let part = Array(stacked.features[(r * width + l * d)..<(r * width + (l + 1) * d)])
+                assertClose(part, expected, tolerance: 1e-5, "block \(l) image \(r)")
+            }
+            XCTAssertEqual(Array(stacked.features[(r * width + (depth - 1) * d)..<(r * width + depth * d)]),
+                           Array(plain.features[(r * d)..<((r + 1) * d)]))
+            XCTAssertEqual(Array(stacked.features[(r * width + depth * d)..<((r + 1) * width)]),
+                           Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]))
+        }
+    }
 }

@@ -46,8 +46,11 @@ public struct VisionTransformer: Sendable {
     ///   - dropPathRate: the student's stochastic-depth rate (0 for teacher and evaluation); block l
     ///     drops with probability `rate·l/(depth−1)` (`linspace(0, rate, depth)`).
     ///   - generator: draws the drop-path masks; required when the rate is positive.
+    ///   - blockOutput: called after block l with its output stream `(B, N, C)` (before the final norm),
+    ///     which the next blocks may overwrite (evaluation activations keep only two streams).
     public func forward(parameters p: UnsafePointer<Float>, images: UnsafePointer<Float>, activations a: ViTActivations,
-                        dropPathRate: Float = 0, generator: inout RandomGenerator) {
+                        dropPathRate: Float = 0, generator: inout RandomGenerator,
+                        blockOutput: ((Int, UnsafePointer<Float>) -> Void)? = nil) {
         let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1
         PatchEmbedding.forward(tokens: a.patchTokens.pointer, patches: a.patches.pointer, images: images,
                                weight: p + patchWeight, bias: p + patchBias, batch: b, channels: c.inChannels,
@@ -115,6 +118,7 @@ public struct VisionTransformer: Sendable {
                                weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: t, inputSize: d, outputSize: c.hiddenDim)
             residualBranch(output: out, residual: s.middle.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
                            bias: p + o.fc2Bias, inputSize: c.hiddenDim, scales: scales.1)
+            blockOutput?(l, out)
         }
         LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
                           input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
@@ -122,9 +126,23 @@ public struct VisionTransformer: Sendable {
     }
 
     /// Forward with no drop path (teacher, evaluation).
-    public func forward(parameters: UnsafePointer<Float>, images: UnsafePointer<Float>, activations: ViTActivations) {
+    public func forward(parameters: UnsafePointer<Float>, images: UnsafePointer<Float>, activations: ViTActivations,
+                        blockOutput: ((Int, UnsafePointer<Float>) -> Void)? = nil) {
         var unused = RandomGenerator(seed: 0)
-        forward(parameters: parameters, images: images, activations: activations, dropPathRate: 0, generator: &unused)
+        forward(parameters: parameters, images: images, activations: activations, dropPathRate: 0, generator: &unused,
+                blockOutput: blockOutput)
+    }
+
+    /// Writes the final norm of each image's CLS row of a block output `stream` `(B, N, C)` into `output`
+    /// `(B, C)`: official `get_intermediate_layers`, which passes every returned block through `norm`.
+    public func normalizedClassTokens(output: UnsafeMutablePointer<Float>, stream: UnsafePointer<Float>,
+                                      parameters p: UnsafePointer<Float>, batch: Int, tokens: Int) {
+        let d = config.embedDim
+        let rows = FloatBuffer(count: batch * d), mean = FloatBuffer(count: batch), rstd = FloatBuffer(count: batch)
+        for b in 0..<batch { (rows.pointer + b * d).update(from: stream + b * tokens * d, count: d) }
+        LayerNorm.forward(output: output, mean: mean.pointer, rstd: rstd.pointer, input: rows.pointer,
+                          weight: p + normWeight, bias: p + normBias, rows: batch, columns: d)
+        withExtendedLifetime((rows, mean, rstd)) {}
     }
 
     /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)`.
