@@ -89,6 +89,81 @@ final class ResumeTests: XCTestCase {
     }
 }
 
+/// `max_minutes` on a clock that reads one second per step (so the fitted horizon is deterministic).
+final class TimeBoxTests: XCTestCase {
+    func records(in folder: URL) throws -> [StepRecord] {
+        let text = try String(contentsOf: folder.appendingPathComponent("log.jsonl"), encoding: .utf8)
+        return try text.split(separator: "\n").map { try JSONDecoder().decode(StepRecord.self, from: Data($0.utf8)) }
+    }
+
+    func testFittedStepsFollowTheBudget() {
+        // 60 s left at 0.5 s per step, less 2%: 117 more steps.
+        XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 0.5, elapsed: 40, budget: 100, upperBound: 1000), 127)
+        XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 0.5, elapsed: 40, budget: 100, upperBound: 50), 50)
+        XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 5, elapsed: 99, budget: 100, upperBound: 50), 11)
+    }
+
+    /// 9 s of budget at 1 s per step: measured after step 1 (10% of the budget), 8 steps fit
+    /// (1 + ⌊8·0.98⌋); the schedules end at step 8, and a run stopped at 5 and resumed gives the same losses.
+    func testTimeBoxFitsTheSchedulesAndResumesExactly() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()       // 3 epochs of 4 steps
+        recipe.max_minutes = 0.15
+        let straight = root.appendingPathComponent("straight"), split = root.appendingPathComponent("split")
+        func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
+            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
+            t.clock = { [unowned t] in Double(t.step) }
+            return t
+        }
+        var messages: [String] = []
+        let summary = try trainer(recipe, straight).run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertEqual(summary.steps, 8)
+        XCTAssertFalse(summary.timeBoxReached)
+        XCTAssertTrue(messages.contains { $0.contains("8 steps (2.00 epochs) fit") }, "\(messages)")
+        let log = try records(in: straight)
+        let fitted = Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: 8, warmupIterations: 4)
+        let planned = Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: 12, warmupIterations: 4)
+        XCTAssertEqual(log.map(\.lr), Array(planned[0..<1]) + Array(fitted[1..<8]), "step 1 ran before the fit, the rest on it")
+        XCTAssertEqual(log.last!.momentum, Schedules.cosine(base: 0.99, final: 1, iterations: 8, warmupIterations: 0)[7])
+
+        var first = recipe
+        first.max_steps = 5
+        _ = try trainer(first, split).run()
+        let resumed = try trainer(recipe, split, resume: true)
+        XCTAssertEqual(resumed.scheduledSteps, 8)
+        XCTAssertEqual(resumed.trainedSeconds, 5)
+        _ = try resumed.run()
+        XCTAssertEqual(try losses(in: straight), try losses(in: split), "resumed time-boxed run diverged")
+    }
+
+    /// The machine slows after the fit (1 s, then 3 s per step): the run stops at the limit with a
+    /// checkpoint, and resuming says the time box is spent instead of training on.
+    func testTimeBoxStopsAtTheLimitAndStaysStopped() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()
+        recipe.max_minutes = 0.15
+        let t = try Trainer(recipe: recipe, output: root)
+        t.clock = { [unowned t] in t.step <= 1 ? Double(t.step) : Double(1 + 3 * (t.step - 1)) }
+        var messages: [String] = []
+        let summary = try t.run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertTrue(summary.timeBoxReached)
+        XCTAssertEqual(summary.steps, 4)   // 1 + 3 + 3 + 3 = 10 s >= 9 s
+        XCTAssertTrue(messages.contains { $0.contains("time box reached") && $0.contains("step 4 of the 8") }, "\(messages)")
+        let file = try SafeTensors.read(root.appendingPathComponent("checkpoint.safetensors"))
+        XCTAssertEqual(file.metadata["dino.step"], "4")
+        XCTAssertEqual(file.metadata["dino.scheduled_steps"], "8")
+
+        let again = try Trainer(recipe: recipe, output: root, resume: true)
+        messages = []
+        let second = try again.run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertEqual(second.steps, 4)
+        XCTAssertTrue(second.timeBoxReached)
+        XCTAssertTrue(messages.contains { $0.contains("time box (max_minutes 0.15) was spent at step 4") }, "\(messages)")
+    }
+}
+
 final class ThreadDeterminismTests: XCTestCase {
     /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1 and 2 threads.
     func testTrainingStepIsBitIdenticalOnOneAndTwoThreads() throws {

@@ -39,6 +39,8 @@ public struct TrainingSummary: Sendable {
     public var knn: [(epoch: Int, top1: Double)]
     public var checkpoint: URL
     public var teacherBackbone: URL
+    /// The run stopped at `max_minutes` before the steps its schedules were fitted to.
+    public var timeBoxReached: Bool = false
 }
 
 /// The DINO training loop (official `train_one_epoch`), one step in the official order:
@@ -62,7 +64,15 @@ public final class Trainer {
     public let iterationsPerEpoch: Int
     public internal(set) var step = 0
     public let stopFlag = StopFlag()
-    let learningRates: [Double], weightDecays: [Double], momenta: [Double], teacherTemperatures: [Double]
+    var learningRates: [Double], weightDecays: [Double], momenta: [Double]
+    let teacherTemperatures: [Double]
+    /// With `max_minutes`: the steps the schedules were fitted to, once measured (saved with the checkpoint,
+    /// so a resumed run keeps the same schedules).
+    public internal(set) var scheduledSteps: Int?
+    /// Training seconds spent up to the last checkpoint (or now, during `run`), which `max_minutes` counts.
+    public internal(set) var trainedSeconds: Double = 0
+    /// Seconds on a monotonic clock; replaceable so tests can time-box deterministically.
+    public var clock: () -> Double = { ProcessInfo.processInfo.systemUptime }
     let trainingData: any ImageDataset
     /// The dataset `trainingData` was cut from (itself when `train_subset` is off): k-NN and attention use it.
     let fullData: any ImageDataset
@@ -70,7 +80,7 @@ public final class Trainer {
     public var checkpointURL: URL { output.appendingPathComponent(TrainingCheckpoint.fileName) }
     public var teacherBackboneURL: URL { output.appendingPathComponent("teacher_backbone.safetensors") }
     public var totalSteps: Int {
-        let all = recipe.epochs * iterationsPerEpoch
+        let all = scheduledSteps ?? recipe.epochs * iterationsPerEpoch
         return recipe.max_steps > 0 ? min(all, recipe.max_steps) : all
     }
 
@@ -103,14 +113,8 @@ public final class Trainer {
                                      workers: recipe.num_workers)
         iterationsPerEpoch = loader.iterationsPerEpoch
 
-        // Schedules (utils.cosine_scheduler; lr scaled by batch/256).
-        learningRates = Schedules.cosine(base: recipe.lr * Double(recipe.batch_size) / 256, final: recipe.min_lr,
-                                         epochs: recipe.epochs, iterationsPerEpoch: iterationsPerEpoch,
-                                         warmupEpochs: recipe.warmup_epochs)
-        weightDecays = Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, epochs: recipe.epochs,
-                                        iterationsPerEpoch: iterationsPerEpoch)
-        momenta = Schedules.cosine(base: recipe.momentum_teacher, final: 1, epochs: recipe.epochs,
-                                   iterationsPerEpoch: iterationsPerEpoch)
+        (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+                                                                   iterations: recipe.epochs * iterationsPerEpoch)
         teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
                                                            warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
 
@@ -123,9 +127,33 @@ public final class Trainer {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             try TrainingCheckpoint.restore(from: checkpointURL, into: self)
+            if let scheduledSteps {
+                (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+                                                                           iterations: scheduledSteps)
+            }
         } else if !resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             throw DinoError("\(output.path) already holds a run (checkpoint.safetensors): use --resume to continue it, or another --output")
         }
+    }
+
+    /// The per-step schedules over `iterations` steps (utils.cosine_scheduler; lr scaled by batch/256):
+    /// lr, weight decay, teacher momentum.
+    static func schedules(recipe: Recipe, iterationsPerEpoch: Int, iterations: Int) -> ([Double], [Double], [Double]) {
+        let warmup = recipe.warmup_epochs * iterationsPerEpoch
+        return (Schedules.cosine(base: recipe.lr * Double(recipe.batch_size) / 256, final: recipe.min_lr,
+                                 iterations: iterations, warmupIterations: warmup),
+                Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, iterations: iterations,
+                                 warmupIterations: 0),
+                Schedules.cosine(base: recipe.momentum_teacher, final: 1, iterations: iterations, warmupIterations: 0))
+    }
+
+    /// The steps a time-boxed run fits its schedules to: the current step plus what the remaining
+    /// budget holds at the measured seconds per step, less 2% for the VM's drift, at most `upperBound`
+    /// and at least one more step.
+    public static func fittedSteps(step: Int, secondsPerStep: Double, elapsed: Double, budget: Double, upperBound: Int) -> Int {
+        let remaining = max(0, budget - elapsed) * 0.98
+        let more = secondsPerStep > 0 ? Int((remaining / secondsPerStep).rounded(.down)) : upperBound
+        return min(upperBound, step + max(1, more))
     }
 
     static func normalization(recipe: Recipe, dataset: any ImageDataset) -> ([Float], [Float]) {
@@ -160,7 +188,13 @@ public final class Trainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
 
-        let total = totalSteps
+        var total = totalSteps
+        let budget = recipe.max_minutes * 60
+        if budget > 0 && trainedSeconds >= budget {
+            progress(.message(String(format: "the time box (max_minutes %g) was spent at step %d: nothing to train (raise max_minutes to continue)", recipe.max_minutes, step)))
+            return TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false, skippedImages: 0,
+                                   knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL, timeBoxReached: true)
+        }
         if step >= total {
             progress(.message("the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
         } else if step == 0 {
@@ -176,7 +210,7 @@ public final class Trainer {
         if recipe.knn_every > 0 && step == 0 {
             try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
         }
-        let started = Date()
+        let started = clock(), secondsBefore = trainedSeconds
         let firstStep = step
         while step < total {
             let batch = try loader.next(step: step, limit: total)
@@ -208,7 +242,8 @@ public final class Trainer {
             step += 1
 
             // Log.
-            let elapsed = Date().timeIntervalSince(started)
+            let elapsed = clock() - started
+            trainedSeconds = secondsBefore + elapsed
             let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
                                     kl: stats.kullbackLeibler, koleo: stats.koleo, lr: lr, wd: wd, momentum: momentum,
@@ -241,6 +276,30 @@ public final class Trainer {
                 }
                 if recipe.attention_every > 0 && finishedEpoch % recipe.attention_every == 0 {
                     try writeAttention(epoch: finishedEpoch, progress: progress)
+                }
+            }
+
+            // The time box: fit the schedules once (the evaluations of the first epoch included in the
+            // measured time), then stop at the limit whatever the schedules say.
+            if budget > 0 {
+                trainedSeconds = secondsBefore + (clock() - started)
+                if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
+                    let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
+                    let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
+                                                     upperBound: recipe.epochs * iterationsPerEpoch)
+                    scheduledSteps = fitted
+                    (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+                                                                               iterations: fitted)
+                    total = totalSteps
+                    // A checkpoint written at this step must carry the fitted schedule, or a resume would refit.
+                    if lastCheckpointStep == step { try saveCheckpoint() }
+                    progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
+                }
+                if trainedSeconds >= budget && step < total {
+                    if lastCheckpointStep != step { try saveCheckpoint(); lastCheckpointStep = step }
+                    summary.timeBoxReached = true
+                    progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the machine ran slower than measured); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
+                    return summary
                 }
             }
             if stopFlag.isRequested {

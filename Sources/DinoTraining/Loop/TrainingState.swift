@@ -5,7 +5,8 @@ import Foundation
 
 /// Everything a run needs to continue exactly where it stopped: student, teacher, AdamW moments and
 /// per-tensor step counts, the loss center, and the global step (the data order, augmentations and
-/// drop-path masks are all derived from the seed and the step).
+/// drop-path masks are all derived from the seed and the step); with `max_minutes`, the training
+/// seconds spent and the steps the schedules were fitted to.
 public struct TrainingCheckpoint {
     public static let fileName = "checkpoint.safetensors"
 
@@ -17,7 +18,7 @@ public struct TrainingCheckpoint {
         all += tensors(layout: layout, parameters: trainer.optimizer.firstMoment.pointer, prefix: "optimizer.exp_avg.")
         all += tensors(layout: layout, parameters: trainer.optimizer.secondMoment.pointer, prefix: "optimizer.exp_avg_sq.")
         all.append(NamedTensor(name: "dino_loss.center", shape: [1, trainer.head.outDim], values: trainer.loss.center.array))
-        let metadata: [String: String] = [
+        var metadata: [String: String] = [
             "format": "pt",
             "dino.kind": "training",
             "dino.config": try encodeJSON(trainer.config),
@@ -28,7 +29,9 @@ public struct TrainingCheckpoint {
             "dino.iterations_per_epoch": String(trainer.iterationsPerEpoch),
             "dino.optimizer_steps": try encodeJSON(trainer.optimizer.steps),
             "dino.recipe": trainer.recipe.yaml,
+            "dino.trained_seconds": String(trainer.trainedSeconds),
         ]
+        if let steps = trainer.scheduledSteps { metadata["dino.scheduled_steps"] = String(steps) }
         try SafeTensors.write(all, metadata: metadata, to: url)
     }
 
@@ -63,6 +66,9 @@ public struct TrainingCheckpoint {
             throw DinoError("\(url.path): optimizer state does not match the model")
         }
         trainer.step = step
+        // Absent in checkpoints from before the time box; a run without max_minutes ignores both.
+        trainer.trainedSeconds = Double(file.metadata["dino.trained_seconds"] ?? "") ?? 0
+        trainer.scheduledSteps = trainer.recipe.max_minutes > 0 ? file.metadata["dino.scheduled_steps"].flatMap { Int($0) } : nil
     }
 }
 

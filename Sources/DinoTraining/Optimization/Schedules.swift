@@ -7,9 +7,15 @@ public enum Schedules {
     /// `final + ½(base − final)(1 + cos(π·i/n))` for i in 0..<n, n = total − warm-up iterations.
     public static func cosine(base: Double, final: Double, epochs: Int, iterationsPerEpoch: Int,
                               warmupEpochs: Int = 0, startWarmupValue: Double = 0) -> [Double] {
-        let warmupIterations = warmupEpochs * iterationsPerEpoch
+        cosine(base: base, final: final, iterations: epochs * iterationsPerEpoch,
+               warmupIterations: warmupEpochs * iterationsPerEpoch, startWarmupValue: startWarmupValue)
+    }
+
+    /// The same over `iterations` steps in all, which need not be whole epochs (a time-boxed run).
+    public static func cosine(base: Double, final: Double, iterations: Int, warmupIterations: Int,
+                              startWarmupValue: Double = 0) -> [Double] {
         var schedule = linspace(startWarmupValue, base, count: warmupIterations)
-        let n = epochs * iterationsPerEpoch - warmupIterations
+        let n = iterations - warmupIterations
         for i in 0..<max(n, 0) {
             schedule.append(final + 0.5 * (base - final) * (1 + cos(Double.pi * Double(i) / Double(n))))
         }

@@ -68,6 +68,10 @@ public struct Recipe: Equatable, Sendable {
     // Run control
     /// Stop after this many steps (0: run every epoch).
     public var max_steps = 0
+    /// Time box in minutes of training (0: off). The step time is measured over the first epoch (or the
+    /// first 10% of the budget, if sooner); the lr, weight-decay and teacher-momentum cosines are then
+    /// fitted to end at the last step that fits (at most `epochs`), and training stops at the limit in any case.
+    public var max_minutes = 0.0
     /// Checkpoint every N steps (0: only at epoch ends), plus every `saveckp_freq` epochs a numbered copy.
     public var checkpoint_every = 0
     public var saveckp_freq = 20
@@ -133,7 +137,7 @@ public struct Recipe: Equatable, Sendable {
         doubles("blur_sigma", \.blur_sigma, count: 2), double("solarization_prob", \.solarization_prob),
         string("dataset", \.dataset), string("data_path", \.data_path), int("in_chans", \.in_chans),
         doubles("mean", \.mean, count: nil), doubles("std", \.std, count: nil), int("train_subset", \.train_subset),
-        string("on_bad_image", \.on_bad_image), int("num_workers", \.num_workers), int("max_steps", \.max_steps),
+        string("on_bad_image", \.on_bad_image), int("num_workers", \.num_workers), int("max_steps", \.max_steps), double("max_minutes", \.max_minutes),
         int("checkpoint_every", \.checkpoint_every), int("saveckp_freq", \.saveckp_freq), int("threads", \.threads),
         int("knn_every", \.knn_every), int("knn_eval_size", \.knn_eval_size), int("knn_train_size", \.knn_train_size),
         int("knn_k", \.knn_k), int("attention_every", \.attention_every), int("attention_images", \.attention_images),
@@ -263,6 +267,7 @@ public struct Recipe: Equatable, Sendable {
         try check(DINOLoss.TeacherTargets(rawValue: centering) != nil,
                   "centering '\(centering)' is not supported; use centering or sinkhorn_knopp")
         try check(koleo_loss_weight >= 0, "koleo_loss_weight must be 0 or more")
+        try check(max_minutes >= 0 && max_minutes.isFinite, "max_minutes must be 0 (off) or a positive number of minutes")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
     }
