@@ -1,7 +1,9 @@
-// Small C kernels for the inner loops that BLAS does not cover: fused attention per (image, head)
-// block and the exact-erf GELU. Each function has an AVX2+FMA version, chosen at run time when the
-// CPU has it, and a portable scalar version. Both compute every output element by a fixed sequence
-// of operations, so results do not depend on how callers split work over threads.
+// Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
+// per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c) and the
+// bias / LayerNorm parameter column sums (ColumnSums.c). Each function has an AVX2+FMA version, chosen
+// at run time when the CPU has it (Dispatch.c), and a portable scalar version. Both compute every
+// output element by a fixed sequence of operations, so results do not depend on how callers split
+// work over threads.
 #ifndef CDINO_KERNELS_H
 #define CDINO_KERNELS_H
 

@@ -181,7 +181,7 @@ public final class Trainer {
         try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml"))
 
         let logURL = output.appendingPathComponent("log.jsonl")
-        if !FileManager.default.fileExists(atPath: logURL.path) { FileManager.default.createFile(atPath: logURL.path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logURL.path) { _ = FileManager.default.createFile(atPath: logURL.path, contents: nil) }
         let log = try FileHandle(forWritingTo: logURL)
         defer { try? log.close() }
         _ = try? log.seekToEnd()
