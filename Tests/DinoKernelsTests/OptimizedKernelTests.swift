@@ -111,6 +111,25 @@ final class OptimizedKernelTests: XCTestCase {
     /// GEMM is cut into pieces by shape: row and column tiles, or inner-dimension chunks summed in
     /// a fixed order (a small C with a long k, as weight gradients). Every path against a Double
     /// product, with both transposes, β = 1 and a bias row, and the same bits on 1 and 2 threads.
+    /// Changing the thread count retires the old pool: its workers exit instead of idling forever.
+    func testChangingTheThreadCountRetiresTheOldWorkers() {
+        defer { Parallel.setThreadCount(2) }
+        func settle(to expected: Int) {
+            let deadline = Date().addingTimeInterval(5)
+            while Parallel.workerThreadsAlive != expected && Date() < deadline { usleep(1000) }
+            XCTAssertEqual(Parallel.workerThreadsAlive, expected)
+        }
+        let covered = UnsafeMutablePointer<Int>.allocate(capacity: 64)
+        defer { covered.deallocate() }
+        for threads in [3, 4, 1, 2] {
+            Parallel.setThreadCount(threads)
+            covered.initialize(repeating: 0, count: 64)
+            Parallel.forEachRange(64) { range in for i in range { covered[i] += 1 } }
+            XCTAssertEqual((0..<64).map { covered[$0] }, Array(repeating: 1, count: 64))
+            settle(to: threads == 1 ? 0 : threads - 1)   // one pool of `threads`: the caller plus threads − 1 workers
+        }
+    }
+
     func testGEMMPiecesMatchReferenceAndThreads() {
         // (m, n, k): one tile; row tiles; column tiles (n > 1024); k split in 2 and in 4 chunks.
         for (m, n, k) in [(7, 9, 5), (600, 40, 24), (130, 2100, 8), (40, 30, 2500), (50, 30, 4100)] {

@@ -19,11 +19,18 @@ public enum Parallel {
     /// The number of threads kernels (GEMM included) split their work over.
     public static var threadCount: Int { storedThreadCount }
 
-    /// Sets the thread count for every kernel. OpenBLAS itself stays single-threaded.
+    /// Sets the thread count for every kernel. OpenBLAS itself stays single-threaded. A worker pool
+    /// of another size is retired: its threads exit once idle.
     public static func setThreadCount(_ count: Int) {
         _ = storedThreadCount
+        poolLock.lock(); defer { poolLock.unlock() }
         storedThreadCount = max(1, count)
+        if let old = pool, old.threadCount != storedThreadCount { old.retire(); pool = nil }
     }
+
+    /// Worker threads alive in all pools (the callers, who take part in every job, not counted);
+    /// for tests and diagnostics.
+    public static var workerThreadsAlive: Int { WorkerPool.alive.load() }
 
     static func defaultThreadCount() -> Int {
         if let text = ProcessInfo.processInfo.environment["DINO_THREADS"], let n = Int(text), n > 0 { return n }
@@ -34,8 +41,9 @@ public enum Parallel {
     static func workers(for count: Int) -> WorkerPool {
         poolLock.lock(); defer { poolLock.unlock() }
         if let pool, pool.threadCount >= count { return pool }
-        let created = WorkerPool(threadCount: count)
-        pool = created  // an older, smaller pool is kept alive by callers still using it, then idles
+        let created = WorkerPool(threadCount: max(count, storedThreadCount))
+        pool?.retire()  // a caller still running a job on it finishes that job; then its threads exit
+        pool = created
         return created
     }
 
@@ -75,6 +83,16 @@ final class WorkerPool: @unchecked Sendable {
     private var nextChunk = 0
     private var unfinished = 0
     private var busy = false
+    private var retired = false
+    /// Worker threads alive across pools.
+    static let alive = Counter()
+
+    final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+        func add(_ delta: Int) { lock.lock(); value += delta; lock.unlock() }
+        func load() -> Int { lock.lock(); defer { lock.unlock() }; return value }
+    }
 
     init(threadCount: Int) {
         self.threadCount = threadCount
@@ -82,11 +100,17 @@ final class WorkerPool: @unchecked Sendable {
         pthread_cond_init(wake, nil)
         pthread_cond_init(finished, nil)
         for index in 1..<max(1, threadCount) {
-            let thread = Thread { [unowned self] in self.workerLoop() }
+            WorkerPool.alive.add(1)
+            let thread = Thread { self.workerLoop() }  // holds the pool until the worker exits
             thread.name = "dino.kernels.\(index)"
             thread.stackSize = 1 << 22
             thread.start()
         }
+    }
+
+    deinit {  // every worker has exited (each held the pool) and no caller holds it
+        pthread_cond_destroy(wake); pthread_cond_destroy(finished); pthread_mutex_destroy(mutex)
+        wake.deallocate(); finished.deallocate(); mutex.deallocate()
     }
 
     /// Runs `body(0..<chunks)` across the pool and returns true, or returns false at once when the
@@ -124,13 +148,24 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// Lets the workers exit once no job is left (a job already started still gets their help).
+    func retire() {
+        pthread_mutex_lock(mutex)
+        retired = true
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(mutex)
+    }
+
     private func workerLoop() {
         pthread_mutex_lock(mutex)
         var seen = generation
         while true {
-            while generation == seen { pthread_cond_wait(wake, mutex) }
+            while generation == seen && !retired { pthread_cond_wait(wake, mutex) }
+            if generation == seen { break }  // retired, and no new job
             seen = generation
             claimChunks()
         }
+        pthread_mutex_unlock(mutex)
+        WorkerPool.alive.add(-1)
     }
 }
