@@ -8,8 +8,10 @@ public struct FeatureSet: Sendable {
     /// CLS token after the final norm, `(N, D)`.
     public var features: [Float]
     public var dimension: Int
-    /// Patch tokens after the final norm, `(N, np, D)`, when requested.
+    /// Patch tokens after the final norm, `(N, np, C)` with C = `patchTokenWidth`, when requested.
     public var patchTokens: [Float]?
+    /// The model's width C (the feature `dimension` is a multiple of it with `lastBlocks` or `meanPatchToken`).
+    public var patchTokenWidth: Int
     public var names: [String]
     public var labels: [Int]
     public var classNames: [String]
@@ -18,8 +20,9 @@ public struct FeatureSet: Sendable {
     public var count: Int { names.count }
 
     public init(features: [Float], dimension: Int, patchTokens: [Float]?, names: [String], labels: [Int],
-                classNames: [String], skipped: [String]) {
+                classNames: [String], skipped: [String], patchTokenWidth: Int? = nil) {
         self.features = features; self.dimension = dimension; self.patchTokens = patchTokens; self.names = names
+        self.patchTokenWidth = patchTokenWidth ?? dimension
         self.labels = labels; self.classNames = classNames; self.skipped = skipped
     }
 }
@@ -72,7 +75,7 @@ public struct FeatureExtractor {
         let transformer = checkpoint.transformer
         let parts = lastBlocks + (meanPatchToken ? 1 : 0)
         var result = FeatureSet(features: [], dimension: parts * d, patchTokens: patchTokens ? [] : nil,
-                                names: [], labels: [], classNames: dataset.classNames, skipped: [])
+                                names: [], labels: [], classNames: dataset.classNames, skipped: [], patchTokenWidth: d)
         let means = FloatBuffer(count: meanPatchToken ? batchSize * d : 0)
         // CLS of blocks depth−n … depth−2 (the last block's is `normalized`'s), (n − 1, B, D).
         let earlier = FloatBuffer(count: (lastBlocks - 1) * batchSize * d)
@@ -157,8 +160,8 @@ extension FeatureSet {
             try Npy.write(labels.map { Int64($0) }, shape: [count], to: URL(fileURLWithPath: base.path + ".labels.npy"))
         }
         if let patchTokens {
-            let np = count == 0 ? 0 : patchTokens.count / (count * dimension)
-            try Npy.write(patchTokens, shape: [count, np, dimension], to: URL(fileURLWithPath: base.path + ".patches.npy"))
+            let np = count == 0 ? 0 : patchTokens.count / (count * patchTokenWidth)
+            try Npy.write(patchTokens, shape: [count, np, patchTokenWidth], to: URL(fileURLWithPath: base.path + ".patches.npy"))
         }
     }
 

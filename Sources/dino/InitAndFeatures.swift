@@ -49,6 +49,10 @@ struct Features: ParsableCommand {
     @Option(help: "Image folder, or fashion-mnist:train / fashion-mnist:test.") var data: String
     @Option(help: "Output .npy file.") var output: String
     @Flag(name: .customLong("patch-tokens"), help: "Also write the patch tokens [N, np, D].") var patchTokens = false
+    @Flag(name: .customLong("avgpool"), help: "Append the average of the patch tokens to each row (as eval_linear.py's --avgpool_patchtokens).")
+    var avgpool = false
+    @Option(name: .customLong("n-last-blocks"), help: "Rows hold the normed CLS tokens of the last N blocks, concatenated (as eval_linear.py's --n_last_blocks).")
+    var lastBlocks = 1
     @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
     @Option(name: .customLong("batch-size")) var batchSize = 64
@@ -68,7 +72,8 @@ struct Features: ParsableCommand {
             let dataset = try openDataset(argument: data)
             let line = ProgressLine()
             let started = Date()
-            let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: patchTokens) { done, total in
+            let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: patchTokens, meanPatchToken: avgpool,
+                                            lastBlocks: lastBlocks) { done, total in
                 line.update("features \(done)/\(total)", force: done == total)
             }
             line.finish()

@@ -105,6 +105,13 @@ final class KNNTests: XCTestCase {
         let stacked = try extractor.extract(images, meanPatchToken: true, lastBlocks: depth)
         XCTAssertEqual(stacked.dimension, (depth + 1) * d)
         XCTAssertThrowsError(try extractor.extract(images, lastBlocks: depth + 1))
+        // Patch tokens written beside wider features keep the model's width: (N, np, C).
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = folder.appendingPathComponent("f.npy")
+        try extractor.extract(images, patchTokens: true, lastBlocks: 2).write(to: url)
+        XCTAssertEqual(try Npy.read(url).shape, [5, 2 * d])
+        XCTAssertEqual(try Npy.read(folder.appendingPathComponent("f.patches.npy")).shape, [5, 16, d])
 
         let input = (0..<5).flatMap { extractor.preprocess(try! images.image(at: $0, channels: 1, minimumShortSide: 28)) }
         let transformer = backbone.transformer
