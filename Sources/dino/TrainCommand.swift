@@ -30,7 +30,8 @@ struct Train: ParsableCommand {
             try threads.apply()
             let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume)
             let summary = try train(trainer)
-            print("\(summary.interrupted ? "stopped after" : "finished") \(summary.steps) steps"
+            let ending = summary.interrupted ? "stopped after" : summary.timeBoxReached ? "stopped at max_minutes after" : "finished"
+            print("\(ending) \(summary.steps) steps"
                   + (summary.finalLoss.isNaN ? "" : ", final loss \(String(format: "%.4f", summary.finalLoss))")
                   + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
             print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
