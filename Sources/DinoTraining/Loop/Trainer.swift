@@ -298,7 +298,7 @@ public final class Trainer {
                 if trainedSeconds >= budget && step < total {
                     if lastCheckpointStep != step { try saveCheckpoint(); lastCheckpointStep = step }
                     summary.timeBoxReached = true
-                    progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the machine ran slower than measured); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
+                    progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than measured over the first epoch); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
                     return summary
                 }
             }
