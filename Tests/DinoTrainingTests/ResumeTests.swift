@@ -135,6 +135,11 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertEqual(resumed.trainedSeconds, 5)
         _ = try resumed.run()
         XCTAssertEqual(try losses(in: straight), try losses(in: split), "resumed time-boxed run diverged")
+        // A run that reached the end of its fitted schedules is finished, not stopped by the box.
+        messages = []
+        let again = try trainer(recipe, straight, resume: true).run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertFalse(again.timeBoxReached)
+        XCTAssertTrue(messages.contains { $0.contains("already at step 8, the end of the schedules max_minutes fitted") }, "\(messages)")
     }
 
     /// The machine slows after the fit (1 s, then 3 s per step): the run stops at the limit with a

@@ -190,13 +190,15 @@ public final class Trainer {
 
         var total = totalSteps
         let budget = recipe.max_minutes * 60
-        if budget > 0 && trainedSeconds >= budget {
+        if budget > 0 && trainedSeconds >= budget && step < total {
             progress(.message(String(format: "the time box (max_minutes %g) was spent at step %d: nothing to train (raise max_minutes to continue)", recipe.max_minutes, step)))
             return TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false, skippedImages: 0,
                                    knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL, timeBoxReached: true)
         }
         if step >= total {
-            progress(.message("the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
+            progress(.message(scheduledSteps == total
+                ? "the run is already at step \(step), the end of the schedules max_minutes fitted: nothing to train"
+                : "the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
         } else if step == 0 {
             progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads"))
         } else {
