@@ -120,17 +120,13 @@ public struct FeatureExtractor {
                 }
                 activations!.copyClassTokens(to: cls.pointer)
                 if meanPatchToken { activations!.copyMeanPatchTokens(to: means.pointer) }
-                if parts == 1 {
-                    result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer, count: batch * d))
-                } else {
-                    for r in 0..<batch {
-                        for part in 0..<(lastBlocks - 1) {
-                            result.features.append(contentsOf: UnsafeBufferPointer(start: earlier.pointer + (part * batchSize + r) * d, count: d))
-                        }
-                        result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer + r * d, count: d))
-                        if meanPatchToken {
-                            result.features.append(contentsOf: UnsafeBufferPointer(start: means.pointer + r * d, count: d))
-                        }
+                for r in 0..<batch {  // row r: [earlier blocks' CLS…, last CLS, mean patch token?]
+                    for part in 0..<(lastBlocks - 1) {
+                        result.features.append(contentsOf: UnsafeBufferPointer(start: earlier.pointer + (part * batchSize + r) * d, count: d))
+                    }
+                    result.features.append(contentsOf: UnsafeBufferPointer(start: cls.pointer + r * d, count: d))
+                    if meanPatchToken {
+                        result.features.append(contentsOf: UnsafeBufferPointer(start: means.pointer + r * d, count: d))
                     }
                 }
                 if patchTokens {

@@ -127,10 +127,7 @@ public final class Trainer {
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             try TrainingCheckpoint.restore(from: checkpointURL, into: self)
-            if let scheduledSteps {
-                (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
-                                                                           iterations: scheduledSteps)
-            }
+            if let scheduledSteps { fitSchedules(to: scheduledSteps) }
         } else if !resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             throw DinoError("\(output.path) already holds a run (checkpoint.safetensors): use --resume to continue it, or another --output")
         }
@@ -145,6 +142,13 @@ public final class Trainer {
                 Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, iterations: iterations,
                                  warmupIterations: 0),
                 Schedules.cosine(base: recipe.momentum_teacher, final: 1, iterations: iterations, warmupIterations: 0))
+    }
+
+    /// Rebuilds the schedules over `steps` in all and records them as the run's horizon (`max_minutes`).
+    func fitSchedules(to steps: Int) {
+        scheduledSteps = steps
+        (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+                                                                   iterations: steps)
     }
 
     /// The steps a time-boxed run fits its schedules to: the current step plus what the remaining
@@ -289,9 +293,7 @@ public final class Trainer {
                     let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
                                                      upperBound: recipe.epochs * iterationsPerEpoch)
-                    scheduledSteps = fitted
-                    (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
-                                                                               iterations: fitted)
+                    fitSchedules(to: fitted)
                     total = totalSteps
                     // A checkpoint written at this step must carry the fitted schedule, or a resume would refit.
                     if lastCheckpointStep == step { try saveCheckpoint() }
