@@ -62,7 +62,8 @@ func train(_ trainer: Trainer) throws -> TrainingSummary {
         case .knn(let epoch, let step, let top1):
             line.finish(); print(String(format: "epoch %d (step %d): teacher k-NN top-1 %.2f%%", epoch, step, top1))
         case .step(let r, let total):
-            let koleo = r.koleo != 0 ? String(format: "  KoLeo %.4f", r.koleo) : ""
+            let koleo = (r.koleo != 0 ? String(format: "  KoLeo %.4f", r.koleo) : "")
+                + (r.ibot != 0 ? String(format: "  iBOT %.4f", r.ibot) : "")
             line.update(String(format: "step %d/%d  epoch %d  loss %.4f  KL %.4f  H(teacher) %.3f%@  lr %.2e  %.0f img/s  ETA %@",
                                r.step, total, r.epoch, r.loss, r.kl, r.teacher_entropy, koleo, r.lr, r.images_per_s,
                                duration(r.eta_s)),

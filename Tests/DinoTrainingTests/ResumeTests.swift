@@ -177,10 +177,11 @@ final class ThreadDeterminismTests: XCTestCase {
         var g = RandomGenerator(seed: 8)
         let globals = kept(FloatBuffer((0..<(2 * 16 * 784)).map { _ in Float(g.nextNormal()) }))
         let locals = kept(FloatBuffer((0..<(2 * 16 * 196)).map { _ in Float(g.nextNormal()) }))
-        func run(threads: Int) throws -> ([Float], [Float], Float) {
+        func run(threads: Int, masking: PatchMasking?) throws -> ([Float], [Float], Float) {
             Parallel.setThreadCount(threads)
             defer { Parallel.setThreadCount(2) }
-            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2)
+            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
+                                         patchMasking: masking)
             model.initialize(seed: 1)
             var loss: Float = 0
             for step in 0..<3 {
@@ -188,14 +189,17 @@ final class ThreadDeterminismTests: XCTestCase {
                 loss = try model.step(globals: globals.pointer, locals: locals.pointer,
                                       settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
                                                              teacherTemperature: 0.04, freezeLastLayer: step == 0, clip: 3,
-                                                             dropPathRate: 0.1),
+                                                             dropPathRate: 0.1, maskedPatchWeight: masking == nil ? 0 : 1),
                                       dropPath: &dropPath).loss
             }
             return (model.student.array, model.teacher.array, loss)
         }
-        let one = try run(threads: 1), two = try run(threads: 2)
-        XCTAssertEqual(one.2, two.2)
-        XCTAssertEqual(one.0, two.0, "student parameters differ between 1 and 2 threads")
-        XCTAssertEqual(one.1, two.1, "teacher parameters differ between 1 and 2 threads")
+        // Plain DINO, and with the masked-patch term (its rows through the head, the scatter into the backbone).
+        for masking in [nil, PatchMasking(probability: 0.5, minimumRatio: 0.1, maximumRatio: 0.5)] {
+            let one = try run(threads: 1, masking: masking), two = try run(threads: 2, masking: masking)
+            XCTAssertEqual(one.2, two.2)
+            XCTAssertEqual(one.0, two.0, "student parameters differ between 1 and 2 threads (masking \(masking != nil))")
+            XCTAssertEqual(one.1, two.1, "teacher parameters differ between 1 and 2 threads (masking \(masking != nil))")
+        }
     }
 }

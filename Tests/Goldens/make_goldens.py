@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from reference import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,
-                       clip_gradients, cosine_scheduler, get_params_groups, save_safetensors)
+                       clip_gradients, cosine_scheduler, get_params_groups, ibot_patch_loss, save_safetensors)
 
 assert torch.__version__.startswith("2.13.0"), f"pinned to torch 2.13.0+cpu, found {torch.__version__}"
 VERSIONS = {"torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
@@ -61,6 +61,46 @@ def model_golden():
     save_safetensors("model.safetensors", tensors, {k: str(v).replace("'", '"') for k, v in meta.items()})
 
 
+def masked_golden():
+    """The masked-patch (iBOT) path: the tiny model with a mask token on four global crops, some patches
+    masked; the shared head on the CLS rows and on the masked patch rows; every gradient of
+    Σ U₁⊙logits_cls + Σ U₂⊙logits_patch; and the iBOT patch loss on random logits."""
+    g = torch.Generator().manual_seed(5)
+    cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4)
+    head_cfg = dict(in_dim=32, out_dim=40, hidden_dim=48, bottleneck_dim=16, nlayers=3, norm_last_layer=False)
+    model = MultiCropWrapper(VisionTransformer(**cfg, mask_token=True), DINOHead(**head_cfg))
+    perturb(model, g)
+    images = torch.randn(4, 3, 16, 16, generator=g)
+    masks = torch.zeros(4, 16, dtype=torch.bool)
+    for crop, patches in [(0, [1, 5, 6]), (2, [0, 7, 8, 9, 15]), (3, [3])]:  # crop 1 unmasked
+        masks[crop, patches] = True
+    tensors = {f"param.{n[len('backbone.'):] if n.startswith('backbone.') else n}": p
+               for n, p in model.state_dict().items()}
+    tensors["input.images"], tensors["input.masks"] = images, masks.float()
+    model = model.double()
+    tokens = model.backbone.forward_tokens(images.double(), masks)
+    cls_logits = model.head(tokens[:, 0])
+    patch_logits = model.head(tokens[:, 1:][masks])
+    upstream_cls = torch.randn(cls_logits.shape, generator=g).double()
+    upstream_patch = torch.randn(patch_logits.shape, generator=g).double()
+    ((cls_logits * upstream_cls).sum() + (patch_logits * upstream_patch).sum()).backward()
+    tensors["output.cls_logits"], tensors["output.patch_logits"] = cls_logits.detach(), patch_logits.detach()
+    tensors["upstream.cls"], tensors["upstream.patch"] = upstream_cls, upstream_patch
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            tensors[f"grad.{n[len('backbone.'):] if n.startswith('backbone.') else n}"] = p.grad
+
+    # The loss alone: 9 masked patches of the 4 crops above, 24 prototypes, temperatures 0.1 and 0.05.
+    student = (torch.randn(9, 24, generator=g) * 3).float().double().requires_grad_()
+    teacher = (torch.randn(9, 24, generator=g) * 3).float().double()
+    center = torch.randn(1, 24, generator=g).float().double()
+    loss, new_center = ibot_patch_loss(student, teacher, masks, center, 0.1, 0.05)
+    loss.backward()
+    tensors["loss.student"], tensors["loss.teacher"], tensors["loss.center_in"] = student.detach(), teacher, center
+    tensors["loss.value"], tensors["loss.grad"], tensors["loss.center_out"] = loss.detach().reshape(1), student.grad, new_center
+    save_safetensors("masked.safetensors", tensors, dict(VERSIONS, config=str(cfg), head=str(head_cfg)))
+
+
 def interpolation_golden():
     g = torch.Generator().manual_seed(1)
     vit = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=8, depth=1, num_heads=2)
@@ -78,6 +118,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     model_golden()
     interpolation_golden()
+    masked_golden()
     if len(sys.argv) < 2 or sys.argv[1] != "--model-only":
         try:
             from make_training_goldens import training_goldens

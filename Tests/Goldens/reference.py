@@ -75,7 +75,8 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, drop_path_rate=0.0):
+    def __init__(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, drop_path_rate=0.0,
+                 mask_token=False):
         super().__init__()
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         n = (img_size // patch_size) ** 2
@@ -84,6 +85,8 @@ class VisionTransformer(nn.Module):
         rates = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, rates[i]) for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        if mask_token:  # DINOv2's, for the masked-patch (iBOT) term; starts at zero
+            self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_weights)
@@ -104,11 +107,20 @@ class VisionTransformer(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).view(1, -1, dim)
         return torch.cat((cls_pos.unsqueeze(0), patch_pos), dim=1)
 
-    def prepare_tokens(self, x):
+    def prepare_tokens(self, x, masks=None):
         b, _, h, w = x.shape
         tokens = self.patch_embed(x)
+        if masks is not None:  # DINOv2's prepare_tokens_with_masks: masked patches become mask_token
+            tokens = torch.where(masks.unsqueeze(-1), self.mask_token.to(tokens.dtype).unsqueeze(0), tokens)
         tokens = torch.cat((self.cls_token.expand(b, -1, -1), tokens), dim=1)
         return tokens + self.interpolate_pos_encoding(tokens, h, w)
+
+    def forward_tokens(self, x, masks=None):
+        """Every token after the final norm, (B, N, C)."""
+        x = self.prepare_tokens(x, masks)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
 
     def forward(self, x):
         x = self.prepare_tokens(x)
@@ -229,6 +241,18 @@ def koleo_loss(x, eps=1e-8):
         nearest = dots.argmax(dim=1)
     distances = F.pairwise_distance(x, x[nearest], 2, eps=eps)
     return -torch.log(distances + eps).mean()
+
+
+def ibot_patch_loss(student_patch, teacher_patch, masks, center, student_temp, teacher_temp, center_momentum=0.9):
+    """DINOv2's iBOTPatchLoss.forward_masked with centered teacher targets: rows are the masked patches in
+    mask order; each crop's cross-entropies are averaged over its masked patches and the sum is divided by
+    the number of crops. Returns the loss and the center updated with the mean of the teacher rows."""
+    q = F.softmax((teacher_patch - center) / teacher_temp, dim=-1)
+    per_patch = torch.sum(q * F.log_softmax(student_patch / student_temp, dim=-1), dim=-1)
+    weights = (1 / masks.sum(-1).clamp(min=1.0)).unsqueeze(-1).expand_as(masks)[masks]
+    loss = -(per_patch * weights).sum() / masks.shape[0]
+    new_center = center * center_momentum + teacher_patch.mean(0, keepdim=True) * (1 - center_momentum)
+    return loss, new_center
 
 
 def cross_entropy_terms(student_output, targets, ncrops, student_temp=0.1):

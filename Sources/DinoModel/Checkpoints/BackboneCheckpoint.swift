@@ -61,7 +61,7 @@ public struct BackboneCheckpoint {
             ?? (config.inChannels == 3 ? imageNetStd : [0.5])
         let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
         try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
-                        path: url.path, ignoring: ["head."])
+                        path: url.path, ignoring: ["head.", "mask_token"])
         return checkpoint
     }
 

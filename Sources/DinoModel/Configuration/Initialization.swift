@@ -22,7 +22,7 @@ public enum Initialization {
             } else if name.hasSuffix("last_layer.weight_g") || name.hasSuffix("norm1.weight")
                         || name.hasSuffix("norm2.weight") || name == "norm.weight" {
                 p.update(repeating: 1, count: e.count)
-            } else if name.hasSuffix(".bias") {
+            } else if name.hasSuffix(".bias") || name == "mask_token" {  // DINOv2 starts the mask token at 0
                 p.update(repeating: 0, count: e.count)
             } else {
                 for i in 0..<e.count { p[i] = truncatedNormal(&generator, std: 0.02, bound: 2) }

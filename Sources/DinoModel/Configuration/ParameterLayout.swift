@@ -52,11 +52,14 @@ public struct ParameterLayout: Equatable, Sendable {
     }
 
     /// Backbone followed by the DINO head (`head.` prefix), as the official student/teacher
-    /// `MultiCropWrapper` minus its `backbone.` prefix.
-    public static func model(_ c: ViTConfig, head: HeadConfig) -> ParameterLayout {
+    /// `MultiCropWrapper` minus its `backbone.` prefix. With `maskToken`, DINOv2's learned `mask_token`
+    /// `(1, C)` for masked-patch (iBOT) training comes last, so every other offset is unchanged and the
+    /// backbone tensors still come first.
+    public static func model(_ c: ViTConfig, head: HeadConfig, maskToken: Bool = false) -> ParameterLayout {
         var layout = ParameterLayout()
         layout.appendBackbone(c)
         layout.appendHead(head)
+        if maskToken { layout.append("mask_token", [1, c.embedDim]) }
         return layout
     }
 

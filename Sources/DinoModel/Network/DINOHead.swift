@@ -1,8 +1,12 @@
 import DinoKernels
 
-/// Activations of the head for M rows (one per image of a crop group).
+/// Activations of the head for M rows (one per image of a crop group, or per masked patch).
 public final class HeadActivations {
-    public let rows: Int
+    /// The rows the buffers hold.
+    public let capacity: Int
+    /// The rows the next forward and backward use (at most `capacity`; the masked-patch head's count
+    /// changes from step to step).
+    public var rows: Int { didSet { precondition(rows >= 0 && rows <= capacity, "\(rows) head rows exceed the capacity \(capacity)") } }
     let input: FloatBuffer                 // (M, in)
     let preActivations: [FloatBuffer]      // per hidden layer (M, hidden): Linear outputs before GELU
     let postActivations: [FloatBuffer]     // per hidden layer (M, hidden): after GELU
@@ -16,12 +20,13 @@ public final class HeadActivations {
     lazy var dLastWeight = FloatBuffer(count: lastWeight.count)
     lazy var dNormalized = FloatBuffer(count: bottleneck.count)
     lazy var dBottleneck = FloatBuffer(count: bottleneck.count)
-    lazy var dHiddenA = FloatBuffer(count: rows * config.hiddenDim)
-    lazy var dHiddenB = FloatBuffer(count: rows * config.hiddenDim)
+    lazy var dHiddenA = FloatBuffer(count: capacity * config.hiddenDim)
+    lazy var dHiddenB = FloatBuffer(count: capacity * config.hiddenDim)
     let config: HeadConfig
 
     public init(config: HeadConfig, rows: Int) {
         self.config = config
+        self.capacity = rows
         self.rows = rows
         input = FloatBuffer(count: rows * config.inDim)
         let hiddenLayers = config.layerCount - 1

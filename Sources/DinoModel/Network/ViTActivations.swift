@@ -45,6 +45,7 @@ public final class ViTActivations {
     public let normalized: FloatBuffer
     let normMean: FloatBuffer, normRstd: FloatBuffer
     var dropScales: [[Float]] = []      // per block: attention branch, then MLP branch (B each)
+    var patchMask: [UInt8] = []         // (B·np) of the latest forward, empty when nothing was masked
 
     // Backward scratch, allocated on first use.
     lazy var dStream = FloatBuffer(count: batch * tokens * config.embedDim)

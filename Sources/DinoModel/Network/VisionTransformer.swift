@@ -25,6 +25,8 @@ struct BlockOffsets {
 public struct VisionTransformer: Sendable {
     public let config: ViTConfig
     let clsToken, positionEmbedding, patchWeight, patchBias, normWeight, normBias: Int
+    /// DINOv2's `mask_token` `(1, C)`, present when the layout has one (masked-patch training).
+    let maskToken: Int?
     let blocks: [BlockOffsets]
 
     public init(config: ViTConfig, layout: ParameterLayout, prefix: String = "") {
@@ -33,6 +35,7 @@ public struct VisionTransformer: Sendable {
         patchWeight = layout.offset(prefix + "patch_embed.proj.weight")
         patchBias = layout.offset(prefix + "patch_embed.proj.bias")
         normWeight = layout.offset(prefix + "norm.weight"); normBias = layout.offset(prefix + "norm.bias")
+        maskToken = layout.entry(prefix + "mask_token")?.offset
         blocks = (0..<config.depth).map { BlockOffsets(layout, block: $0, prefix: prefix) }
     }
 
@@ -46,10 +49,12 @@ public struct VisionTransformer: Sendable {
     ///   - dropPathRate: the student's stochastic-depth rate (0 for teacher and evaluation); block l
     ///     drops with probability `rate·l/(depth−1)` (`linspace(0, rate, depth)`).
     ///   - generator: draws the drop-path masks; required when the rate is positive.
+    ///   - patchMask: `(B, np)`, nonzero where a patch's embedding is replaced by `mask_token` before the
+    ///     position embedding is added (DINOv2's `prepare_tokens_with_masks`); needs a layout with a mask token.
     ///   - blockOutput: called after block l with its output stream `(B, N, C)` (before the final norm),
     ///     which the next blocks may overwrite (evaluation activations keep only two streams).
     public func forward(parameters p: UnsafePointer<Float>, images: UnsafePointer<Float>, activations a: ViTActivations,
-                        dropPathRate: Float = 0, generator: inout RandomGenerator,
+                        dropPathRate: Float = 0, generator: inout RandomGenerator, patchMask: UnsafePointer<UInt8>? = nil,
                         blockOutput: ((Int, UnsafePointer<Float>) -> Void)? = nil) {
         let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1
         PatchEmbedding.forward(tokens: a.patchTokens.pointer, patches: a.patches.pointer, images: images,
@@ -65,6 +70,14 @@ public struct VisionTransformer: Sendable {
             grid = p + positionEmbedding + d
         }
         let x0 = a.streamBuffer(0).pointer
+        if let patchMask {
+            guard let maskToken else { preconditionFailure("a patch mask needs a layout with mask_token") }
+            a.patchMask = Array(UnsafeBufferPointer(start: patchMask, count: b * np))
+            let token = p + maskToken
+            for i in 0..<(b * np) where patchMask[i] != 0 { (a.patchTokens.pointer + i * d).update(from: token, count: d) }
+        } else {
+            a.patchMask = []
+        }
         Parallel.forEachRange(b) { images in
             for image in images {
                 let row = x0 + image * n * d
@@ -130,7 +143,7 @@ public struct VisionTransformer: Sendable {
                         blockOutput: ((Int, UnsafePointer<Float>) -> Void)? = nil) {
         var unused = RandomGenerator(seed: 0)
         forward(parameters: parameters, images: images, activations: activations, dropPathRate: 0, generator: &unused,
-                blockOutput: blockOutput)
+                patchMask: nil, blockOutput: blockOutput)
     }
 
     /// Writes the final norm of each image's CLS row of a block output `stream` `(B, N, C)` into `output`
@@ -145,16 +158,26 @@ public struct VisionTransformer: Sendable {
         withExtendedLifetime((rows, mean, rstd)) {}
     }
 
-    /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)`.
-    /// Requires a forward pass with `storesBackwardState`.
+    /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)` and, when
+    /// given, dL/d(output) of some patch tokens: `dTokens` `(R, C)` for the token rows `tokenRows`
+    /// (indices into the `(B·N)` rows, `image·N + 1 + patch`), as the masked-patch loss gives.
+    /// Requires a forward pass with `storesBackwardState`. Masked patches pass their gradient to
+    /// `mask_token` instead of the patch embedding.
     public func backward(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
-                         dClassTokens: UnsafePointer<Float>, activations a: ViTActivations) {
+                         dClassTokens: UnsafePointer<Float>, activations a: ViTActivations,
+                         tokenRows: [Int] = [], dTokens: UnsafePointer<Float>? = nil) {
         precondition(a.storesBackwardState, "backward needs activations made with training: true")
         let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1, h = c.hiddenDim
         let dx = a.dStream.pointer, dBranch = a.dBranch.pointer, dNorm = a.dNorm.pointer
         dx.update(repeating: 0, count: t * d)
         dNorm.update(repeating: 0, count: t * d)
         for image in 0..<b { (dNorm + image * n * d).update(from: dClassTokens + image * d, count: d) }
+        if let dTokens {
+            for (r, row) in tokenRows.enumerated() {
+                precondition(row % n != 0 && row < t, "token row \(row) is not a patch token of this batch")
+                axpy(dNorm + row * d, 1, dTokens + r * d, d)
+            }
+        }
         LayerNorm.backward(dInput: dx, dWeight: g + normWeight, dBias: g + normBias, dOutput: dNorm,
                            input: a.streamBuffer(c.depth).pointer, weight: p + normWeight,
                            mean: a.normMean.pointer, rstd: a.normRstd.pointer, rows: t, columns: d)
@@ -209,6 +232,12 @@ public struct VisionTransformer: Sendable {
             axpy(g + positionEmbedding + d, 1, dPositions + d, np * d)
         }
         for image in 0..<b { (dNorm + image * np * d).update(from: dx + (image * n + 1) * d, count: np * d) }
+        if !a.patchMask.isEmpty, let maskToken {
+            for i in 0..<(b * np) where a.patchMask[i] != 0 {
+                axpy(g + maskToken, 1, dNorm + i * d, d)
+                (dNorm + i * d).update(repeating: 0, count: d)  // the masked patch's pixels did not reach the output
+            }
+        }
         PatchEmbedding.backward(dWeight: g + patchWeight, dBias: g + patchBias, dTokens: dNorm, patches: a.patches.pointer,
                                 weight: p + patchWeight, patchCount: b * np, channels: c.inChannels,
                                 patchSize: c.patchSize, embedDim: d)

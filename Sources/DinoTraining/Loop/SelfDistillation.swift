@@ -13,11 +13,14 @@ public struct StepSettings: Sendable {
     public var dropPathRate: Double
     /// Weight of the KoLeo term on the student's global-crop CLS features (0: off, as DINO).
     public var koleoWeight: Double
+    /// Weight of the masked-patch (iBOT) term; needs a model made with `patchMasking`.
+    public var maskedPatchWeight: Double
     public init(learningRate: Double, weightDecay: Double, teacherMomentum: Double, teacherTemperature: Double,
-                freezeLastLayer: Bool, clip: Double, dropPathRate: Double, koleoWeight: Double = 0) {
+                freezeLastLayer: Bool, clip: Double, dropPathRate: Double, koleoWeight: Double = 0,
+                maskedPatchWeight: Double = 0) {
         self.learningRate = learningRate; self.weightDecay = weightDecay; self.teacherMomentum = teacherMomentum
         self.teacherTemperature = teacherTemperature; self.freezeLastLayer = freezeLastLayer; self.clip = clip
-        self.dropPathRate = dropPathRate; self.koleoWeight = koleoWeight
+        self.dropPathRate = dropPathRate; self.koleoWeight = koleoWeight; self.maskedPatchWeight = maskedPatchWeight
     }
 }
 
@@ -25,6 +28,11 @@ public struct StepSettings: Sendable {
 /// order: teacher forward (global crops) → student forward (all crops) → loss → center update →
 /// finite check → backward → per-tensor clip, last layer skipped while frozen → AdamW → teacher EMA.
 /// Activations are allocated once per crop size, so a step allocates nothing of model size.
+///
+/// With `patchMasking` (DINOv2's iBOT term) some patches of the student's global crops are replaced by
+/// `mask_token`; the shared head maps the student's output at those patches and the teacher's at the
+/// same (unmasked) patches, and `MaskedPatchLoss` adds their cross-entropy, weighted by the step's
+/// `maskedPatchWeight`. The student's CLS of the masked crops feeds the DINO loss as in DINOv2.
 public final class SelfDistillation {
     public let config: ViTConfig
     public let head: HeadConfig
@@ -39,13 +47,19 @@ public final class SelfDistillation {
     let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
     let koleoWorkspace = KoLeo.Workspace()
+    /// The masked-patch term's parts (nil when the model was made without `patchMasking`).
+    public let patchMasking: PatchMasking?
+    public let patchLoss: MaskedPatchLoss?
+    var patchMask: [UInt8]   // (2B, np) of the current step
+    let headPatch: HeadActivations?, headTeacherPatch: HeadActivations?
+    let patchLogitGradients: FloatBuffer, dPatch: FloatBuffer
 
     public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
                 studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
-                teacherTargets: DINOLoss.TeacherTargets = .centering) {
+                teacherTargets: DINOLoss.TeacherTargets = .centering, patchMasking: PatchMasking? = nil) {
         self.config = config; self.head = head
         self.batchSize = b; self.globalSize = globalSize; self.localSize = localSize; self.localCount = localCount
-        layout = .model(config, head: head)
+        layout = .model(config, head: head, maskToken: patchMasking != nil)
         transformer = VisionTransformer(config: config, layout: layout)
         dinoHead = DINOHead(config: head, layout: layout)
         student = FloatBuffer(count: layout.count); teacher = FloatBuffer(count: layout.count)
@@ -63,6 +77,16 @@ public final class SelfDistillation {
         let views = 2 + localCount
         logits = FloatBuffer(count: views * b * head.outDim); dLogits = FloatBuffer(count: views * b * head.outDim)
         dGlobal = FloatBuffer(count: 2 * b * config.embedDim); dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
+        self.patchMasking = patchMasking
+        let patches = studentGlobal.tokens - 1, maskable = patchMasking == nil ? 0 : 2 * b * patches
+        patchLoss = patchMasking.map { _ in
+            MaskedPatchLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
+        }
+        patchMask = [UInt8](repeating: 0, count: maskable)
+        headPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable) }
+        headTeacherPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable) }
+        patchLogitGradients = FloatBuffer(count: maskable * head.outDim)
+        dPatch = FloatBuffer(count: maskable * config.embedDim)
     }
 
     /// Official initialization of the student; the teacher starts as its byte copy.
@@ -79,16 +103,28 @@ public final class SelfDistillation {
     /// Throws, before changing any parameter, when the loss is not finite.
     public func step(globals: UnsafePointer<Float>, locals: UnsafePointer<Float>?, settings s: StepSettings,
                      dropPath generator: inout RandomGenerator) throws -> LossStatistics {
-        let b = batchSize, k = head.outDim, views = 2 + localCount
+        let b = batchSize, k = head.outDim, views = 2 + localCount, d = config.embedDim
         // Teacher on the two global crops (no drop path, no gradients).
         transformer.forward(parameters: teacher.pointer, images: globals, activations: teacherGlobal)
         teacherGlobal.copyClassTokens(to: headTeacher.inputPointer)
         dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
 
-        // Student on every crop, one backbone pass per resolution.
+        // Student on every crop, one backbone pass per resolution; some global-crop patches masked.
         let rate = Float(s.dropPathRate)
-        transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal,
-                            dropPathRate: rate, generator: &generator)
+        let np = studentGlobal.tokens - 1
+        var maskedRows: [Int] = [], maskedCrops: [Int] = []
+        if let patchMasking {
+            patchMask.withUnsafeMutableBufferPointer { mask in
+                patchMasking.sample(mask: mask.baseAddress!, images: 2 * b, patches: np, generator: &generator)
+            }
+            for i in 0..<(2 * b * np) where patchMask[i] != 0 {
+                maskedRows.append((i / np) * (np + 1) + 1 + i % np); maskedCrops.append(i / np)
+            }
+        }
+        patchMask.withUnsafeBufferPointer { mask in
+            transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal,
+                                dropPathRate: rate, generator: &generator, patchMask: patchMasking == nil ? nil : mask.baseAddress)
+        }
         studentGlobal.copyClassTokens(to: headGlobal.inputPointer)
         dinoHead.forward(parameters: student.pointer, activations: headGlobal)
         logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
@@ -98,6 +134,18 @@ public final class SelfDistillation {
             studentLocal.copyClassTokens(to: headLocal.inputPointer)
             dinoHead.forward(parameters: student.pointer, activations: headLocal)
             (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
+        }
+
+        // The masked patches through the shared head: the student's output there, the teacher's at the same patches.
+        let masked = maskedRows.count
+        if let headPatch, let headTeacherPatch, masked > 0 {
+            headPatch.rows = masked; headTeacherPatch.rows = masked
+            for (r, row) in maskedRows.enumerated() {
+                (headPatch.inputPointer + r * d).update(from: studentGlobal.normalized.pointer + row * d, count: d)
+                (headTeacherPatch.inputPointer + r * d).update(from: teacherGlobal.normalized.pointer + row * d, count: d)
+            }
+            dinoHead.forward(parameters: teacher.pointer, activations: headTeacherPatch)
+            dinoHead.forward(parameters: student.pointer, activations: headPatch)
         }
 
         // Loss, then the center update (so step t uses the center of step t−1).
@@ -116,14 +164,30 @@ public final class SelfDistillation {
             }
             guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo, term: "KoLeo term") }
         }
+        if let patchLoss, let headPatch, let headTeacherPatch, masked > 0 {
+            let patch = patchLoss.forwardBackward(student: headPatch.logits.pointer, teacher: headTeacherPatch.logits.pointer,
+                                                  dStudent: patchLogitGradients.pointer, rows: masked, rowCrops: maskedCrops,
+                                                  crops: 2 * b, teacherTemperature: Float(s.teacherTemperature))
+            let weight = Float(s.maskedPatchWeight)
+            stats.maskedPatch = weight * patch.loss
+            guard stats.maskedPatch.isFinite else { throw NonFiniteLoss(value: stats.maskedPatch, term: "masked-patch term") }
+            let gradient = patchLogitGradients.pointer
+            for i in 0..<(masked * k) { gradient[i] *= weight }
+            patchLoss.updateCenter(teacher: headTeacherPatch.logits.pointer, rows: masked)
+        }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
 
         // Backward through head and backbone; both resolutions accumulate into one gradient buffer.
         gradients.zero()
         dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
                           dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !s.freezeLastLayer)
+        if let headPatch, masked > 0 {
+            dPatch.zero()
+            dinoHead.backward(gradients: gradients.pointer, dInput: dPatch.pointer, parameters: student.pointer,
+                              dLogits: patchLogitGradients.pointer, activations: headPatch, lastLayerGradient: !s.freezeLastLayer)
+        }
         transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,
-                             activations: studentGlobal)
+                             activations: studentGlobal, tokenRows: maskedRows, dTokens: masked > 0 ? dPatch.pointer : nil)
         if let studentLocal, let headLocal {
             dLocal.zero()
             dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,

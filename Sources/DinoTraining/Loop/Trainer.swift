@@ -13,6 +13,8 @@ public struct StepRecord: Codable, Sendable {
     public var kl: Float
     /// The weighted KoLeo term (0 unless `koleo_loss_weight` > 0).
     public var koleo: Float
+    /// The weighted masked-patch term (0 unless `ibot_loss_weight` > 0).
+    public var ibot: Float = 0
     public var lr: Double
     public var wd: Double
     public var momentum: Double
@@ -121,7 +123,7 @@ public final class Trainer {
         model = SelfDistillation(config: config, head: head, batchSize: recipe.batch_size, globalSize: recipe.global_crop_size,
                                  localSize: recipe.local_crop_size, localCount: recipe.local_crops_number,
                                  studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum),
-                                 teacherTargets: recipe.teacherTargets)
+                                 teacherTargets: recipe.teacherTargets, patchMasking: recipe.patchMasking)
         model.initialize(seed: UInt64(recipe.seed))
 
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
@@ -233,7 +235,7 @@ public final class Trainer {
             let settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
                                         teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
                                         clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate,
-                                        koleoWeight: recipe.koleo_loss_weight)
+                                        koleoWeight: recipe.koleo_loss_weight, maskedPatchWeight: recipe.ibot_loss_weight)
             let stats: LossStatistics
             do {
                 stats = try model.step(globals: batch.globals.pointer, locals: localCount > 0 ? batch.locals.pointer : nil,
@@ -252,7 +254,7 @@ public final class Trainer {
             trainedSeconds = secondsBefore + elapsed
             let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
-                                    kl: stats.kullbackLeibler, koleo: stats.koleo, lr: lr, wd: wd, momentum: momentum,
+                                    kl: stats.kullbackLeibler, koleo: stats.koleo, ibot: stats.maskedPatch, lr: lr, wd: wd, momentum: momentum,
                                     teacher_temp: teacherTemperature, images_per_s: imagesPerSecond, seconds: elapsed,
                                     eta_s: Double((total - step) * b) / max(imagesPerSecond, 1e-9))
             log.write(try encoder.encode(record) + Data("\n".utf8))

@@ -18,6 +18,9 @@ public struct TrainingCheckpoint {
         all += tensors(layout: layout, parameters: trainer.optimizer.firstMoment.pointer, prefix: "optimizer.exp_avg.")
         all += tensors(layout: layout, parameters: trainer.optimizer.secondMoment.pointer, prefix: "optimizer.exp_avg_sq.")
         all.append(NamedTensor(name: "dino_loss.center", shape: [1, trainer.head.outDim], values: trainer.loss.center.array))
+        if let patchLoss = trainer.model.patchLoss {
+            all.append(NamedTensor(name: "ibot_patch_loss.center", shape: [1, 1, trainer.head.outDim], values: patchLoss.center.array))
+        }
         var metadata: [String: String] = [
             "format": "pt",
             "dino.kind": "training",
@@ -60,6 +63,12 @@ public struct TrainingCheckpoint {
             throw DinoError("\(url.path) has no dino_loss.center of \(trainer.head.outDim) values")
         }
         trainer.loss.center.pointer.update(from: center.values, count: center.values.count)
+        if let patchLoss = trainer.model.patchLoss {
+            guard let center = file.tensor("ibot_patch_loss.center"), center.values.count == trainer.head.outDim else {
+                throw DinoError("\(url.path) has no ibot_patch_loss.center of \(trainer.head.outDim) values")
+            }
+            patchLoss.center.pointer.update(from: center.values, count: center.values.count)
+        }
         trainer.optimizer.steps = try decodeJSON([Int].self, file.metadata["dino.optimizer_steps"] ?? "",
                                                  what: "dino.optimizer_steps in \(url.path)")
         guard trainer.optimizer.steps.count == layout.entries.count, let step = Int(file.metadata["dino.step"] ?? "") else {

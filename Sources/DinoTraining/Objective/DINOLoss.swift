@@ -11,6 +11,8 @@ public struct LossStatistics: Sendable {
     public var kullbackLeibler: Float
     /// The weighted KoLeo term (0 when off), reported apart from the DINO loss.
     public var koleo: Float
+    /// The weighted masked-patch (iBOT) term (0 when off), reported apart from the DINO loss.
+    public var maskedPatch: Float = 0
 
     public init(loss: Float, teacherEntropy: Float, kullbackLeibler: Float, koleo: Float = 0) {
         self.loss = loss; self.teacherEntropy = teacherEntropy; self.kullbackLeibler = kullbackLeibler; self.koleo = koleo

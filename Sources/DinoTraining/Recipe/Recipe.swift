@@ -28,6 +28,13 @@ public struct Recipe: Equatable, Sendable {
     public var centering = "centering"
     /// Weight of DINOv2's KoLeo regularizer on the student's global-crop CLS features (0: off).
     public var koleo_loss_weight = 0.0
+    /// Weight of DINOv2's masked-patch (iBOT) term (0: off). The student's global crops then have some
+    /// patches replaced by a learned `mask_token`, and learn the teacher's head output at those patches.
+    public var ibot_loss_weight = 0.0
+    /// Share of the global crops that get masked (DINOv2's `mask_sample_probability`).
+    public var ibot_mask_sample_probability = 0.5
+    /// Range of the share of a masked crop's patches that are masked (DINOv2's `mask_ratio_min_max`).
+    public var ibot_mask_ratio_min_max = [0.1, 0.5]
     // Optimization
     public var optimizer = "adamw"
     public var lr = 0.0005
@@ -126,6 +133,8 @@ public struct Recipe: Equatable, Sendable {
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
         string("centering", \.centering), double("koleo_loss_weight", \.koleo_loss_weight),
+        double("ibot_loss_weight", \.ibot_loss_weight), double("ibot_mask_sample_probability", \.ibot_mask_sample_probability),
+        doubles("ibot_mask_ratio_min_max", \.ibot_mask_ratio_min_max, count: 2),
         string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
         double("weight_decay", \.weight_decay), double("weight_decay_end", \.weight_decay_end), double("clip_grad", \.clip_grad),
         int("batch_size", \.batch_size), int("epochs", \.epochs), int("freeze_last_layer", \.freeze_last_layer), int("seed", \.seed),
@@ -267,6 +276,11 @@ public struct Recipe: Equatable, Sendable {
         try check(DINOLoss.TeacherTargets(rawValue: centering) != nil,
                   "centering '\(centering)' is not supported; use centering or sinkhorn_knopp")
         try check(koleo_loss_weight >= 0, "koleo_loss_weight must be 0 or more")
+        try check(ibot_loss_weight >= 0 && ibot_loss_weight.isFinite, "ibot_loss_weight must be 0 (off) or more")
+        try check(ibot_mask_sample_probability >= 0 && ibot_mask_sample_probability <= 1,
+                  "ibot_mask_sample_probability must be in [0, 1]")
+        try check(ibot_mask_ratio_min_max[0] >= 0 && ibot_mask_ratio_min_max[0] <= ibot_mask_ratio_min_max[1]
+                  && ibot_mask_ratio_min_max[1] <= 1, "ibot_mask_ratio_min_max must be 0 <= low <= high <= 1")
         try check(max_minutes >= 0 && max_minutes.isFinite, "max_minutes must be 0 (off) or a positive number of minutes")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
@@ -277,6 +291,12 @@ extension Recipe {
     /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
     /// The teacher targets named by `centering` (validated by `validate()`).
     public var teacherTargets: DINOLoss.TeacherTargets { DINOLoss.TeacherTargets(rawValue: centering) ?? .centering }
+
+    /// The patch masking of the masked-patch term, nil when `ibot_loss_weight` is 0.
+    public var patchMasking: PatchMasking? {
+        ibot_loss_weight > 0 ? PatchMasking(probability: ibot_mask_sample_probability,
+                                            minimumRatio: ibot_mask_ratio_min_max[0], maximumRatio: ibot_mask_ratio_min_max[1]) : nil
+    }
 
     public func augmentationSettings(mean: [Float], std: [Float]) -> AugmentationSettings {
         var settings = AugmentationSettings(
