@@ -29,13 +29,17 @@ public struct FeatureSet: Sendable {
 
 /// The evaluation transform and a batched, frozen forward pass (official `eval_knn.py`
 /// `extract_features`): resize the short side to size·256/224, center-crop size×size (images already
-/// that size are used as they are), pixels/255, normalize with the checkpoint's mean and std.
+/// that size are used as they are, unless `resizeTo` is set), pixels/255, normalize with the
+/// checkpoint's mean and std.
 public struct FeatureExtractor {
     public let checkpoint: BackboneCheckpoint
     public var mean: [Float]
     public var std: [Float]
     public var batchSize: Int
     public var inputSize: Int
+    /// The short side before the center crop; nil: size·256/224, and images already size×size untouched.
+    /// Set, it applies to every image (the official transform on 28-px Fashion-MNIST is `resizeTo` 32).
+    public var resizeTo: Int?
 
     public init(checkpoint: BackboneCheckpoint, mean: [Float]? = nil, std: [Float]? = nil, batchSize: Int = 64,
                 inputSize: Int? = nil) throws {
@@ -53,8 +57,12 @@ public struct FeatureExtractor {
     /// The normalized CHW input for one decoded image.
     public func preprocess(_ image: Image) -> [Float] {
         let c = checkpoint.config.inChannels
-        var floats = Resample.resizeAndCenterCrop(FloatImage(image.converted(to: c)), size: inputSize,
-                                                  resizeTo: Int((Double(inputSize) * 256 / 224).rounded()))
+        var floats = FloatImage(image.converted(to: c))
+        if resizeTo != nil || floats.width != inputSize || floats.height != inputSize {
+            floats = Resample.resizeAndCenterCrop(floats, size: inputSize,
+                                                  resizeTo: resizeTo ?? Int((Double(inputSize) * 256 / 224).rounded()),
+                                                  keepingExactSize: false)
+        }
         normalize(&floats.values, channels: c, plane: inputSize * inputSize, mean: mean, std: std)
         return floats.values
     }

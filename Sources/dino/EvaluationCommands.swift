@@ -18,6 +18,8 @@ struct FeatureSource: ParsableArguments {
     var avgpool = false
     @Option(name: .customLong("n-last-blocks"), help: "Concatenate the normed CLS tokens of the last N blocks (as eval_linear.py's --n_last_blocks; 1 is the CLS output).")
     var lastBlocks = 1
+    @Option(help: "Resize the short side to this before the center crop, for every image (default: input size x 256/224, and images already at the input size as they are; 32 gives the official transform on 28-px Fashion-MNIST).")
+    var resize: Int?
 
     func features(_ argument: String, what: String) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
@@ -38,8 +40,12 @@ struct FeatureSource: ParsableArguments {
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
-        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
+        var extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
                                              batchSize: batchSize)
+        if let resize {
+            guard resize >= extractor.inputSize else { throw DinoError("--resize \(resize) is below the input size \(extractor.inputSize)") }
+            extractor.resizeTo = resize
+        }
         let line = ProgressLine()
         let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)

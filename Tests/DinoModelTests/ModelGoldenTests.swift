@@ -66,6 +66,49 @@ final class ModelGoldenTests: XCTestCase {
                      layout.entries.count, worst.name, 100 * worst.share, Parallel.threadCount))
     }
 
+    /// Shifted patch tokenization (the image and four half-patch diagonal shifts, zero outside) on a
+    /// square and a non-square group: CLS outputs and every gradient against PyTorch, same tolerances.
+    func testShiftedPatchesForwardAndEveryGradientMatchPyTorch() throws {
+        let golden = try loadGolden("shifted.safetensors")
+        let vit = ViTConfig(arch: "custom", imageSize: 15, patchSize: 5, inChannels: 3, embedDim: 16, depth: 1, numHeads: 2,
+                            shiftedPatches: true)
+        let head = HeadConfig(inDim: 16, outDim: 12, hiddenDim: 24, bottleneckDim: 8, layerCount: 2, normLastLayer: false)
+        XCTAssertEqual([vit.patchPlanes, vit.patchShift], [15, 2])
+        let layout = ParameterLayout.model(vit, head: head)
+        XCTAssertEqual(layout.entry("patch_embed.proj.weight")?.shape, [16, 15, 5, 5])
+        let parameters = kept(FloatBuffer(count: layout.count)), gradients = kept(FloatBuffer(count: layout.count))
+        try loadTensors(golden, prefix: "param.", into: parameters.pointer, layout: layout, path: "shifted.safetensors")
+        let transformer = VisionTransformer(config: vit, layout: layout), dinoHead = DINOHead(config: head, layout: layout)
+        let logits = golden.values("output.logits"), upstream = golden.values("upstream")
+        var row = 0
+        for (name, height, width) in [("square", 15, 15), ("wide", 10, 15)] {
+            let images = kept(FloatBuffer(golden.values("input.\(name)")))
+            let batch = images.count / (3 * height * width)
+            let activations = transformer.makeActivations(batch: batch, imageHeight: height, imageWidth: width, training: true)
+            transformer.forward(parameters: parameters.pointer, images: images.pointer, activations: activations)
+            let headActivations = HeadActivations(config: head, rows: batch)
+            activations.copyClassTokens(to: headActivations.inputPointer)
+            assertClose(Array(UnsafeBufferPointer(start: headActivations.inputPointer, count: batch * 16)),
+                        golden.values("output.cls.\(name)"), tolerance: 1e-5, "CLS \(name)")
+            dinoHead.forward(parameters: parameters.pointer, activations: headActivations)
+            let range = (row * 12)..<((row + batch) * 12)
+            assertClose(headActivations.logits.array, Array(logits[range]), tolerance: 1e-5, "logits \(name)")
+            let dLogits = kept(FloatBuffer(Array(upstream[range]))), dCLS = kept(FloatBuffer(count: batch * 16))
+            dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
+                              dLogits: dLogits.pointer, activations: headActivations)
+            transformer.backward(gradients: gradients.pointer, parameters: parameters.pointer, dClassTokens: dCLS.pointer,
+                                 activations: activations)
+            row += batch
+        }
+        for entry in layout.entries {
+            let got = Array(UnsafeBufferPointer(start: gradients.pointer + entry.offset, count: entry.count))
+            assertClose(got, golden.values("grad.\(entry.name)"), tolerance: 1e-4, "grad \(entry.name)")
+        }
+        // Checkpoint metadata written before the option existed decodes as unshifted.
+        let old = #"{"arch":"custom","depth":1,"embed_dim":16,"img_size":15,"in_chans":3,"mlp_ratio":4,"num_heads":2,"patch_size":5}"#
+        XCTAssertFalse(try JSONDecoder().decode(ViTConfig.self, from: Data(old.utf8)).shiftedPatches)
+    }
+
     func testPositionEmbeddingInterpolationMatchesPyTorch() throws {
         let golden = try loadGolden("interpolation.safetensors")
         let grid = golden.values("pos_embed")

@@ -61,6 +61,34 @@ def model_golden():
     save_safetensors("model.safetensors", tensors, {k: str(v).replace("'", '"') for k, v in meta.items()})
 
 
+def shifted_golden():
+    """Shifted patch tokenization: a small model (patch 5, shift 2) on a square and a non-square crop
+    group; CLS outputs and every gradient of Σ U⊙logits."""
+    g = torch.Generator().manual_seed(6)
+    cfg = dict(img_size=15, patch_size=5, in_chans=3, embed_dim=16, depth=1, num_heads=2, shifted_patches=True)
+    head_cfg = dict(in_dim=16, out_dim=12, hidden_dim=24, bottleneck_dim=8, nlayers=2, norm_last_layer=False)
+    model = MultiCropWrapper(VisionTransformer(**cfg), DINOHead(**head_cfg))
+    perturb(model, g)
+    groups = {"square": torch.randn(3, 3, 15, 15, generator=g), "wide": torch.randn(2, 3, 10, 15, generator=g)}
+    tensors = {f"param.{n[len('backbone.'):] if n.startswith('backbone.') else n}": p
+               for n, p in model.state_dict().items()}
+    for k, v in groups.items():
+        tensors[f"input.{k}"] = v
+    model = model.double()
+    crops = [v.double() for v in groups.values()]
+    logits = model(crops)
+    upstream = torch.randn(logits.shape, generator=g).double()
+    (logits * upstream).sum().backward()
+    for k, c in zip(groups, crops):
+        with torch.no_grad():
+            tensors[f"output.cls.{k}"] = model.backbone(c)
+    tensors["output.logits"], tensors["upstream"] = logits.detach(), upstream
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            tensors[f"grad.{n[len('backbone.'):] if n.startswith('backbone.') else n}"] = p.grad
+    save_safetensors("shifted.safetensors", tensors, dict(VERSIONS, config=str(cfg), head=str(head_cfg)))
+
+
 def masked_golden():
     """The masked-patch (iBOT) path: the tiny model with a mask token on four global crops, some patches
     masked; the shared head on the CLS rows and on the masked patch rows; every gradient of
@@ -119,6 +147,7 @@ if __name__ == "__main__":
     model_golden()
     interpolation_golden()
     masked_golden()
+    shifted_golden()
     if len(sys.argv) < 2 or sys.argv[1] != "--model-only":
         try:
             from make_training_goldens import training_goldens

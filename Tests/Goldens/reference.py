@@ -65,20 +65,26 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    def __init__(self, patch, in_chans, dim):
+    def __init__(self, patch, in_chans, dim, shifted=False):
         super().__init__()
         self.patch_size = patch
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch, stride=patch)
+        self.shifted = shifted
+        self.proj = nn.Conv2d(in_chans * (5 if shifted else 1), dim, kernel_size=patch, stride=patch)
 
     def forward(self, x):
+        if self.shifted:  # shifted patch tokenization (Lee et al. 2021) without its LayerNorm
+            s, (h, w) = self.patch_size // 2, x.shape[-2:]
+            padded = F.pad(x, (s, s, s, s))
+            copies = [padded[:, :, s + oy:s + oy + h, s + ox:s + ox + w] for oy, ox in [(-s, -s), (-s, s), (s, -s), (s, s)]]
+            x = torch.cat([x] + copies, dim=1)  # copy[y][x] = image[y + oy][x + ox], 0 outside
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
 class VisionTransformer(nn.Module):
     def __init__(self, img_size, patch_size, in_chans, embed_dim, depth, num_heads, drop_path_rate=0.0,
-                 mask_token=False):
+                 mask_token=False, shifted_patches=False):
         super().__init__()
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, shifted_patches)
         n = (img_size // patch_size) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, embed_dim))

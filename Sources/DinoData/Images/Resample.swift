@@ -93,9 +93,10 @@ public enum Resample {
 
     /// Resize the short side to `resizeTo` then center-crop `size`×`size` (the evaluation transform:
     /// `Resize(256) + CenterCrop(224)` scaled to the model's input). An image already `size`×`size`
-    /// is returned as it is.
-    public static func resizeAndCenterCrop(_ image: FloatImage, size: Int, resizeTo: Int? = nil) -> FloatImage {
-        if image.width == size && image.height == size { return image }
+    /// is returned as it is unless `keepingExactSize` is false.
+    public static func resizeAndCenterCrop(_ image: FloatImage, size: Int, resizeTo: Int? = nil,
+                                           keepingExactSize: Bool = true) -> FloatImage {
+        if keepingExactSize && image.width == size && image.height == size { return image }
         let short = resizeTo ?? size
         let scale = Double(short) / Double(min(image.width, image.height))
         // Crop in source coordinates the region that maps to the centered size×size window.

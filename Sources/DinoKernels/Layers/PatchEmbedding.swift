@@ -1,26 +1,46 @@
 /// Patch embedding: the stride-p convolution of `PatchEmbed.proj` as im2col + GEMM.
 ///
-/// Shapes: images `(B, Cin, H, W)` (NCHW, as PyTorch), patches `(B, gh·gw, Cin·p·p)` with the
-/// column order `(c, ky, kx)` of the conv weight `(D, Cin, p, p)`, output tokens `(B, gh·gw, D)`.
+/// Shapes: images `(B, Cin, H, W)` (NCHW, as PyTorch), patches `(B, gh·gw, P·p·p)` with the
+/// column order `(plane, ky, kx)` of the conv weight `(D, P, p, p)`, output tokens `(B, gh·gw, D)`.
 /// gh = H / p and gw = W / p, rounded down as a stride-p convolution does.
+///
+/// With a `shift` s > 0 (shifted patch tokenization) the planes are P = 5·Cin: the image, then the
+/// copies `S[y][x] = I[y + oy][x + ox]` (0 outside the image) for (oy, ox) = (−s, −s), (−s, s),
+/// (s, −s), (s, s), each with its Cin channels: PyTorch's `cat([x, shifted...], dim=1)`.
 public enum PatchEmbedding {
-    /// Copies each p×p patch into a row of `patches`.
+    /// The (oy, ox) offsets of the planes: the image, then the four diagonal copies.
+    public static func planeOffsets(shift s: Int) -> [(Int, Int)] {
+        s == 0 ? [(0, 0)] : [(0, 0), (-s, -s), (-s, s), (s, -s), (s, s)]
+    }
+
+    /// Copies each p×p patch (of every plane) into a row of `patches`.
     public static func im2col(
         patches: UnsafeMutablePointer<Float>, images: UnsafePointer<Float>,
-        batch: Int, channels: Int, height: Int, width: Int, patchSize p: Int
+        batch: Int, channels: Int, height: Int, width: Int, patchSize p: Int, shift: Int = 0
     ) {
         let gh = height / p, gw = width / p
-        let rowLength = channels * p * p
+        let offsets = planeOffsets(shift: shift)
+        let rowLength = offsets.count * channels * p * p
         Parallel.forEachRange(batch * gh, grain: 8) { range in
             for bgy in range {
                 let b = bgy / gh, gy = bgy % gh
                 for gx in 0..<gw {
                     var out = patches + ((b * gh + gy) * gw + gx) * rowLength
-                    for ch in 0..<channels {
-                        for ky in 0..<p {
-                            let source = images + ((b * channels + ch) * height + gy * p + ky) * width + gx * p
-                            out.update(from: source, count: p)
-                            out += p
+                    for (oy, ox) in offsets {
+                        for ch in 0..<channels {
+                            let plane = images + (b * channels + ch) * height * width
+                            for ky in 0..<p {
+                                let y = gy * p + ky + oy, x0 = gx * p + ox
+                                if oy == 0 && ox == 0 {
+                                    out.update(from: plane + y * width + x0, count: p)
+                                } else {
+                                    for kx in 0..<p {
+                                        let x = x0 + kx
+                                        out[kx] = y >= 0 && y < height && x >= 0 && x < width ? plane[y * width + x] : 0
+                                    }
+                                }
+                                out += p
+                            }
                         }
                     }
                 }
@@ -28,19 +48,20 @@ public enum PatchEmbedding {
         }
     }
 
-    /// tokens = im2col(images)·Wᵀ + bias; `patches` is scratch of `B·gh·gw·Cin·p·p` floats, kept for backward.
+    /// tokens = im2col(images)·Wᵀ + bias; `patches` is scratch of `B·gh·gw·P·p·p` floats, kept for backward.
     public static func forward(
         tokens: UnsafeMutablePointer<Float>, patches: UnsafeMutablePointer<Float>, images: UnsafePointer<Float>,
         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-        batch: Int, channels: Int, height: Int, width: Int, patchSize p: Int, embedDim: Int
+        batch: Int, channels: Int, height: Int, width: Int, patchSize p: Int, embedDim: Int, shift: Int = 0
     ) {
-        im2col(patches: patches, images: images, batch: batch, channels: channels, height: height, width: width, patchSize: p)
+        im2col(patches: patches, images: images, batch: batch, channels: channels, height: height, width: width,
+               patchSize: p, shift: shift)
         let count = batch * (height / p) * (width / p)
         Linear.forward(output: tokens, input: patches, weight: weight, bias: bias,
-                       rows: count, inputSize: channels * p * p, outputSize: embedDim)
+                       rows: count, inputSize: planeOffsets(shift: shift).count * channels * p * p, outputSize: embedDim)
     }
 
-    /// Accumulates dWeight and dBias (images carry no gradient).
+    /// Accumulates dWeight and dBias (images carry no gradient); `channels` is the number of planes P.
     public static func backward(
         dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>,
         dTokens: UnsafePointer<Float>, patches: UnsafePointer<Float>, weight: UnsafePointer<Float>,

@@ -67,7 +67,7 @@ public struct ParameterLayout: Equatable, Sendable {
         let d = c.embedDim, h = c.hiddenDim
         append("cls_token", [1, 1, d])
         append("pos_embed", [1, c.gridSide * c.gridSide + 1, d])
-        append("patch_embed.proj.weight", [d, c.inChannels, c.patchSize, c.patchSize])
+        append("patch_embed.proj.weight", [d, c.patchPlanes, c.patchSize, c.patchSize])
         append("patch_embed.proj.bias", [d])
         for i in 0..<c.depth {
             let p = "blocks.\(i)."

@@ -12,22 +12,39 @@ public struct ViTConfig: Codable, Equatable, Sendable {
     public var depth: Int
     public var numHeads: Int
     public var mlpRatio: Int
+    /// Shifted patch tokenization (Lee et al. 2021, "Vision Transformer for Small-Size Datasets",
+    /// without its LayerNorm): the patch embedding sees the image and four copies shifted diagonally by
+    /// half a patch, `5·in_chans` input planes, so each token also covers its neighbours' borders.
+    /// Not in the official DINO; false by default and for checkpoints written before it existed.
+    public var shiftedPatches: Bool
 
     enum CodingKeys: String, CodingKey {
         case arch, imageSize = "img_size", patchSize = "patch_size", inChannels = "in_chans",
-             embedDim = "embed_dim", depth, numHeads = "num_heads", mlpRatio = "mlp_ratio"
+             embedDim = "embed_dim", depth, numHeads = "num_heads", mlpRatio = "mlp_ratio",
+             shiftedPatches = "shifted_patches"
     }
 
     public init(arch: String, imageSize: Int, patchSize: Int, inChannels: Int, embedDim: Int, depth: Int,
-                numHeads: Int, mlpRatio: Int = 4) {
+                numHeads: Int, mlpRatio: Int = 4, shiftedPatches: Bool = false) {
         self.arch = arch; self.imageSize = imageSize; self.patchSize = patchSize; self.inChannels = inChannels
         self.embedDim = embedDim; self.depth = depth; self.numHeads = numHeads; self.mlpRatio = mlpRatio
+        self.shiftedPatches = shiftedPatches
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(arch: try c.decode(String.self, forKey: .arch), imageSize: try c.decode(Int.self, forKey: .imageSize),
+                  patchSize: try c.decode(Int.self, forKey: .patchSize), inChannels: try c.decode(Int.self, forKey: .inChannels),
+                  embedDim: try c.decode(Int.self, forKey: .embedDim), depth: try c.decode(Int.self, forKey: .depth),
+                  numHeads: try c.decode(Int.self, forKey: .numHeads), mlpRatio: try c.decode(Int.self, forKey: .mlpRatio),
+                  shiftedPatches: try c.decodeIfPresent(Bool.self, forKey: .shiftedPatches) ?? false)
     }
 
     /// The official presets (vit_tiny 192/12/3, vit_small 384/12/6, vit_base 768/12/12), or a
     /// `custom` size when `embedDim`, `depth` and `numHeads` are given.
     public static func named(_ arch: String, imageSize: Int, patchSize: Int, inChannels: Int,
-                             embedDim: Int? = nil, depth: Int? = nil, numHeads: Int? = nil) throws -> ViTConfig {
+                             embedDim: Int? = nil, depth: Int? = nil, numHeads: Int? = nil,
+                             shiftedPatches: Bool = false) throws -> ViTConfig {
         let preset: (Int, Int, Int)
         switch arch {
         case "vit_tiny": preset = (192, 12, 3)
@@ -42,7 +59,8 @@ public struct ViTConfig: Codable, Equatable, Sendable {
             throw DinoError("unknown arch '\(arch)': use vit_tiny, vit_small, vit_base or custom (with embed_dim, depth, num_heads)")
         }
         let config = ViTConfig(arch: arch, imageSize: imageSize, patchSize: patchSize, inChannels: inChannels,
-                               embedDim: embedDim ?? preset.0, depth: depth ?? preset.1, numHeads: numHeads ?? preset.2)
+                               embedDim: embedDim ?? preset.0, depth: depth ?? preset.1, numHeads: numHeads ?? preset.2,
+                               shiftedPatches: shiftedPatches)
         try config.validate()
         return config
     }
@@ -61,6 +79,10 @@ public struct ViTConfig: Codable, Equatable, Sendable {
     public var gridSide: Int { imageSize / patchSize }
     public var headDim: Int { embedDim / numHeads }
     public var hiddenDim: Int { embedDim * mlpRatio }
+    /// Input planes of the patch embedding: `in_chans`, or `5·in_chans` with shifted patches.
+    public var patchPlanes: Int { inChannels * (shiftedPatches ? 5 : 1) }
+    /// The diagonal shift of the shifted copies: half a patch (0 without shifted patches).
+    public var patchShift: Int { shiftedPatches ? patchSize / 2 : 0 }
 }
 
 /// The DINO projection head: an MLP (`layerCount` Linear layers, GELU between them) to a bottleneck,

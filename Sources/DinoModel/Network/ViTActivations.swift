@@ -34,7 +34,7 @@ public final class ViTActivations {
     public let tokens: Int
     public let storesBackwardState: Bool
 
-    let patches: FloatBuffer            // (B·np, Cin·p·p)
+    let patches: FloatBuffer            // (B·np, planes·p·p), planes = Cin (or 5·Cin, shifted)
     let patchTokens: FloatBuffer        // (B·np, C)
     let positionGrid: FloatBuffer       // (np, C), interpolated when the grid differs
     let interpolation: FloatBuffer?     // (np, S²)
@@ -65,7 +65,7 @@ public final class ViTActivations {
         let np = gridHeight * gridWidth
         tokens = np + 1
         let t = batch * tokens
-        patches = FloatBuffer(count: batch * np * config.inChannels * p * p)
+        patches = FloatBuffer(count: batch * np * config.patchPlanes * p * p)
         patchTokens = FloatBuffer(count: batch * np * d)
         positionGrid = FloatBuffer(count: np * d)
         let side = config.gridSide

@@ -59,7 +59,8 @@ public struct VisionTransformer: Sendable {
         let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1
         PatchEmbedding.forward(tokens: a.patchTokens.pointer, patches: a.patches.pointer, images: images,
                                weight: p + patchWeight, bias: p + patchBias, batch: b, channels: c.inChannels,
-                               height: a.imageHeight, width: a.imageWidth, patchSize: c.patchSize, embedDim: d)
+                               height: a.imageHeight, width: a.imageWidth, patchSize: c.patchSize, embedDim: d,
+                               shift: c.patchShift)
         let grid: UnsafePointer<Float>
         if let matrix = a.interpolation {
             PositionEmbedding.forward(output: a.positionGrid.pointer, grid: p + positionEmbedding + d,
@@ -239,7 +240,7 @@ public struct VisionTransformer: Sendable {
             }
         }
         PatchEmbedding.backward(dWeight: g + patchWeight, dBias: g + patchBias, dTokens: dNorm, patches: a.patches.pointer,
-                                weight: p + patchWeight, patchCount: b * np, channels: c.inChannels,
+                                weight: p + patchWeight, patchCount: b * np, channels: c.patchPlanes,
                                 patchSize: c.patchSize, embedDim: d)
     }
 }

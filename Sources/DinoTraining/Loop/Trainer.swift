@@ -96,7 +96,8 @@ public final class Trainer {
                                      inChannels: recipe.in_chans,
                                      embedDim: recipe.embed_dim > 0 ? recipe.embed_dim : nil,
                                      depth: recipe.depth > 0 ? recipe.depth : nil,
-                                     numHeads: recipe.num_heads > 0 ? recipe.num_heads : nil)
+                                     numHeads: recipe.num_heads > 0 ? recipe.num_heads : nil,
+                                     shiftedPatches: recipe.shifted_patches)
         head = HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
                           bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
                           normLastLayer: recipe.norm_last_layer)

@@ -17,6 +17,9 @@ public struct Recipe: Equatable, Sendable {
     // Small models and the head's shape
     public var embed_dim = 0, depth = 0, num_heads = 0          // arch: custom
     public var head_hidden_dim = 2048, bottleneck_dim = 256, head_nlayers = 3
+    /// Shifted patch tokenization (not in the official DINO): the patch embedding also sees four copies of
+    /// the image shifted diagonally by half a patch.
+    public var shifted_patches = false
     // Teacher and loss
     public var momentum_teacher = 0.996
     public var teacher_temp = 0.04
@@ -129,6 +132,7 @@ public struct Recipe: Equatable, Sendable {
         int("num_heads", \.num_heads), int("out_dim", \.out_dim), bool("norm_last_layer", \.norm_last_layer),
         bool("use_bn_in_head", \.use_bn_in_head), int("head_hidden_dim", \.head_hidden_dim),
         int("bottleneck_dim", \.bottleneck_dim), int("head_nlayers", \.head_nlayers), double("drop_path_rate", \.drop_path_rate),
+        bool("shifted_patches", \.shifted_patches),
         double("momentum_teacher", \.momentum_teacher), double("teacher_temp", \.teacher_temp),
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
