@@ -17,6 +17,8 @@ struct Init: ParsableCommand {
     @Option(name: .customLong("embed-dim")) var embedDim: Int?
     @Option var depth: Int?
     @Option(name: .customLong("num-heads")) var numHeads: Int?
+    @Flag(name: .customLong("shifted-patches"), help: "Shifted patch tokenization (the recipe key shifted_patches).")
+    var shiftedPatches = false
     @Option(help: "Per-channel mean, comma-separated (default: ImageNet for RGB, Fashion-MNIST for gray).") var mean: String?
     @Option(help: "Per-channel std, comma-separated.") var std: String?
     @Option var seed: UInt64 = 0
@@ -25,7 +27,7 @@ struct Init: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let config = try ViTConfig.named(arch, imageSize: imgSize, patchSize: patchSize, inChannels: inChans,
-                                             embedDim: embedDim, depth: depth, numHeads: numHeads)
+                                             embedDim: embedDim, depth: depth, numHeads: numHeads, shiftedPatches: shiftedPatches)
             let m = try parseFloats(mean, name: "--mean") ?? (inChans == 3 ? imageNetMean : FashionMNIST.mean)
             let s = try parseFloats(std, name: "--std") ?? (inChans == 3 ? imageNetStd : FashionMNIST.std)
             let checkpoint = BackboneCheckpoint.initialized(config: config, mean: m, std: s, seed: seed)
@@ -56,6 +58,8 @@ struct Features: ParsableCommand {
     @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
     @Option(name: .customLong("batch-size")) var batchSize = 64
+    @Option(help: "Resize the short side to this before the center crop, for every image (default: input size x 256/224, and images already at the input size as they are).")
+    var resize: Int?
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
     var onBadImage = "fail"
     @OptionGroup var threads: ThreadOptions
@@ -67,8 +71,12 @@ struct Features: ParsableCommand {
                 throw DinoError("--on-bad-image takes fail or skip, not '\(onBadImage)'")
             }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
-            let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
+            var extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize)
+            if let resize {
+                guard resize >= extractor.inputSize else { throw DinoError("--resize \(resize) is below the input size \(extractor.inputSize)") }
+                extractor.resizeTo = resize
+            }
             let dataset = try openDataset(argument: data)
             let line = ProgressLine()
             let started = Date()

@@ -92,6 +92,21 @@ final class KNNTests: XCTestCase {
         }
     }
 
+    /// An image already at the input size is used as it is by default; with `resizeTo` it goes through
+    /// the official resize-then-center-crop (here 28 → 32 → the central 28), normalized the same way.
+    func testResizeAppliesTheOfficialTransformToImagesAtTheInputSize() throws {
+        let config = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 16, depth: 1, numHeads: 2)
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.25], seed: 1)
+        var extractor = try FeatureExtractor(checkpoint: backbone)
+        let pixels = (0..<(28 * 28)).map { UInt8(($0 * 37) % 256) }
+        let image = Image(width: 28, height: 28, channels: 1, pixels: pixels)
+        XCTAssertEqual(extractor.preprocess(image), pixels.map { (Float($0) / 255 - 0.5) / 0.25 })
+        extractor.resizeTo = 32
+        let expected = Resample.resizeAndCenterCrop(FloatImage(image), size: 28, resizeTo: 32, keepingExactSize: false)
+        XCTAssertEqual(extractor.preprocess(image), expected.values.map { ($0 - 0.5) / 0.25 })
+        XCTAssertNotEqual(expected.values, pixels.map { Float($0) / 255 })
+    }
+
     func testLastBlocksFeaturesAreNormedClassTokensOfEachBlock() throws {
         // --n-last-blocks 3 on a 3-block model (+ avgpool), in batches of 3 over 5 images: each part is the
         // final norm (Double reference) of that block's CLS row from one whole-set training-mode forward.
