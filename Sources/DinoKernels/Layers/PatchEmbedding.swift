@@ -29,15 +29,16 @@ public enum PatchEmbedding {
                     for (oy, ox) in offsets {
                         for ch in 0..<channels {
                             let plane = images + (b * channels + ch) * height * width
+                            // The columns of the patch row that fall inside the image, [first, last); zeros around them.
+                            let x0 = gx * p + ox, first = max(0, -x0), last = min(p, width - x0)
                             for ky in 0..<p {
-                                let y = gy * p + ky + oy, x0 = gx * p + ox
-                                if oy == 0 && ox == 0 {
-                                    out.update(from: plane + y * width + x0, count: p)
+                                let y = gy * p + ky + oy
+                                if y < 0 || y >= height || first >= last {
+                                    out.update(repeating: 0, count: p)
                                 } else {
-                                    for kx in 0..<p {
-                                        let x = x0 + kx
-                                        out[kx] = y >= 0 && y < height && x >= 0 && x < width ? plane[y * width + x] : 0
-                                    }
+                                    if first > 0 { out.update(repeating: 0, count: first) }
+                                    (out + first).update(from: plane + y * width + x0 + first, count: last - first)
+                                    if last < p { (out + last).update(repeating: 0, count: p - last) }
                                 }
                                 out += p
                             }
