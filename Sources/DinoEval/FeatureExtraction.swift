@@ -42,7 +42,7 @@ public struct FeatureExtractor {
     public var resizeTo: Int?
 
     public init(checkpoint: BackboneCheckpoint, mean: [Float]? = nil, std: [Float]? = nil, batchSize: Int = 64,
-                inputSize: Int? = nil) throws {
+                inputSize: Int? = nil, resizeTo: Int? = nil) throws {
         self.checkpoint = checkpoint
         let c = checkpoint.config.inChannels
         self.mean = mean ?? checkpoint.mean
@@ -52,6 +52,10 @@ public struct FeatureExtractor {
         }
         self.batchSize = max(1, batchSize)
         self.inputSize = inputSize ?? checkpoint.config.imageSize
+        if let resizeTo, resizeTo < self.inputSize {
+            throw DinoError("the resize (\(resizeTo)) is below the input size \(self.inputSize): the center crop would not fit")
+        }
+        self.resizeTo = resizeTo
     }
 
     /// The normalized CHW input for one decoded image.

@@ -40,12 +40,8 @@ struct FeatureSource: ParsableArguments {
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
-        var extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
-                                             batchSize: batchSize)
-        if let resize {
-            guard resize >= extractor.inputSize else { throw DinoError("--resize \(resize) is below the input size \(extractor.inputSize)") }
-            extractor.resizeTo = resize
-        }
+        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
+                                             batchSize: batchSize, resizeTo: resize)
         let line = ProgressLine()
         let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)

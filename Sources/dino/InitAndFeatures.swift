@@ -71,12 +71,8 @@ struct Features: ParsableCommand {
                 throw DinoError("--on-bad-image takes fail or skip, not '\(onBadImage)'")
             }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
-            var extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
-                                                 std: parseFloats(std, name: "--std"), batchSize: batchSize)
-            if let resize {
-                guard resize >= extractor.inputSize else { throw DinoError("--resize \(resize) is below the input size \(extractor.inputSize)") }
-                extractor.resizeTo = resize
-            }
+            let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
+                                                 std: parseFloats(std, name: "--std"), batchSize: batchSize, resizeTo: resize)
             let dataset = try openDataset(argument: data)
             let line = ProgressLine()
             let started = Date()

@@ -105,6 +105,7 @@ final class KNNTests: XCTestCase {
         let expected = Resample.resizeAndCenterCrop(FloatImage(image), size: 28, resizeTo: 32, keepingExactSize: false)
         XCTAssertEqual(extractor.preprocess(image), expected.values.map { ($0 - 0.5) / 0.25 })
         XCTAssertNotEqual(expected.values, pixels.map { Float($0) / 255 })
+        XCTAssertThrowsError(try FeatureExtractor(checkpoint: backbone, resizeTo: 24), "a resize below the input size")
     }
 
     func testLastBlocksFeaturesAreNormedClassTokensOfEachBlock() throws {

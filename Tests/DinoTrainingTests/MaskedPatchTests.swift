@@ -95,6 +95,13 @@ final class MaskedPatchTests: XCTestCase {
             let numeric = (evaluate(plus).1 - evaluate(minus).1) / (2 * h)
             XCTAssertEqual(numeric, gradient[i], accuracy: 2e-3 * max(1, abs(gradient[i])), "dL/ds[\(i)]")
         }
+        // The weight scales the gradient only.
+        let weighted = kept(FloatBuffer(count: rows * k))
+        let again = MaskedPatchLoss(outDim: k, studentTemperature: 0.1)
+        again.center.pointer.update(from: golden.values("loss.center_in"), count: k)
+        XCTAssertEqual(again.forwardBackward(student: student, teacher: teacher, dStudent: weighted.pointer, rows: rows,
+                                             rowCrops: crops, crops: 4, teacherTemperature: 0.05, weight: 0.5).loss, value)
+        for i in 0..<(rows * k) { XCTAssertEqual(weighted[i], 0.5 * gradient[i], accuracy: 1e-7 * max(1, abs(gradient[i]))) }
         // No masked patch: no loss, no gradient, the center stays.
         let empty = MaskedPatchLoss(outDim: k)
         XCTAssertEqual(empty.forwardBackward(student: student, teacher: teacher, dStudent: gradient.pointer, rows: 0,

@@ -31,16 +31,15 @@ def perturb(model, generator):
                 p.copy_(0.3 * torch.randn(p.shape, generator=generator))
 
 
-def model_golden():
-    g = torch.Generator().manual_seed(0)
-    cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4)
-    head_cfg = dict(in_dim=32, out_dim=40, hidden_dim=48, bottleneck_dim=16, nlayers=3, norm_last_layer=False)
-    model = MultiCropWrapper(VisionTransformer(**cfg), DINOHead(**head_cfg))
-    perturb(model, g)
-    groups = {"global": torch.randn(4, 3, 16, 16, generator=g), "local": torch.randn(4, 3, 8, 8, generator=g),
-              "wide": torch.randn(2, 3, 8, 12, generator=g)}
-    tensors = {f"param.{n[len('backbone.'):] if n.startswith('backbone.') else n}": p
-               for n, p in model.state_dict().items()}
+def unprefixed(name):
+    """State-dict names as the Swift layout has them: the backbone's without `backbone.`."""
+    return name[len("backbone."):] if name.startswith("backbone.") else name
+
+
+def whole_model_tensors(model, groups, g, attention=False):
+    """Parameters and inputs (float32), then in float64: each group's CLS (and last attention), the
+    logits of all groups, a random upstream U and every gradient of Σ U⊙logits."""
+    tensors = {f"param.{unprefixed(n)}": p for n, p in model.state_dict().items()}
     for k, v in groups.items():
         tensors[f"input.{k}"] = v
     model = model.double()
@@ -51,12 +50,24 @@ def model_golden():
     for k, c in zip(groups, crops):
         with torch.no_grad():
             tensors[f"output.cls.{k}"] = model.backbone(c)
-            tensors[f"output.attention.{k}"] = model.backbone.get_last_selfattention(c)
-    tensors["output.logits"] = logits.detach()
-    tensors["upstream"] = upstream
+            if attention:
+                tensors[f"output.attention.{k}"] = model.backbone.get_last_selfattention(c)
+    tensors["output.logits"], tensors["upstream"] = logits.detach(), upstream
     for n, p in model.named_parameters():
         if p.grad is not None:
-            tensors[f"grad.{n[len('backbone.'):] if n.startswith('backbone.') else n}"] = p.grad
+            tensors[f"grad.{unprefixed(n)}"] = p.grad
+    return tensors
+
+
+def model_golden():
+    g = torch.Generator().manual_seed(0)
+    cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=2, num_heads=4)
+    head_cfg = dict(in_dim=32, out_dim=40, hidden_dim=48, bottleneck_dim=16, nlayers=3, norm_last_layer=False)
+    model = MultiCropWrapper(VisionTransformer(**cfg), DINOHead(**head_cfg))
+    perturb(model, g)
+    groups = {"global": torch.randn(4, 3, 16, 16, generator=g), "local": torch.randn(4, 3, 8, 8, generator=g),
+              "wide": torch.randn(2, 3, 8, 12, generator=g)}
+    tensors = whole_model_tensors(model, groups, g, attention=True)
     meta = dict(VERSIONS, config=cfg, head=head_cfg)
     save_safetensors("model.safetensors", tensors, {k: str(v).replace("'", '"') for k, v in meta.items()})
 
@@ -70,22 +81,7 @@ def shifted_golden():
     model = MultiCropWrapper(VisionTransformer(**cfg), DINOHead(**head_cfg))
     perturb(model, g)
     groups = {"square": torch.randn(3, 3, 15, 15, generator=g), "wide": torch.randn(2, 3, 10, 15, generator=g)}
-    tensors = {f"param.{n[len('backbone.'):] if n.startswith('backbone.') else n}": p
-               for n, p in model.state_dict().items()}
-    for k, v in groups.items():
-        tensors[f"input.{k}"] = v
-    model = model.double()
-    crops = [v.double() for v in groups.values()]
-    logits = model(crops)
-    upstream = torch.randn(logits.shape, generator=g).double()
-    (logits * upstream).sum().backward()
-    for k, c in zip(groups, crops):
-        with torch.no_grad():
-            tensors[f"output.cls.{k}"] = model.backbone(c)
-    tensors["output.logits"], tensors["upstream"] = logits.detach(), upstream
-    for n, p in model.named_parameters():
-        if p.grad is not None:
-            tensors[f"grad.{n[len('backbone.'):] if n.startswith('backbone.') else n}"] = p.grad
+    tensors = whole_model_tensors(model, groups, g)
     save_safetensors("shifted.safetensors", tensors, dict(VERSIONS, config=str(cfg), head=str(head_cfg)))
 
 
@@ -102,8 +98,7 @@ def masked_golden():
     masks = torch.zeros(4, 16, dtype=torch.bool)
     for crop, patches in [(0, [1, 5, 6]), (2, [0, 7, 8, 9, 15]), (3, [3])]:  # crop 1 unmasked
         masks[crop, patches] = True
-    tensors = {f"param.{n[len('backbone.'):] if n.startswith('backbone.') else n}": p
-               for n, p in model.state_dict().items()}
+    tensors = {f"param.{unprefixed(n)}": p for n, p in model.state_dict().items()}
     tensors["input.images"], tensors["input.masks"] = images, masks.float()
     model = model.double()
     tokens = model.backbone.forward_tokens(images.double(), masks)
@@ -116,7 +111,7 @@ def masked_golden():
     tensors["upstream.cls"], tensors["upstream.patch"] = upstream_cls, upstream_patch
     for n, p in model.named_parameters():
         if p.grad is not None:
-            tensors[f"grad.{n[len('backbone.'):] if n.startswith('backbone.') else n}"] = p.grad
+            tensors[f"grad.{unprefixed(n)}"] = p.grad
 
     # The loss alone: 9 masked patches of the 4 crops above, 24 prototypes, temperatures 0.1 and 0.05.
     student = (torch.randn(9, 24, generator=g) * 3).float().double().requires_grad_()

@@ -167,12 +167,10 @@ public final class SelfDistillation {
         if let patchLoss, let headPatch, let headTeacherPatch, masked > 0 {
             let patch = patchLoss.forwardBackward(student: headPatch.logits.pointer, teacher: headTeacherPatch.logits.pointer,
                                                   dStudent: patchLogitGradients.pointer, rows: masked, rowCrops: maskedCrops,
-                                                  crops: 2 * b, teacherTemperature: Float(s.teacherTemperature))
-            let weight = Float(s.maskedPatchWeight)
-            stats.maskedPatch = weight * patch.loss
+                                                  crops: 2 * b, teacherTemperature: Float(s.teacherTemperature),
+                                                  weight: Float(s.maskedPatchWeight))
+            stats.maskedPatch = Float(s.maskedPatchWeight) * patch.loss
             guard stats.maskedPatch.isFinite else { throw NonFiniteLoss(value: stats.maskedPatch, term: "masked-patch term") }
-            let gradient = patchLogitGradients.pointer
-            for i in 0..<(masked * k) { gradient[i] *= weight }
             patchLoss.updateCenter(teacher: headTeacherPatch.logits.pointer, rows: masked)
         }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)

@@ -129,13 +129,19 @@ public final class DINOLoss {
 
     /// center ← m·center + (1 − m)·mean over rows of the raw teacher logits `(rows, K)`.
     public func updateCenter(teacher: UnsafePointer<Float>, rows: Int) {
-        let k = outDim, m = centerMomentum
-        Parallel.forEachRange((k + 255) / 256) { blocks in
-            for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
-                var s: Float = 0
-                for r in 0..<rows { s += teacher[r * k + j] }
-                center[j] = center[j] * m + (s / Float(rows)) * (1 - m)
-            }
+        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum)
+    }
+}
+
+/// center ← m·center + (1 − m)·(1/rows)·Σ_r teacher[r] `(K)`, per column in row order (the same bits on
+/// any thread count): the DINO loss's center and the masked-patch loss's.
+func updateCenterEMA(_ center: UnsafeMutablePointer<Float>, teacher: UnsafePointer<Float>, rows: Int, columns k: Int,
+                     momentum m: Float) {
+    Parallel.forEachRange((k + 255) / 256) { blocks in
+        for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
+            var s: Float = 0
+            for r in 0..<rows { s += teacher[r * k + j] }
+            center[j] = center[j] * m + (s / Float(rows)) * (1 - m)
         }
     }
 }

@@ -58,11 +58,11 @@ public final class MaskedPatchLoss {
         center = FloatBuffer(count: outDim)
     }
 
-    /// Returns (loss, mean teacher entropy) and writes dL/d(student logits) `(R, K)` into `dStudent`
-    /// (overwritten). `crops` is the number of crops I the loss averages over.
+    /// Returns (loss, mean teacher entropy) and writes weight·dL/d(student logits) `(R, K)` into
+    /// `dStudent` (overwritten). `crops` is the number of crops I the loss averages over.
     public func forwardBackward(student: UnsafePointer<Float>, teacher: UnsafePointer<Float>,
                                 dStudent: UnsafeMutablePointer<Float>, rows: Int, rowCrops: [Int], crops: Int,
-                                teacherTemperature: Float) -> (loss: Float, teacherEntropy: Float) {
+                                teacherTemperature: Float, weight: Float = 1) -> (loss: Float, teacherEntropy: Float) {
         precondition(rowCrops.count == rows)
         guard rows > 0 else { return (0, 0) }
         let k = outDim
@@ -89,8 +89,8 @@ public final class MaskedPatchLoss {
                             if qr[j] > 0 { e -= Double(qr[j]) * log(Double(qr[j])) }
                         }
                         ce[r] = c; h[r] = e
-                        // d/ds = w·(p − q)/τ_s
-                        let scale = Float(weights[r]) / studentTemperature
+                        // d/ds = weight·w_r·(p − q)/τ_s
+                        let scale = weight * Float(weights[r]) / studentTemperature
                         for j in 0..<k { d[j] = scale * (expf(lp[j]) - qr[j]) }
                     }
                 }
@@ -105,13 +105,6 @@ public final class MaskedPatchLoss {
     /// when no patch was masked.
     public func updateCenter(teacher: UnsafePointer<Float>, rows: Int) {
         guard rows > 0 else { return }
-        let k = outDim, m = centerMomentum
-        Parallel.forEachRange((k + 255) / 256) { blocks in
-            for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
-                var s: Float = 0
-                for r in 0..<rows { s += teacher[r * k + j] }
-                center[j] = center[j] * m + (s / Float(rows)) * (1 - m)
-            }
-        }
+        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum)
     }
 }
