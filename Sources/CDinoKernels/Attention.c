@@ -4,8 +4,8 @@
 // MARK: - Portable
 
 static void attentionForwardPortable(float *out, long outStride, float *p, const float *q, const float *k,
-                                     const float *v, long rowStride, long n, long d, float scale) {
-    for (long i = 0; i < n; i++) {
+                                     const float *v, long rowStride, long queries, long n, long d, float scale) {
+    for (long i = 0; i < queries; i++) {
         float *row = p + i * n, m = -INFINITY;
         for (long j = 0; j < n; j++) {
             float s = 0;
@@ -26,8 +26,8 @@ static void attentionForwardPortable(float *out, long outStride, float *p, const
 
 static void attentionBackwardPortable(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
                                       const float *q, const float *k, const float *v, long rowStride,
-                                      const float *p, long n, long d, float scale, float *dp) {
-    for (long i = 0; i < n; i++) {
+                                      const float *p, long queries, long n, long d, float scale, float *dp) {
+    for (long i = 0; i < queries; i++) {
         const float *g = dOut + i * dOutStride, *row = p + i * n;
         float weighted = 0;
         for (long j = 0; j < n; j++) {
@@ -159,13 +159,14 @@ AVX2 static void weightsTimesRows(float *out, long ldo, const float *w, long ldw
 static inline long roundUp16(long n) { return (n + 15) & ~15L; }
 
 AVX2 static void attentionForwardAVX2(float *out, long outStride, float *p, const float *q, const float *k,
-                                      const float *v, long rowStride, long n, long d, float scale, float *scratch) {
+                                      const float *v, long rowStride, long queries, long n, long d, float scale,
+                                      float *scratch) {
     long width = roundUp16(n);
     float *kt = scratch, *s = scratch + d * width;
     transposeRows(kt, width, k, rowStride, n, d);
-    rowsTimesTransposed(s, width, q, rowStride, kt, width, n, d);
+    rowsTimesTransposed(s, width, q, rowStride, kt, width, queries, d);
     __m256 scale8 = _mm256_set1_ps(scale);
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < queries; i++) {
         float *row = s + i * width;
         for (long j = 0; j < width; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), scale8));
         float m = row[0];
@@ -185,30 +186,30 @@ AVX2 static void attentionForwardAVX2(float *out, long outStride, float *p, cons
         float *prow = p + i * n;
         for (long j = 0; j < n; j++) prow[j] = row[j] * inverse;
     }
-    weightsTimesRows(out, outStride, p, n, v, rowStride, n, n, d, 0);
+    weightsTimesRows(out, outStride, p, n, v, rowStride, queries, n, d, 0);
 }
 
 AVX2 static void attentionBackwardAVX2(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
                                        const float *q, const float *k, const float *v, long rowStride,
-                                       const float *p, long n, long d, float scale, float *scratch) {
+                                       const float *p, long queries, long n, long d, float scale, float *scratch) {
     long width = roundUp16(n);
     float *vt = scratch, *ds = scratch + d * width, *transposed = ds + n * width;
     transposeRows(vt, width, v, rowStride, n, d);
-    rowsTimesTransposed(ds, width, dOut, dOutStride, vt, width, n, d);  // dP
-    for (long i = 0; i < n; i++) {
+    rowsTimesTransposed(ds, width, dOut, dOutStride, vt, width, queries, d);  // dP
+    for (long i = 0; i < queries; i++) {
         float *row = ds + i * width;
         const float *prow = p + i * n;
         float weighted = 0;
         for (long j = 0; j < n; j++) weighted += prow[j] * row[j];
         for (long j = 0; j < n; j++) row[j] = prow[j] * (row[j] - weighted) * scale;
     }
-    weightsTimesRows(dq, rowStride, ds, width, k, rowStride, n, n, d, 1);
-    for (long i = 0; i < n; i++)
-        for (long j = 0; j < n; j++) transposed[j * n + i] = ds[i * width + j];
-    weightsTimesRows(dk, rowStride, transposed, n, q, rowStride, n, n, d, 1);
-    for (long i = 0; i < n; i++)
-        for (long j = 0; j < n; j++) transposed[j * n + i] = p[i * n + j];
-    weightsTimesRows(dv, rowStride, transposed, n, dOut, dOutStride, n, n, d, 1);
+    weightsTimesRows(dq, rowStride, ds, width, k, rowStride, queries, n, d, 1);
+    for (long i = 0; i < queries; i++)
+        for (long j = 0; j < n; j++) transposed[j * queries + i] = ds[i * width + j];
+    weightsTimesRows(dk, rowStride, transposed, queries, q, rowStride, n, queries, d, 1);
+    for (long i = 0; i < queries; i++)
+        for (long j = 0; j < n; j++) transposed[j * queries + i] = p[i * n + j];
+    weightsTimesRows(dv, rowStride, transposed, queries, dOut, dOutStride, n, queries, d, 1);
 }
 
 #endif
@@ -222,25 +223,28 @@ long dino_attention_scratch_count(long n, long d) {
 
 void dino_attention_forward_block(float *out, long outStride, float *probabilities,
                                   const float *q, const float *k, const float *v, long rowStride,
-                                  long n, long d, float scale, float *scratch) {
+                                  long queries, long n, long d, float scale, float *scratch) {
 #if DINO_X86
     if (dino_kernels_use_avx2()) {
-        attentionForwardAVX2(out, outStride, probabilities, q, k, v, rowStride, n, d, scale, scratch);
+        attentionForwardAVX2(out, outStride, probabilities, q, k, v, rowStride, queries, n, d, scale, scratch);
         return;
     }
 #endif
     (void)scratch;
-    attentionForwardPortable(out, outStride, probabilities, q, k, v, rowStride, n, d, scale);
+    attentionForwardPortable(out, outStride, probabilities, q, k, v, rowStride, queries, n, d, scale);
 }
 
 void dino_attention_backward_block(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
                                    const float *q, const float *k, const float *v, long rowStride,
-                                   const float *probabilities, long n, long d, float scale, float *scratch) {
+                                   const float *probabilities, long queries, long n, long d, float scale,
+                                   float *scratch) {
 #if DINO_X86
     if (dino_kernels_use_avx2()) {
-        attentionBackwardAVX2(dq, dk, dv, dOut, dOutStride, q, k, v, rowStride, probabilities, n, d, scale, scratch);
+        attentionBackwardAVX2(dq, dk, dv, dOut, dOutStride, q, k, v, rowStride, probabilities, queries, n, d, scale,
+                              scratch);
         return;
     }
 #endif
-    attentionBackwardPortable(dq, dk, dv, dOut, dOutStride, q, k, v, rowStride, probabilities, n, d, scale, scratch);
+    attentionBackwardPortable(dq, dk, dv, dOut, dOutStride, q, k, v, rowStride, probabilities, queries, n, d, scale,
+                              scratch);
 }

@@ -60,7 +60,8 @@ public struct AttentionExporter {
                             })
         var input = floats.values
         normalize(&input, channels: c.inChannels, plane: width * height, mean: mean, std: std)
-        let activations = checkpoint.transformer.makeActivations(batch: 1, imageHeight: height, imageWidth: width, training: false)
+        let activations = checkpoint.transformer.makeActivations(batch: 1, imageHeight: height, imageWidth: width, training: false,
+                                                                 classTokenOnly: true)  // the CLS row of attention alone
         let buffer = FloatBuffer(input)
         checkpoint.transformer.forward(parameters: checkpoint.parameters.pointer, images: buffer.pointer, activations: activations)
         let n = activations.tokens, gh = activations.gridHeight, gw = activations.gridWidth

@@ -121,7 +121,8 @@ public struct FeatureExtractor {
             }
             if !rows.isEmpty {
                 if activations?.batch != rows.count {
-                    activations = transformer.makeActivations(batch: rows.count, imageHeight: s, imageWidth: s, training: false)
+                    activations = transformer.makeActivations(batch: rows.count, imageHeight: s, imageWidth: s, training: false,
+                                                              classTokenOnly: !meanPatchToken && !patchTokens)
                 }
                 let batch = rows.count, tokens = activations!.tokens, first = config.depth - lastBlocks
                 transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer,

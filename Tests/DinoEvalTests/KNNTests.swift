@@ -151,8 +151,10 @@ final class KNNTests: XCTestCase {
                 let part = Array(stacked.features[(r * width + l * d)..<(r * width + (l + 1) * d)])
                 assertClose(part, expected, tolerance: 1e-5, "block \(l) image \(r)")
             }
-            XCTAssertEqual(Array(stacked.features[(r * width + (depth - 1) * d)..<(r * width + depth * d)]),
-                           Array(plain.features[(r * d)..<((r + 1) * d)]))
+            // `plain` runs the last block for the class token only, `stacked` (with the mean patch token) for
+            // every token: the same values up to the rounding of differently tiled products.
+            assertClose(Array(stacked.features[(r * width + (depth - 1) * d)..<(r * width + depth * d)]),
+                        Array(plain.features[(r * d)..<((r + 1) * d)]), tolerance: 1e-5, "last block image \(r)")
             XCTAssertEqual(Array(stacked.features[(r * width + depth * d)..<((r + 1) * width)]),
                            Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]))
         }

@@ -262,6 +262,33 @@ final class OptimizedKernelTests: XCTestCase {
                                    probabilities: probs.pointer, batch: b, tokens: n, channels: c, heads: h)
                 assertClose(dqkv.array, dRef.map { $0 + 1 }, tolerance: 1e-5, "attention dqkv \(label)")
             }
+            // The first Q query rows alone (Q = 1: a class-token-only last block) against all n keys:
+            // the same rows of output and probabilities, and the backward of a dOutput that is zero elsewhere.
+            let d = c / h
+            for queries in Set([1, min(3, n)]) {
+                var dOutRows = dOut
+                for i in 0..<dOut.count where (i / c) % n >= queries { dOutRows[i] = 0 }
+                let dRows = Reference.attentionBackward(dOutRows, qkv, batch: b, tokens: n, channels: c, heads: h)
+                let firstRows = (0..<b).flatMap { image in ref.output[(image * n * c)..<((image * n + queries) * c)] }
+                let firstProbabilities = (0..<(b * h)).flatMap { block in
+                    ref.probabilities[(block * n * n)..<(block * n * n + queries * n)]
+                }
+                let compactDOut = (0..<b).flatMap { image in dOut[(image * n * c)..<((image * n + queries) * c)] }
+                forEachKernelVariant { variant in
+                    let label = "n \(n) d \(d) queries \(queries) \(variant)"
+                    let out = kept(FloatBuffer(count: b * queries * c)), probs = kept(FloatBuffer(count: b * h * n * n))
+                    let qb = kept(FloatBuffer(floats(qkv)))
+                    Attention.forward(output: out.pointer, probabilities: probs.pointer, qkv: qb.pointer, batch: b, tokens: n,
+                                      channels: c, heads: h, queries: queries)
+                    assertClose(out.array, firstRows, tolerance: 1e-5, "attention output \(label)")
+                    let written = (0..<(b * h)).flatMap { block in probs.array[(block * n * n)..<(block * n * n + queries * n)] }
+                    assertClose(written, firstProbabilities, tolerance: 1e-5, "attention probabilities \(label)")
+                    let dqkv = kept(FloatBuffer(floats(Array(repeating: 1, count: qkv.count))))
+                    Attention.backward(dQKV: dqkv.pointer, dOutput: input(compactDOut), qkv: qb.pointer, probabilities: probs.pointer,
+                                       batch: b, tokens: n, channels: c, heads: h, queries: queries)
+                    assertClose(dqkv.array, dRows.map { $0 + 1 }, tolerance: 1e-5, "attention dqkv \(label)")
+                }
+            }
         }
     }
 

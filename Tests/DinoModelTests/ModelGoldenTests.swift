@@ -15,18 +15,24 @@ final class ModelGoldenTests: XCTestCase {
     let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 2, numHeads: 4)
     let head = HeadConfig(inDim: 32, outDim: 40, hiddenDim: 48, bottleneckDim: 16, layerCount: 3, normLastLayer: false)
 
+    /// Every token through every block, and the last block for the class token alone (what training and
+    /// CLS features run): the same CLS outputs, last-layer CLS attention, logits and gradients.
     func testForwardAndEveryGradientMatchPyTorch() throws {
         for threads in [1, 2] {
             Parallel.setThreadCount(threads)
-            try checkAgainstGolden("model.safetensors", vit: vit, head: head,
-                                   groups: [("global", 16, 16), ("local", 8, 8), ("wide", 8, 12)], checksAttention: true)
+            for classTokenOnly in [false, true] {
+                try checkAgainstGolden("model.safetensors", vit: vit, head: head,
+                                       groups: [("global", 16, 16), ("local", 8, 8), ("wide", 8, 12)], checksAttention: true,
+                                       classTokenOnly: classTokenOnly)
+            }
         }
     }
 
     /// The model of `golden` over its crop groups (3 channels): CLS (and, when asked, the last
-    /// attention) and logits within 1e-5, every parameter gradient of Σ upstream⊙logits within 1e-4.
+    /// attention: only its CLS rows with `classTokenOnly`) and logits within 1e-5, every parameter
+    /// gradient of Σ upstream⊙logits within 1e-4.
     func checkAgainstGolden(_ file: String, vit: ViTConfig, head: HeadConfig, groups: [(String, Int, Int)],
-                            checksAttention: Bool) throws {
+                            checksAttention: Bool, classTokenOnly: Bool = false) throws {
         let golden = try loadGolden(file)
         let (d, k) = (vit.embedDim, head.outDim)
         let layout = ParameterLayout.model(vit, head: head)
@@ -39,15 +45,21 @@ final class ModelGoldenTests: XCTestCase {
         for (name, height, width) in groups {
             let images = golden.values("input.\(name)")
             let batch = images.count / (3 * height * width)
-            let activations = transformer.makeActivations(batch: batch, imageHeight: height, imageWidth: width, training: true)
+            let activations = transformer.makeActivations(batch: batch, imageHeight: height, imageWidth: width, training: true,
+                                                          classTokenOnly: classTokenOnly)
             let imageBuffer = kept(FloatBuffer(images))
             transformer.forward(parameters: parameters.pointer, images: imageBuffer.pointer, activations: activations)
             let cls = kept(FloatBuffer(count: batch * d))
             activations.copyClassTokens(to: cls.pointer)
             assertClose(cls.array, golden.values("output.cls.\(name)"), tolerance: 1e-5, "CLS \(name)")
             if checksAttention {
-                assertClose(activations.lastAttention.array, golden.values("output.attention.\(name)"), tolerance: 1e-5,
-                            "last attention \(name)")
+                var got = activations.lastAttention.array, expected = golden.values("output.attention.\(name)")
+                if classTokenOnly {  // row 0 of each (image, head) block
+                    let n = activations.tokens
+                    got = (0..<(got.count / (n * n))).flatMap { got[($0 * n * n)..<($0 * n * n + n)] }
+                    expected = (0..<(expected.count / (n * n))).flatMap { expected[($0 * n * n)..<($0 * n * n + n)] }
+                }
+                assertClose(got, expected, tolerance: 1e-5, "last attention \(name)")
             }
 
             let headActivations = HeadActivations(config: head, rows: batch)
@@ -69,8 +81,9 @@ final class ModelGoldenTests: XCTestCase {
             let result = assertClose(got, golden.values("grad.\(entry.name)"), tolerance: 1e-4, "grad \(entry.name)")
             if result.shareOfTolerance > worst.share { worst = (entry.name, result.shareOfTolerance) }
         }
-        print(String(format: "[%@] %d tensors; worst gradient %@ at %.1f%% of tolerance (threads %d)",
-                     file, layout.entries.count, worst.name, 100 * worst.share, Parallel.threadCount))
+        print(String(format: "[%@%@] %d tensors; worst gradient %@ at %.1f%% of tolerance (threads %d)",
+                     file, classTokenOnly ? ", class token only in the last block" : "", layout.entries.count, worst.name,
+                     100 * worst.share, Parallel.threadCount))
     }
 
     /// Shifted patch tokenization (the image and four half-patch diagonal shifts, zero outside) on a

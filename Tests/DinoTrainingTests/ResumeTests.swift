@@ -202,4 +202,37 @@ final class ThreadDeterminismTests: XCTestCase {
             XCTAssertEqual(one.1, two.1, "teacher parameters differ between 1 and 2 threads (masking \(masking != nil))")
         }
     }
+
+    /// The last block for the class token alone (the default) against every token through it, with drop
+    /// path on: the same losses and every gradient of the first step (float rounding apart: the shorter
+    /// products take other GEMM tiles).
+    func testClassTokenOnlyLastBlockGivesTheFullStep() throws {
+        let vit = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 32, depth: 2, numHeads: 2)
+        let head = HeadConfig(inDim: 32, outDim: 300, hiddenDim: 64, bottleneckDim: 32)
+        var g = RandomGenerator(seed: 9)
+        let globals = kept(FloatBuffer((0..<(2 * 8 * 784)).map { _ in Float(g.nextNormal()) }))
+        let locals = kept(FloatBuffer((0..<(2 * 8 * 196)).map { _ in Float(g.nextNormal()) }))
+        func run(classTokenOnly: Bool) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
+            let model = SelfDistillation(config: vit, head: head, batchSize: 8, globalSize: 28, localSize: 14, localCount: 2,
+                                         classTokenOnly: classTokenOnly)
+            model.initialize(seed: 1)
+            var losses: [Float] = [], first: [Float] = []
+            for step in 0..<3 {
+                var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
+                losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
+                                             settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
+                                                                    teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
+                                                                    dropPathRate: 0.2),
+                                             dropPath: &dropPath).loss)
+                if step == 0 { first = model.gradients.array }
+            }
+            return (losses, first, model)
+        }
+        let short = try run(classTokenOnly: true), full = try run(classTokenOnly: false)
+        assertClose(short.losses, full.losses, tolerance: 1e-5, "losses")
+        for entry in short.model.layout.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            assertClose(Array(short.firstGradients[range]), Array(full.firstGradients[range]), tolerance: 1e-4, "grad \(entry.name)")
+        }
+    }
 }

@@ -94,6 +94,8 @@ struct Bench: ParsableCommand {
     @Option(help: "pipeline-folder: a folder of images to use instead of synthetic JPEGs.") var data: String?
     @Option(help: "Timed repetitions (after 2 warm-up ones).") var repeats = 5
     @Flag var json = false
+    @Flag(help: "Time the last block for the class token only against the full last block, alternating in one process.")
+    var compareLastBlock = false
 
     func run() throws {
         Parallel.setThreadCount(threads)
@@ -112,6 +114,7 @@ struct Bench: ParsableCommand {
         guard let c = BenchConfig.all.first(where: { $0.name == config }) else {
             throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels, \(PipelineBenchmark.names.joined(separator: ", "))")
         }
+        if compareLastBlock { return try lastBlockComparison(c) }
         let peak = sgemmPeak(threads: threads)
         var times: [Double] = []
         var g = RandomGenerator(seed: 1)
@@ -133,7 +136,9 @@ struct Bench: ParsableCommand {
             withExtendedLifetime((globals, locals)) {}
         } else {
             let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
-            let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize, imageWidth: c.globalSize, training: false)
+            // CLS features, as `dino features` computes them (the last block for the class token only).
+            let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize, imageWidth: c.globalSize,
+                                                                   training: false, classTokenOnly: true)
             let images = FloatBuffer(count: c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
             for i in 0..<images.count { images[i] = Float(g.nextNormal()) }
             for i in 0..<(repeats + 2) {
@@ -157,6 +162,52 @@ struct Bench: ParsableCommand {
             print(String(format: "%@: %.1f images/s, %.3f s/step, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), peak RSS %.0f MiB",
                          c.name, Double(c.batch) / seconds, seconds, gflops, 100 * gflops / peak, peak, peakResidentMiB()))
         }
+    }
+
+    /// Seconds per step with the last block for the class token only and with the full last block, timed
+    /// alternately in one process (this VM's speed drifts by ±20% between runs; alternation cancels it).
+    func lastBlockComparison(_ c: BenchConfig) throws {
+        var g = RandomGenerator(seed: 1)
+        var steps: [() throws -> Void] = []
+        var keep: [AnyObject] = []
+        for classOnly in [true, false] {
+            if c.training {
+                let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
+                                             localSize: c.localSize, localCount: c.localCount, classTokenOnly: classOnly)
+                model.initialize(seed: 0)
+                let globals = FloatBuffer(count: 2 * c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
+                let locals = FloatBuffer(count: max(1, c.localCount * c.batch * c.vit.inChannels * c.localSize * c.localSize))
+                for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
+                for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
+                let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
+                                            freezeLastLayer: false, clip: 3, dropPathRate: 0.1)
+                var dropPath = RandomGenerator(seed: 3)
+                keep += [model, globals, locals]
+                steps.append { _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &dropPath) }
+            } else {
+                let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
+                let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize,
+                                                                       imageWidth: c.globalSize, training: false, classTokenOnly: classOnly)
+                let images = FloatBuffer(count: c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
+                for i in 0..<images.count { images[i] = Float(g.nextNormal()) }
+                keep += [backbone.parameters, activations, images]
+                steps.append { backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer,
+                                                            activations: activations) }
+            }
+        }
+        var times: [[Double]] = [[], []]
+        for i in 0..<(repeats + 2) {
+            for (v, step) in steps.enumerated() {
+                let t = Date()
+                try step()
+                if i >= 2 { times[v].append(Date().timeIntervalSince(t)) }
+            }
+        }
+        withExtendedLifetime(keep) {}
+        let (classOnly, full) = (median(times[0]), median(times[1]))
+        let pairs = zip(times[0], times[1]).map { $1 / $0 }
+        print(String(format: "%@: last block for the class token only %.3f s/step (%.1f images/s), full last block %.3f s/step (%.1f images/s): %.3fx (median of per-pair ratios %.3fx)",
+                     c.name as NSString, classOnly, Double(c.batch) / classOnly, full, Double(c.batch) / full, full / classOnly, median(pairs)))
     }
 
     /// Kernel throughput at the model's shapes (ViT-T/4 at 28 px, batch 128 images of 50 tokens).

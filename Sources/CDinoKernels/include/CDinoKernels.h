@@ -26,19 +26,21 @@ void dino_gelu_backward(float *dIn, const float *dOut, const float *in, long cou
 /// Floats of scratch one attention block needs (forward or backward) for n tokens of head size d.
 long dino_attention_scratch_count(long n, long d);
 
-/// One (image, head) block of attention forward: P = softmax(scale·Q·Kᵀ), O = P·V.
-/// q, k, v: n rows of d floats, row i at q + i·rowStride; out: n rows at out + i·outStride;
-/// probabilities: n×n, dense.
+/// One (image, head) block of attention forward: P = softmax(scale·Q·Kᵀ), O = P·V, for the first
+/// `queries` ≤ n query rows against all n keys (queries = 1: the class token alone).
+/// q, k, v: n rows of d floats, row i at q + i·rowStride; out: `queries` rows at out + i·outStride;
+/// probabilities: rows 0..<queries of an n×n dense block.
 void dino_attention_forward_block(float *out, long outStride, float *probabilities,
                                   const float *q, const float *k, const float *v, long rowStride,
-                                  long n, long d, float scale, float *scratch);
+                                  long queries, long n, long d, float scale, float *scratch);
 
 /// One (image, head) block of attention backward, accumulating into dq, dk, dv (rows at
 /// rowStride): dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP))·scale, dV += Pᵀ·dO, dQ += dS·K,
-/// dK += dSᵀ·Q.
+/// dK += dSᵀ·Q, for the first `queries` query rows (dOut has `queries` rows; dk and dv get all n).
 void dino_attention_backward_block(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
                                    const float *q, const float *k, const float *v, long rowStride,
-                                   const float *probabilities, long n, long d, float scale, float *scratch);
+                                   const float *probabilities, long queries, long n, long d, float scale,
+                                   float *scratch);
 
 /// LayerNorm forward for rows [0, rows): y = (x − μ)·rstd·w + b, rstd = 1/√(σ² + eps), σ² from
 /// centred values; saves μ and rstd per row. Rows of `columns` floats, dense.

@@ -4,7 +4,9 @@ import CDinoKernels
 /// `P = softmax(Q·Kᵀ·d⁻¹ᐟ²)`, `O = P·V`, with Q, K, V read in place from the fused qkv activation.
 ///
 /// Shapes: qkv `(B, N, 3, H, d)` (the output of `attn.qkv`, reshaped as the official `Attention`
-/// does), output `(B, N, H, d)` = `(B, N, C)`, probabilities `(B, H, N, N)`.
+/// does), output `(B, Q, H, d)` = `(B, Q, C)` for the first Q query rows (Q = N by default; Q = 1 is the
+/// class token alone, all a last block needs when only its CLS output is read), probabilities
+/// `(B, H, N, N)` of which rows 0..<Q are written.
 /// One (image, head) block is computed at a time while it stays in cache (the C kernel transposes
 /// K, or V in backward, once per block so both products are register-tiled FMA loops); blocks run in
 /// parallel and write disjoint memory. The probabilities are kept rather than the log-sum-exp: at
@@ -13,9 +15,10 @@ import CDinoKernels
 public enum Attention {
     public static func forward(
         output: UnsafeMutablePointer<Float>, probabilities: UnsafeMutablePointer<Float>,
-        qkv: UnsafePointer<Float>, batch: Int, tokens n: Int, channels c: Int, heads: Int
+        qkv: UnsafePointer<Float>, batch: Int, tokens n: Int, channels c: Int, heads: Int, queries: Int? = nil
     ) {
-        let d = c / heads
+        let d = c / heads, rows = queries ?? n
+        precondition(rows >= 1 && rows <= n, "queries must be in 1...tokens")
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
         Parallel.forEachRange(batch * heads) { blocks in
@@ -24,20 +27,22 @@ public enum Attention {
             for block in blocks {
                 let b = block / heads, h = block % heads
                 let q = qkv + b * n * rowStride + h * d
-                dino_attention_forward_block(output + b * n * c + h * d, c, probabilities + block * n * n,
-                                             q, q + c, q + 2 * c, rowStride, n, d, scale, scratch)
+                dino_attention_forward_block(output + b * rows * c + h * d, c, probabilities + block * n * n,
+                                             q, q + c, q + 2 * c, rowStride, rows, n, d, scale, scratch)
             }
         }
     }
 
     /// Accumulates dQKV from dOutput: with dP = dO·Vᵀ and dS = P ⊙ (dP − rowsum(P ⊙ dP)),
-    /// dV += Pᵀ·dO, dQ += dS·K·scale, dK += dSᵀ·Q·scale.
+    /// dV += Pᵀ·dO, dQ += dS·K·scale, dK += dSᵀ·Q·scale; dOutput `(B, Q, C)` for the first Q query rows
+    /// of the forward pass (dQ stays untouched on the other rows).
     public static func backward(
         dQKV: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>,
         qkv: UnsafePointer<Float>, probabilities: UnsafePointer<Float>,
-        batch: Int, tokens n: Int, channels c: Int, heads: Int
+        batch: Int, tokens n: Int, channels c: Int, heads: Int, queries: Int? = nil
     ) {
-        let d = c / heads
+        let d = c / heads, rows = queries ?? n
+        precondition(rows >= 1 && rows <= n, "queries must be in 1...tokens")
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
         Parallel.forEachRange(batch * heads) { blocks in
@@ -47,9 +52,9 @@ public enum Attention {
                 let b = block / heads, h = block % heads
                 let offset = b * n * rowStride + h * d
                 let q = qkv + offset, dq = dQKV + offset
-                dino_attention_backward_block(dq, dq + c, dq + 2 * c, dOutput + b * n * c + h * d, c,
+                dino_attention_backward_block(dq, dq + c, dq + 2 * c, dOutput + b * rows * c + h * d, c,
                                               q, q + c, q + 2 * c, rowStride, probabilities + block * n * n,
-                                              n, d, scale, scratch)
+                                              rows, n, d, scale, scratch)
             }
         }
     }

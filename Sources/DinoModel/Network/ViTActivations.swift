@@ -10,14 +10,16 @@ public final class BlockActivations {
     public let norm2: FloatBuffer, norm2Mean: FloatBuffer, norm2Rstd: FloatBuffer   // (T, C), (T), (T)
     public let hidden: FloatBuffer, activated: FloatBuffer                          // (T, 4C): fc1 out, GELU out
 
-    init(batch: Int, tokens: Int, config c: ViTConfig) {
-        let t = batch * tokens, d = c.embedDim
+    /// `rowsAfterAttention`: T, or B for a last block that computes only the class token's rows
+    /// (attention output, middle, norm2, hidden and activated then hold one row per image).
+    init(batch: Int, tokens: Int, config c: ViTConfig, rowsAfterAttention: Int? = nil) {
+        let t = batch * tokens, d = c.embedDim, r = rowsAfterAttention ?? t
         norm1 = FloatBuffer(count: t * d); norm1Mean = FloatBuffer(count: t); norm1Rstd = FloatBuffer(count: t)
         qkv = FloatBuffer(count: t * 3 * d)
         probabilities = FloatBuffer(count: batch * c.numHeads * tokens * tokens)
-        attention = FloatBuffer(count: t * d); middle = FloatBuffer(count: t * d)
-        norm2 = FloatBuffer(count: t * d); norm2Mean = FloatBuffer(count: t); norm2Rstd = FloatBuffer(count: t)
-        hidden = FloatBuffer(count: t * c.hiddenDim); activated = FloatBuffer(count: t * c.hiddenDim)
+        attention = FloatBuffer(count: r * d); middle = FloatBuffer(count: r * d)
+        norm2 = FloatBuffer(count: r * d); norm2Mean = FloatBuffer(count: r); norm2Rstd = FloatBuffer(count: r)
+        hidden = FloatBuffer(count: r * c.hiddenDim); activated = FloatBuffer(count: r * c.hiddenDim)
     }
 }
 
@@ -26,6 +28,14 @@ public final class BlockActivations {
 ///
 /// With `storesBackwardState == false` (teacher, feature extraction) the blocks share one set of
 /// buffers and the residual stream ping-pongs between two, so memory does not grow with depth.
+///
+/// With `classTokenOnly` the last block computes only what its CLS output depends on: the keys and
+/// values of every token, but the query, attention, projection, MLP and final norm of the class token
+/// alone (each patch token's last-block output feeds nothing when only CLS is read: the DINO head,
+/// k-NN features, the last layer's CLS attention). The CLS outputs are exactly those of the full
+/// pass; about 10/12 of the last block's work is skipped (a fifth of a 4-block backbone).
+/// The patch rows of `normalized`, of the last stream and of the last attention's rows other than
+/// the first are then not written.
 public final class ViTActivations {
     public let config: ViTConfig
     public let batch: Int, imageHeight: Int, imageWidth: Int
@@ -33,6 +43,7 @@ public final class ViTActivations {
     /// Tokens per image: the class token plus gridHeight·gridWidth patches.
     public let tokens: Int
     public let storesBackwardState: Bool
+    public let classTokenOnly: Bool
 
     let patches: FloatBuffer            // (B·np, planes·p·p), planes = Cin (or 5·Cin, shifted)
     let patchTokens: FloatBuffer        // (B·np, C)
@@ -46,6 +57,8 @@ public final class ViTActivations {
     let normMean: FloatBuffer, normRstd: FloatBuffer
     var dropScales: [[Float]] = []      // per block: attention branch, then MLP branch (B each)
     var patchMask: [UInt8] = []         // (B·np) of the latest forward, empty when nothing was masked
+    // The class-token-only last block: its input's CLS rows, its output and the final norm (B, C) each.
+    let classInput: FloatBuffer, classOutput: FloatBuffer, classNormalized: FloatBuffer
 
     // Backward scratch, allocated on first use.
     lazy var dStream = FloatBuffer(count: batch * tokens * config.embedDim)
@@ -55,11 +68,14 @@ public final class ViTActivations {
     lazy var dNorm = FloatBuffer(count: batch * tokens * config.embedDim)
     lazy var dHidden = FloatBuffer(count: batch * tokens * config.hiddenDim)
     lazy var dPositions = FloatBuffer(count: tokens * config.embedDim)
+    lazy var dClass = FloatBuffer(count: batch * config.embedDim)
 
-    public init(config: ViTConfig, batch: Int, imageHeight: Int, imageWidth: Int, storesBackwardState: Bool) {
+    public init(config: ViTConfig, batch: Int, imageHeight: Int, imageWidth: Int, storesBackwardState: Bool,
+                classTokenOnly: Bool = false) {
         self.config = config
         self.batch = batch; self.imageHeight = imageHeight; self.imageWidth = imageWidth
         self.storesBackwardState = storesBackwardState
+        self.classTokenOnly = classTokenOnly
         let p = config.patchSize, d = config.embedDim
         gridHeight = imageHeight / p; gridWidth = imageWidth / p
         let np = gridHeight * gridWidth
@@ -76,19 +92,24 @@ public final class ViTActivations {
                 side: side, targetHeight: gridHeight, targetWidth: gridWidth))
         }
         stream = (0..<(storesBackwardState ? config.depth + 1 : 2)).map { _ in FloatBuffer(count: t * d) }
-        let tokenCount = tokens
-        blocks = (0..<(storesBackwardState ? config.depth : 1)).map { _ in
-            BlockActivations(batch: batch, tokens: tokenCount, config: config)
+        let tokenCount = tokens, depth = config.depth
+        blocks = (0..<(storesBackwardState ? depth : 1)).map { l in
+            BlockActivations(batch: batch, tokens: tokenCount, config: config,
+                             rowsAfterAttention: storesBackwardState && classTokenOnly && l == depth - 1 ? batch : nil)
         }
         branch = FloatBuffer(count: t * d)
         normalized = FloatBuffer(count: t * d)
         normMean = FloatBuffer(count: t); normRstd = FloatBuffer(count: t)
+        let classRows = classTokenOnly ? batch * d : 0
+        classInput = FloatBuffer(count: classRows); classOutput = FloatBuffer(count: classRows)
+        classNormalized = FloatBuffer(count: classRows)
     }
 
     func streamBuffer(_ index: Int) -> FloatBuffer { storesBackwardState ? stream[index] : stream[index % 2] }
     func block(_ index: Int) -> BlockActivations { storesBackwardState ? blocks[index] : blocks[0] }
 
-    /// The last block's attention probabilities `(B, H, N, N)` from the latest forward pass.
+    /// The last block's attention probabilities `(B, H, N, N)` from the latest forward pass (only the
+    /// class token's row 0 of each block with `classTokenOnly`).
     public var lastAttention: FloatBuffer { block(config.depth - 1).probabilities }
 
     /// Copies the CLS token of each image after the final norm into `output` `(B, C)`.
@@ -100,6 +121,7 @@ public final class ViTActivations {
     /// Writes each image's mean patch token after the final norm, `(1/np) Σ_p token_p`, into `output`
     /// `(B, C)` (the official `eval_linear.py` `--avgpool_patchtokens` feature).
     public func copyMeanPatchTokens(to output: UnsafeMutablePointer<Float>) {
+        precondition(!classTokenOnly, "the patch tokens of a class-token-only pass are not computed")
         let d = config.embedDim, np = tokens - 1
         for b in 0..<batch {
             let mean = output + b * d
@@ -114,6 +136,7 @@ public final class ViTActivations {
 
     /// Copies the patch tokens after the final norm into `output` `(B, np, C)`.
     public func copyPatchTokens(to output: UnsafeMutablePointer<Float>) {
+        precondition(!classTokenOnly, "the patch tokens of a class-token-only pass are not computed")
         let d = config.embedDim, np = tokens - 1
         for b in 0..<batch {
             (output + b * np * d).update(from: normalized.pointer + (b * tokens + 1) * d, count: np * d)

@@ -39,9 +39,12 @@ public struct VisionTransformer: Sendable {
         blocks = (0..<config.depth).map { BlockOffsets(layout, block: $0, prefix: prefix) }
     }
 
-    public func makeActivations(batch: Int, imageHeight: Int, imageWidth: Int, training: Bool) -> ViTActivations {
+    /// - Parameter classTokenOnly: compute only what the CLS output needs in the last block (see `ViTActivations`):
+    ///   for callers that read nothing but the class token (the DINO head, CLS features, CLS attention).
+    public func makeActivations(batch: Int, imageHeight: Int, imageWidth: Int, training: Bool,
+                                classTokenOnly: Bool = false) -> ViTActivations {
         ViTActivations(config: config, batch: batch, imageHeight: imageHeight, imageWidth: imageWidth,
-                       storesBackwardState: training)
+                       storesBackwardState: training, classTokenOnly: classTokenOnly)
     }
 
     /// Runs the backbone on `images` `(B, Cin, H, W)`; the result is `activations.normalized` `(B, N, C)`.
@@ -90,19 +93,20 @@ public struct VisionTransformer: Sendable {
             }
         }
         a.dropScales = []
-        /// output = residual + DropPath(input·weightᵀ + bias) `(T, D)`. Without drop path the residual is
-        /// added in the product's initialization (one pass over the output); with it, the branch is
-        /// scaled per image first, so it goes through the `branch` scratch.
+        /// output = residual + DropPath(input·weightᵀ + bias) `(R, D)`, R = T rows, or B in a class-token-only
+        /// last block. Without drop path the residual is added in the product's initialization (one pass
+        /// over the output); with it, the branch is scaled per image first, so it goes through `branch`.
         func residualBranch(output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, input: UnsafePointer<Float>,
-                            weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, inputSize: Int, scales: [Float]) {
+                            weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, inputSize: Int,
+                            scales: [Float]) {
             if scales.isEmpty {
-                Linear.forward(output: output, input: input, weight: weight, bias: bias, rows: t, inputSize: inputSize,
+                Linear.forward(output: output, input: input, weight: weight, bias: bias, rows: rows, inputSize: inputSize,
                                outputSize: d, residual: residual)
             } else {
-                Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: t,
+                Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: rows,
                                inputSize: inputSize, outputSize: d)
-                DropPath.apply(a.branch.pointer, scales: scales, elementsPerSample: n * d)
-                Residual.add(output: output, residual, a.branch.pointer, count: t * d)
+                DropPath.apply(a.branch.pointer, scales: scales, elementsPerSample: rows / b * d)
+                Residual.add(output: output, residual, a.branch.pointer, count: rows * d)
             }
         }
         for l in 0..<c.depth {
@@ -116,27 +120,45 @@ public struct VisionTransformer: Sendable {
                           DropPath.scales(keepProbability: keep, uniforms: second))
             }
             a.dropScales.append(scales.0); a.dropScales.append(scales.1)
+            // Keys and values need every token; after attention a class-token-only last block has one row per image.
+            let classOnly = a.classTokenOnly && l == c.depth - 1, rows = classOnly ? b : t
 
             LayerNorm.forward(output: s.norm1.pointer, mean: s.norm1Mean.pointer, rstd: s.norm1Rstd.pointer, input: x,
                               weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d)
             Linear.forward(output: s.qkv.pointer, input: s.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
                            rows: t, inputSize: d, outputSize: 3 * d)
             Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
-                              batch: b, tokens: n, channels: d, heads: c.numHeads)
-            residualBranch(output: s.middle.pointer, residual: x, input: s.attention.pointer, weight: p + o.projWeight,
-                           bias: p + o.projBias, inputSize: d, scales: scales.0)
+                              batch: b, tokens: n, channels: d, heads: c.numHeads, queries: classOnly ? 1 : nil)
+            if classOnly {
+                for image in 0..<b { (a.classInput.pointer + image * d).update(from: x + image * n * d, count: d) }
+            }
+            residualBranch(output: s.middle.pointer, residual: classOnly ? a.classInput.pointer : x,
+                           input: s.attention.pointer, weight: p + o.projWeight, bias: p + o.projBias, rows: rows,
+                           inputSize: d, scales: scales.0)
 
             LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
-                              input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: t, columns: d)
+                              input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: d)
             Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
-                               weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: t, inputSize: d, outputSize: c.hiddenDim)
-            residualBranch(output: out, residual: s.middle.pointer, input: s.activated.pointer, weight: p + o.fc2Weight,
-                           bias: p + o.fc2Bias, inputSize: c.hiddenDim, scales: scales.1)
+                               weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: d, outputSize: c.hiddenDim)
+            residualBranch(output: classOnly ? a.classOutput.pointer : out, residual: s.middle.pointer,
+                           input: s.activated.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias, rows: rows,
+                           inputSize: c.hiddenDim, scales: scales.1)
+            if classOnly {
+                for image in 0..<b { (out + image * n * d).update(from: a.classOutput.pointer + image * d, count: d) }
+            }
             blockOutput?(l, out)
         }
-        LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
-                          input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
-                          rows: t, columns: d)
+        if a.classTokenOnly {
+            LayerNorm.forward(output: a.classNormalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
+                              input: a.classOutput.pointer, weight: p + normWeight, bias: p + normBias, rows: b, columns: d)
+            for image in 0..<b {
+                (a.normalized.pointer + image * n * d).update(from: a.classNormalized.pointer + image * d, count: d)
+            }
+        } else {
+            LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
+                              input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
+                              rows: t, columns: d)
+        }
     }
 
     /// Forward with no drop path (teacher, evaluation).
@@ -168,48 +190,64 @@ public struct VisionTransformer: Sendable {
                          dClassTokens: UnsafePointer<Float>, activations a: ViTActivations,
                          tokenRows: [Int] = [], dTokens: UnsafePointer<Float>? = nil) {
         precondition(a.storesBackwardState, "backward needs activations made with training: true")
+        precondition(!a.classTokenOnly || dTokens == nil, "a class-token-only pass has no patch-token outputs")
         let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1, h = c.hiddenDim
         let dx = a.dStream.pointer, dBranch = a.dBranch.pointer, dNorm = a.dNorm.pointer
-        dx.update(repeating: 0, count: t * d)
-        dNorm.update(repeating: 0, count: t * d)
-        for image in 0..<b { (dNorm + image * n * d).update(from: dClassTokens + image * d, count: d) }
-        if let dTokens {
-            for (r, row) in tokenRows.enumerated() {
-                precondition(row % n != 0 && row < t, "token row \(row) is not a patch token of this batch")
-                axpy(dNorm + row * d, 1, dTokens + r * d, d)
+        if a.classTokenOnly {
+            a.dClass.zero()
+            LayerNorm.backward(dInput: a.dClass.pointer, dWeight: g + normWeight, dBias: g + normBias,
+                               dOutput: dClassTokens, input: a.classOutput.pointer, weight: p + normWeight,
+                               mean: a.normMean.pointer, rstd: a.normRstd.pointer, rows: b, columns: d)
+        } else {
+            dx.update(repeating: 0, count: t * d)
+            dNorm.update(repeating: 0, count: t * d)
+            for image in 0..<b { (dNorm + image * n * d).update(from: dClassTokens + image * d, count: d) }
+            if let dTokens {
+                for (r, row) in tokenRows.enumerated() {
+                    precondition(row % n != 0 && row < t, "token row \(row) is not a patch token of this batch")
+                    axpy(dNorm + row * d, 1, dTokens + r * d, d)
+                }
             }
+            LayerNorm.backward(dInput: dx, dWeight: g + normWeight, dBias: g + normBias, dOutput: dNorm,
+                               input: a.streamBuffer(c.depth).pointer, weight: p + normWeight,
+                               mean: a.normMean.pointer, rstd: a.normRstd.pointer, rows: t, columns: d)
         }
-        LayerNorm.backward(dInput: dx, dWeight: g + normWeight, dBias: g + normBias, dOutput: dNorm,
-                           input: a.streamBuffer(c.depth).pointer, weight: p + normWeight,
-                           mean: a.normMean.pointer, rstd: a.normRstd.pointer, rows: t, columns: d)
 
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let o = blocks[l], s = a.block(l)
-            // MLP branch: dx holds dL/d(block output) and becomes dL/d(middle).
-            dBranch.update(from: dx, count: t * d)
-            DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: n * d)
+            // A class-token-only last block has one row per image after attention (dClass, not dx).
+            let classOnly = a.classTokenOnly && l == c.depth - 1, rows = classOnly ? b : t
+            let dRows = classOnly ? a.dClass.pointer : dx
+            // MLP branch: dRows holds dL/d(block output) and becomes dL/d(middle).
+            dBranch.update(from: dRows, count: rows * d)
+            DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: rows / b * d)
             Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
-                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: t, inputSize: h, outputSize: d,
+                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: rows, inputSize: h, outputSize: d,
                             overwriteInput: true)
-            GELU.backwardInPlace(gradient: a.dHidden.pointer, input: s.hidden.pointer, count: t * h)
+            GELU.backwardInPlace(gradient: a.dHidden.pointer, input: s.hidden.pointer, count: rows * h)
             Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
-                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: t, inputSize: d, outputSize: h,
+                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: rows, inputSize: d, outputSize: h,
                             overwriteInput: true)
-            LayerNorm.backward(dInput: dx, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
+            LayerNorm.backward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
                                input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
-                               rstd: s.norm2Rstd.pointer, rows: t, columns: d)
+                               rstd: s.norm2Rstd.pointer, rows: rows, columns: d)
             // Attention branch: dx becomes dL/d(block input).
-            dBranch.update(from: dx, count: t * d)
-            DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: n * d)
+            dBranch.update(from: dRows, count: rows * d)
+            DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: rows / b * d)
             Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
                             dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
-                            rows: t, inputSize: d, outputSize: d, overwriteInput: true)
+                            rows: rows, inputSize: d, outputSize: d, overwriteInput: true)
             a.dQKV.zero()
             Attention.backward(dQKV: a.dQKV.pointer, dOutput: a.dAttention.pointer, qkv: s.qkv.pointer,
-                               probabilities: s.probabilities.pointer, batch: b, tokens: n, channels: d, heads: c.numHeads)
+                               probabilities: s.probabilities.pointer, batch: b, tokens: n, channels: d, heads: c.numHeads,
+                               queries: classOnly ? 1 : nil)
             Linear.backward(dInput: dNorm, dWeight: g + o.qkvWeight, dBias: g + o.qkvBias, dOutput: a.dQKV.pointer,
                             input: s.norm1.pointer, weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d,
                             overwriteInput: true)
+            if classOnly {  // the residual reaches the block input at the CLS rows only
+                dx.update(repeating: 0, count: t * d)
+                for image in 0..<b { (dx + image * n * d).update(from: a.dClass.pointer + image * d, count: d) }
+            }
             LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
                                input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
                                rstd: s.norm1Rstd.pointer, rows: t, columns: d)

@@ -33,6 +33,10 @@ public struct StepSettings: Sendable {
 /// `mask_token`; the shared head maps the student's output at those patches and the teacher's at the
 /// same (unmasked) patches, and `MaskedPatchLoss` adds their cross-entropy, weighted by the step's
 /// `maskedPatchWeight`. The student's CLS of the masked crops feeds the DINO loss as in DINOv2.
+///
+/// `classTokenOnly` (the default) runs the last block of every backbone pass for the class token alone
+/// wherever only CLS is read (`ViTActivations`): the same loss and gradients, a step about 7% (12 blocks)
+/// to 20% (4 blocks) shorter. `false` computes every token, as the official code does.
 public final class SelfDistillation {
     public let config: ViTConfig
     public let head: HeadConfig
@@ -56,7 +60,8 @@ public final class SelfDistillation {
 
     public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
                 studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
-                teacherTargets: DINOLoss.TeacherTargets = .centering, patchMasking: PatchMasking? = nil) {
+                teacherTargets: DINOLoss.TeacherTargets = .centering, patchMasking: PatchMasking? = nil,
+                classTokenOnly: Bool = true) {
         self.config = config; self.head = head
         self.batchSize = b; self.globalSize = globalSize; self.localSize = localSize; self.localCount = localCount
         layout = .model(config, head: head, maskToken: patchMasking != nil)
@@ -67,10 +72,15 @@ public final class SelfDistillation {
         optimizer = AdamW(layout: layout)
         loss = DINOLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum,
                         teacherTargets: teacherTargets)
-        studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: true)
+        // Only the CLS outputs feed the head, except the global crops' patch tokens under the masked-patch term.
+        let globalClassTokenOnly = classTokenOnly && patchMasking == nil
+        studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: true,
+                                                    classTokenOnly: globalClassTokenOnly)
         studentLocal = localCount > 0
-            ? transformer.makeActivations(batch: localCount * b, imageHeight: localSize, imageWidth: localSize, training: true) : nil
-        teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: false)
+            ? transformer.makeActivations(batch: localCount * b, imageHeight: localSize, imageWidth: localSize, training: true,
+                                          classTokenOnly: classTokenOnly) : nil
+        teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: false,
+                                                    classTokenOnly: globalClassTokenOnly)
         headGlobal = HeadActivations(config: head, rows: 2 * b)
         headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
         headTeacher = HeadActivations(config: head, rows: 2 * b)
