@@ -19,13 +19,16 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Goldens"))
 from reference import DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, clip_gradients, get_params_groups  # noqa: E402
 
-ARCH = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6)}
+ARCH = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "recipe96": (96, 4, 3)}
 CONFIGS = {
     "fmnist-tiny": dict(arch="vit_tiny", size=28, patch=4, chans=1, local=12, nlocal=6, batch=64, out=4096, training=True),
     "cifar-tiny": dict(arch="vit_tiny", size=32, patch=4, chans=3, local=16, nlocal=6, batch=64, out=4096, training=True),
     "in-small16": dict(arch="vit_small", size=224, patch=16, chans=3, local=96, nlocal=10, batch=8, out=65536, training=True),
     "features-small16": dict(arch="vit_small", size=224, patch=16, chans=3, local=0, nlocal=0, batch=64, out=0, training=False),
     "features-tiny4": dict(arch="vit_tiny", size=28, patch=4, chans=1, local=0, nlocal=0, batch=256, out=0, training=False),
+    # Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term).
+    "fmnist-recipe": dict(arch="recipe96", size=28, patch=7, chans=1, local=14, nlocal=6, batch=64, out=1024, training=True,
+                          hidden=512, bottleneck=128, drop=0.0),
 }
 
 
@@ -42,7 +45,8 @@ def flops_per_step(c):
     if not c["training"]:
         return b * backbone_flops(c, c["size"])
     d = ARCH[c["arch"]][0]
-    head = 2 * (d * 2048 + 2048 * 2048 + 2048 * 256 + 256 * c["out"])
+    h, k = c.get("hidden", 2048), c.get("bottleneck", 256)
+    head = 2 * (d * h + h * h + h * k + k * c["out"])
     student = 2 * (backbone_flops(c, c["size"]) + head) + c["nlocal"] * (backbone_flops(c, c["local"]) + head)
     teacher = 2 * (backbone_flops(c, c["size"]) + head)
     return b * (3 * student + teacher)
@@ -66,8 +70,10 @@ def main():
     times = []
     b = c["batch"]
     if c["training"]:
-        student = MultiCropWrapper(vit(0.1), DINOHead(d, c["out"]))
-        teacher = MultiCropWrapper(vit(0.0), DINOHead(d, c["out"]))
+        def head():
+            return DINOHead(d, c["out"], hidden_dim=c.get("hidden", 2048), bottleneck_dim=c.get("bottleneck", 256))
+        student = MultiCropWrapper(vit(c.get("drop", 0.1)), head())
+        teacher = MultiCropWrapper(vit(0.0), head())
         teacher.load_state_dict(student.state_dict())
         for q in teacher.parameters():
             q.requires_grad = False

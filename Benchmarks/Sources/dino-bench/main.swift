@@ -13,6 +13,9 @@ struct BenchConfig {
     let batch: Int
     let outDim: Int
     let training: Bool
+    var headHidden = 2048, headBottleneck = 256
+    /// The student's stochastic depth in the timed step (the recipes' Fashion-MNIST model trains without).
+    var dropPathRate = 0.1
 
     static let all: [BenchConfig] = [
         BenchConfig(name: "fmnist-tiny", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 12, localCount: 6, batch: 64, outDim: 4096, training: true),
@@ -20,13 +23,18 @@ struct BenchConfig {
         BenchConfig(name: "in-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 96, localCount: 10, batch: 8, outDim: 65536, training: true),
         BenchConfig(name: "features-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 0, localCount: 0, batch: 64, outDim: 0, training: false),
         BenchConfig(name: "features-tiny4", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 0, localCount: 0, batch: 256, outDim: 0, training: false),
+        // Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term): what users of the 30-minute recipe run.
+        BenchConfig(name: "fmnist-recipe",
+                    vit: ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 96, depth: 4, numHeads: 3),
+                    globalSize: 28, localSize: 14, localCount: 6, batch: 64, outDim: 1024, training: true,
+                    headHidden: 512, headBottleneck: 128, dropPathRate: 0),
     ]
 
     static func vit(_ arch: String, _ size: Int, _ patch: Int, _ channels: Int) -> ViTConfig {
         try! ViTConfig.named(arch, imageSize: size, patchSize: patch, inChannels: channels)
     }
 
-    var head: HeadConfig { HeadConfig(inDim: vit.embedDim, outDim: max(outDim, 2)) }
+    var head: HeadConfig { HeadConfig(inDim: vit.embedDim, outDim: max(outDim, 2), hiddenDim: headHidden, bottleneckDim: headBottleneck) }
 
     /// Forward FLOPs (multiply-adds × 2) of the backbone for one image at `size`.
     func backboneFlops(size: Int) -> Double {
@@ -88,7 +96,7 @@ struct Bench: ParsableCommand {
         commandName: "dino-bench",
         abstract: "Time a DINO training step or feature extraction (same configurations as Benchmarks/pytorch_bench.py).")
 
-    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, kernels, pipeline-fmnist or pipeline-folder.")
+    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, fmnist-recipe, kernels, pipeline-fmnist or pipeline-folder.")
     var config = "fmnist-tiny"
     @Option(help: "Kernel threads, or augmentation workers for the pipeline-* configurations.") var threads: Int = 2
     @Option(help: "pipeline-folder: a folder of images to use instead of synthetic JPEGs.") var data: String?
@@ -127,7 +135,7 @@ struct Bench: ParsableCommand {
             for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
             for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
             let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
-                                        freezeLastLayer: false, clip: 3, dropPathRate: 0.1)
+                                        freezeLastLayer: false, clip: 3, dropPathRate: Double(c.dropPathRate))
             for i in 0..<(repeats + 2) {
                 let t = Date()
                 _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &g)
@@ -180,7 +188,7 @@ struct Bench: ParsableCommand {
                 for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
                 for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
                 let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
-                                            freezeLastLayer: false, clip: 3, dropPathRate: 0.1)
+                                            freezeLastLayer: false, clip: 3, dropPathRate: Double(c.dropPathRate))
                 var dropPath = RandomGenerator(seed: 3)
                 keep += [model, globals, locals]
                 steps.append { _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &dropPath) }
