@@ -59,101 +59,62 @@ static void transposeRows(float *dst, long width, const float *src, long rowStri
     }
 }
 
-/// out[r][j] = Σₜ a[r][t]·bt[t][j] for r < rows, j < width (a multiple of 16); a rows at lda.
-/// Tiles of 4 rows × 16 columns; every element is the same FMA chain over t.
-AVX2 static void rowsTimesTransposed(float *out, long ldo, const float *a, long lda, const float *bt, long width,
-                                     long rows, long d) {
-    for (long r0 = 0; r0 < rows; r0 += 4) {
-        long count = rows - r0 < 4 ? rows - r0 : 4;
-        const float *a0 = a + r0 * lda;
-        const float *a1 = a + (r0 + (count > 1 ? 1 : 0)) * lda;
-        const float *a2 = a + (r0 + (count > 2 ? 2 : 0)) * lda;
-        const float *a3 = a + (r0 + (count > 3 ? 3 : 0)) * lda;
-        for (long j0 = 0; j0 < width; j0 += 16) {
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-            const float *b = bt + j0;
-            for (long t = 0; t < d; t++, b += width) {
-                __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-                __m256 x = _mm256_broadcast_ss(a0 + t);
-                c00 = _mm256_fmadd_ps(x, b0, c00); c01 = _mm256_fmadd_ps(x, b1, c01);
-                x = _mm256_broadcast_ss(a1 + t);
-                c10 = _mm256_fmadd_ps(x, b0, c10); c11 = _mm256_fmadd_ps(x, b1, c11);
-                x = _mm256_broadcast_ss(a2 + t);
-                c20 = _mm256_fmadd_ps(x, b0, c20); c21 = _mm256_fmadd_ps(x, b1, c21);
-                x = _mm256_broadcast_ss(a3 + t);
-                c30 = _mm256_fmadd_ps(x, b0, c30); c31 = _mm256_fmadd_ps(x, b1, c31);
-            }
-            float *o = out + r0 * ldo + j0;
-            _mm256_storeu_ps(o, c00); _mm256_storeu_ps(o + 8, c01);
-            if (count > 1) { _mm256_storeu_ps(o + ldo, c10); _mm256_storeu_ps(o + ldo + 8, c11); }
-            if (count > 2) { _mm256_storeu_ps(o + 2 * ldo, c20); _mm256_storeu_ps(o + 2 * ldo + 8, c21); }
-            if (count > 3) { _mm256_storeu_ps(o + 3 * ldo, c30); _mm256_storeu_ps(o + 3 * ldo + 8, c31); }
-        }
-    }
-}
-
-/// out[r][:d] (+)= Σⱼ w[r][j]·x[j][:d] for r < rows, j < inner; w rows at ldw, x rows at ldx.
-/// Tiles of 2 rows × 32 columns, then 2 × 8, then scalar columns.
-AVX2 static void weightsTimesRows(float *out, long ldo, const float *w, long ldw, const float *x, long ldx,
-                                  long rows, long inner, long d, int accumulate) {
-    for (long r0 = 0; r0 < rows; r0 += 2) {
-        int pair = rows - r0 > 1;
-        const float *w0 = w + r0 * ldw, *w1 = w + (r0 + pair) * ldw;
-        float *o0 = out + r0 * ldo, *o1 = out + (r0 + pair) * ldo;
+/// out[r][c] (+)= Σₜ a[r·lda + t]·b[t·ldb + c] for r < rows, c < columns, t < inner: the entries of A are
+/// broadcast, the rows of B loaded as vectors. Tiles of 6 rows × 16 columns (12 accumulators, 2 loads
+/// and 6 broadcasts per 12 FMAs), then 6 × 8, then scalar columns; a short last row tile repeats its last
+/// row (computed, not stored). Every element is one FMA chain over t in order from zero, added to out
+/// when accumulating, whatever the tile.
+AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+                                 long rows, long columns, long inner, int accumulate) {
+#define ROW_POINTER(i) const float *a##i = a + (r0 + (count > i ? i : count - 1)) * lda;
+#define FMA16(i) { __m256 x = _mm256_broadcast_ss(a##i + t); \
+                   c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1); }
+#define STORE16(i) if (count > i) { float *o = out + (r0 + i) * ldo + c0; \
+        if (accumulate) { c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(o)); \
+                          c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(o + 8)); } \
+        _mm256_storeu_ps(o, c##i##0); _mm256_storeu_ps(o + 8, c##i##1); }
+#define FMA8(i) c##i##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a##i + t), b0, c##i##0);
+#define STORE8(i) if (count > i) { float *o = out + (r0 + i) * ldo + c0; \
+        if (accumulate) c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(o)); \
+        _mm256_storeu_ps(o, c##i##0); }
+    for (long r0 = 0; r0 < rows; r0 += 6) {
+        long count = rows - r0 < 6 ? rows - r0 : 6;
+        ROW_POINTER(0) ROW_POINTER(1) ROW_POINTER(2) ROW_POINTER(3) ROW_POINTER(4) ROW_POINTER(5)
         long c0 = 0;
-        for (; c0 + 32 <= d; c0 += 32) {
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-            const float *xr = x + c0;
-            for (long j = 0; j < inner; j++, xr += ldx) {
-                __m256 x0 = _mm256_loadu_ps(xr), x1 = _mm256_loadu_ps(xr + 8);
-                __m256 x2 = _mm256_loadu_ps(xr + 16), x3 = _mm256_loadu_ps(xr + 24);
-                __m256 s = _mm256_broadcast_ss(w0 + j);
-                a0 = _mm256_fmadd_ps(s, x0, a0); a1 = _mm256_fmadd_ps(s, x1, a1);
-                a2 = _mm256_fmadd_ps(s, x2, a2); a3 = _mm256_fmadd_ps(s, x3, a3);
-                s = _mm256_broadcast_ss(w1 + j);
-                b0 = _mm256_fmadd_ps(s, x0, b0); b1 = _mm256_fmadd_ps(s, x1, b1);
-                b2 = _mm256_fmadd_ps(s, x2, b2); b3 = _mm256_fmadd_ps(s, x3, b3);
+        for (; c0 + 16 <= columns; c0 += 16) {
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            const float *bt = b + c0;
+            for (long t = 0; t < inner; t++, bt += ldb) {
+                __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8);
+                FMA16(0) FMA16(1) FMA16(2) FMA16(3) FMA16(4) FMA16(5)
             }
-            if (accumulate) {
-                a0 = _mm256_add_ps(a0, _mm256_loadu_ps(o0 + c0)); a1 = _mm256_add_ps(a1, _mm256_loadu_ps(o0 + c0 + 8));
-                a2 = _mm256_add_ps(a2, _mm256_loadu_ps(o0 + c0 + 16)); a3 = _mm256_add_ps(a3, _mm256_loadu_ps(o0 + c0 + 24));
-            }
-            _mm256_storeu_ps(o0 + c0, a0); _mm256_storeu_ps(o0 + c0 + 8, a1);
-            _mm256_storeu_ps(o0 + c0 + 16, a2); _mm256_storeu_ps(o0 + c0 + 24, a3);
-            if (pair) {
-                if (accumulate) {
-                    b0 = _mm256_add_ps(b0, _mm256_loadu_ps(o1 + c0)); b1 = _mm256_add_ps(b1, _mm256_loadu_ps(o1 + c0 + 8));
-                    b2 = _mm256_add_ps(b2, _mm256_loadu_ps(o1 + c0 + 16)); b3 = _mm256_add_ps(b3, _mm256_loadu_ps(o1 + c0 + 24));
-                }
-                _mm256_storeu_ps(o1 + c0, b0); _mm256_storeu_ps(o1 + c0 + 8, b1);
-                _mm256_storeu_ps(o1 + c0 + 16, b2); _mm256_storeu_ps(o1 + c0 + 24, b3);
-            }
+            STORE16(0) STORE16(1) STORE16(2) STORE16(3) STORE16(4) STORE16(5)
         }
-        for (; c0 + 8 <= d; c0 += 8) {
-            __m256 a0 = _mm256_setzero_ps(), b0 = a0;
-            const float *xr = x + c0;
-            for (long j = 0; j < inner; j++, xr += ldx) {
-                __m256 x0 = _mm256_loadu_ps(xr);
-                a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w0 + j), x0, a0);
-                b0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w1 + j), x0, b0);
+        for (; c0 + 8 <= columns; c0 += 8) {
+            __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00;
+            const float *bt = b + c0;
+            for (long t = 0; t < inner; t++, bt += ldb) {
+                __m256 b0 = _mm256_loadu_ps(bt);
+                FMA8(0) FMA8(1) FMA8(2) FMA8(3) FMA8(4) FMA8(5)
             }
-            if (accumulate) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(o0 + c0));
-            _mm256_storeu_ps(o0 + c0, a0);
-            if (pair) {
-                if (accumulate) b0 = _mm256_add_ps(b0, _mm256_loadu_ps(o1 + c0));
-                _mm256_storeu_ps(o1 + c0, b0);
-            }
+            STORE8(0) STORE8(1) STORE8(2) STORE8(3) STORE8(4) STORE8(5)
         }
-        for (; c0 < d; c0++) {
-            for (long r = 0; r <= pair; r++) {
-                const float *wr = r ? w1 : w0;
-                float s = 0;
-                for (long j = 0; j < inner; j++) s = fmaf(wr[j], x[j * ldx + c0], s);
-                float *o = r ? o1 : o0;
-                o[c0] = accumulate ? o[c0] + s : s;
+        for (; c0 < columns; c0++) {
+            for (long r = 0; r < count; r++) {
+                const float *ar = a + (r0 + r) * lda;
+                float sum = 0;
+                for (long t = 0; t < inner; t++) sum = fmaf(ar[t], b[t * ldb + c0], sum);
+                float *o = out + (r0 + r) * ldo + c0;
+                *o = accumulate ? *o + sum : sum;
             }
         }
     }
+#undef ROW_POINTER
+#undef FMA16
+#undef STORE16
+#undef FMA8
+#undef STORE8
 }
 
 static inline long roundUp16(long n) { return (n + 15) & ~15L; }
@@ -164,29 +125,36 @@ AVX2 static void attentionForwardAVX2(float *out, long outStride, float *p, cons
     long width = roundUp16(n);
     float *kt = scratch, *s = scratch + d * width;
     transposeRows(kt, width, k, rowStride, n, d);
-    rowsTimesTransposed(s, width, q, rowStride, kt, width, queries, d);
+    rowsTimesMatrix(s, width, q, rowStride, kt, width, queries, width, d, 0);
     __m256 scale8 = _mm256_set1_ps(scale);
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (long i = 0; i < queries; i++) {
-        float *row = s + i * width;
-        for (long j = 0; j < width; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), scale8));
-        float m = row[0];
-        for (long j = 1; j < n; j++) if (row[j] > m) m = row[j];
-        __m256 m8 = _mm256_set1_ps(m), total8 = _mm256_setzero_ps();
-        for (long j = 0; j < width; j += 8) {
-            __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(row + j), m8));
-            if (j + 8 > n) {  // padding columns hold 0 scores: drop them from the sum
-                __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        float *row = s + i * width, *prow = p + i * n;
+        // The maximum of the unscaled scores: rounding is monotone, so fl(scale·max) = max of fl(scale·s).
+        __m256 m8 = _mm256_set1_ps(-INFINITY);
+        long j = 0;
+        for (; j + 8 <= n; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(row + j));
+        float lanes[8];
+        _mm256_storeu_ps(lanes, m8);
+        float m = lanes[0];
+        for (int l = 1; l < 8; l++) if (lanes[l] > m) m = lanes[l];
+        for (; j < n; j++) if (row[j] > m) m = row[j];
+        __m256 scaledMax = _mm256_set1_ps(m * scale), total8 = _mm256_setzero_ps();
+        for (j = 0; j < width; j += 8) {
+            __m256 e = exp8(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), scale8), scaledMax));
+            if (j + 8 > n) {  // padding columns: drop them from the sum
                 __m256i keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - j)), lane);
                 e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
             }
             _mm256_storeu_ps(row + j, e);
             total8 = _mm256_add_ps(total8, e);
         }
+        __m256 inverse8 = _mm256_set1_ps(1 / sum8(total8));
+        for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(prow + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), inverse8));
         float inverse = 1 / sum8(total8);
-        float *prow = p + i * n;
-        for (long j = 0; j < n; j++) prow[j] = row[j] * inverse;
+        for (; j < n; j++) prow[j] = row[j] * inverse;
     }
-    weightsTimesRows(out, outStride, p, n, v, rowStride, queries, n, d, 0);
+    rowsTimesMatrix(out, outStride, p, n, v, rowStride, queries, d, n, 0);
 }
 
 AVX2 static void attentionBackwardAVX2(float *dq, float *dk, float *dv, const float *dOut, long dOutStride,
@@ -195,7 +163,7 @@ AVX2 static void attentionBackwardAVX2(float *dq, float *dk, float *dv, const fl
     long width = roundUp16(n);
     float *vt = scratch, *ds = scratch + d * width, *transposed = ds + n * width;
     transposeRows(vt, width, v, rowStride, n, d);
-    rowsTimesTransposed(ds, width, dOut, dOutStride, vt, width, queries, d);  // dP
+    rowsTimesMatrix(ds, width, dOut, dOutStride, vt, width, queries, width, d, 0);  // dP
     for (long i = 0; i < queries; i++) {
         float *row = ds + i * width;
         const float *prow = p + i * n;
@@ -203,13 +171,13 @@ AVX2 static void attentionBackwardAVX2(float *dq, float *dk, float *dv, const fl
         for (long j = 0; j < n; j++) weighted += prow[j] * row[j];
         for (long j = 0; j < n; j++) row[j] = prow[j] * (row[j] - weighted) * scale;
     }
-    weightsTimesRows(dq, rowStride, ds, width, k, rowStride, queries, n, d, 1);
+    rowsTimesMatrix(dq, rowStride, ds, width, k, rowStride, queries, d, n, 1);
     for (long i = 0; i < queries; i++)
         for (long j = 0; j < n; j++) transposed[j * queries + i] = ds[i * width + j];
-    weightsTimesRows(dk, rowStride, transposed, queries, q, rowStride, n, queries, d, 1);
+    rowsTimesMatrix(dk, rowStride, transposed, queries, q, rowStride, n, d, queries, 1);
     for (long i = 0; i < queries; i++)
         for (long j = 0; j < n; j++) transposed[j * queries + i] = p[i * n + j];
-    weightsTimesRows(dv, rowStride, transposed, queries, dOut, dOutStride, n, queries, d, 1);
+    rowsTimesMatrix(dv, rowStride, transposed, queries, dOut, dOutStride, n, d, queries, 1);
 }
 
 #endif
