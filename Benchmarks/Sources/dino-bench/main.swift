@@ -259,6 +259,16 @@ struct Bench: ParsableCommand {
         let dqkv = FloatBuffer(count: t * 3 * d)
         let sb = time { Attention.backward(dQKV: dqkv.pointer, dOutput: att.pointer, qkv: qkv.pointer, probabilities: probs.pointer, batch: b, tokens: n, channels: d, heads: h) }
         print(String(format: "attention backward (fused): %.1f GFLOP/s", 2 * attentionFlops / sb / 1e9))
+        do {  // ViT-S/16 at 224 px: 197 tokens, 6 heads of 64; batch 16
+            let (b, n, c, h) = (16, 197, 384, 6)
+            let qkv = random(b * n * 3 * c), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: b * n * c)
+            let dqkv = FloatBuffer(count: b * n * 3 * c), flops = 4 * Double(b * n * n * c)
+            let sf = time { Attention.forward(output: att.pointer, probabilities: probs.pointer, qkv: qkv.pointer, batch: b, tokens: n, channels: c, heads: h) }
+            let sb = time { Attention.backward(dQKV: dqkv.pointer, dOutput: att.pointer, qkv: qkv.pointer, probabilities: probs.pointer, batch: b, tokens: n, channels: c, heads: h) }
+            print(String(format: "attention at ViT-S/16 shapes (%d images x %d heads x %d tokens): forward %.1f GFLOP/s, backward %.1f GFLOP/s",
+                         b, h, n, flops / sf / 1e9, 2 * flops / sb / 1e9))
+            withExtendedLifetime((qkv, probs, att, dqkv)) {}
+        }
         let mean = FloatBuffer(count: t), rstd = FloatBuffer(count: t), y = FloatBuffer(count: t * d), ones = random(d)
         let sl = time { LayerNorm.forward(output: y.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer, weight: ones.pointer, bias: ones.pointer, rows: t, columns: d) }
         print(String(format: "layernorm forward (%d x %d): %.1f GB/s", t, d, 8 * Double(t * d) / sl / 1e9))
