@@ -59,62 +59,75 @@ static void transposeRows(float *dst, long width, const float *src, long rowStri
     }
 }
 
-/// out[r][c] (+)= Σₜ a[r·lda + t]·b[t·ldb + c] for r < rows, c < columns, t < inner: the entries of A are
-/// broadcast, the rows of B loaded as vectors. Tiles of 6 rows × 16 columns (12 accumulators, 2 loads
-/// and 6 broadcasts per 12 FMAs), then 6 × 8, then scalar columns; a short last row tile repeats its last
-/// row (computed, not stored). Every element is one FMA chain over t in order from zero, added to out
-/// when accumulating, whatever the tile.
-AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
-                                 long rows, long columns, long inner, int accumulate) {
-#define ROW_POINTER(i) const float *a##i = a + (r0 + (count > i ? i : count - 1)) * lda;
-#define FMA16(i) { __m256 x = _mm256_broadcast_ss(a##i + t); \
+/// R rows (1 ≤ R ≤ 6, a constant at each call site) of `rowsTimesMatrix`, starting at row r0: 16-column
+/// tiles of R × 2 accumulators, then 8 columns, then scalar columns.
+AVX2 static inline __attribute__((always_inline))
+void rowTile(const int R, float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+             long columns, long inner, int accumulate) {
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+#define FMA16(i) if (R > i) { __m256 x = _mm256_broadcast_ss(a##i + t); \
                    c##i##0 = _mm256_fmadd_ps(x, b0, c##i##0); c##i##1 = _mm256_fmadd_ps(x, b1, c##i##1); }
-#define STORE16(i) if (count > i) { float *o = out + (r0 + i) * ldo + c0; \
+#define STORE16(i) if (R > i) { float *o = out + i * ldo + c0; \
         if (accumulate) { c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(o)); \
                           c##i##1 = _mm256_add_ps(c##i##1, _mm256_loadu_ps(o + 8)); } \
         _mm256_storeu_ps(o, c##i##0); _mm256_storeu_ps(o + 8, c##i##1); }
-#define FMA8(i) c##i##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a##i + t), b0, c##i##0);
-#define STORE8(i) if (count > i) { float *o = out + (r0 + i) * ldo + c0; \
+#define FMA8(i) if (R > i) c##i##0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a##i + t), b0, c##i##0);
+#define STORE8(i) if (R > i) { float *o = out + i * ldo + c0; \
         if (accumulate) c##i##0 = _mm256_add_ps(c##i##0, _mm256_loadu_ps(o)); \
         _mm256_storeu_ps(o, c##i##0); }
-    for (long r0 = 0; r0 < rows; r0 += 6) {
-        long count = rows - r0 < 6 ? rows - r0 : 6;
-        ROW_POINTER(0) ROW_POINTER(1) ROW_POINTER(2) ROW_POINTER(3) ROW_POINTER(4) ROW_POINTER(5)
-        long c0 = 0;
-        for (; c0 + 16 <= columns; c0 += 16) {
-            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
-            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-            const float *bt = b + c0;
-            for (long t = 0; t < inner; t++, bt += ldb) {
-                __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8);
-                FMA16(0) FMA16(1) FMA16(2) FMA16(3) FMA16(4) FMA16(5)
-            }
-            STORE16(0) STORE16(1) STORE16(2) STORE16(3) STORE16(4) STORE16(5)
+    long c0 = 0;
+    for (; c0 + 16 <= columns; c0 += 16) {
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+        __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        const float *bt = b + c0;
+        for (long t = 0; t < inner; t++, bt += ldb) {
+            __m256 b0 = _mm256_loadu_ps(bt), b1 = _mm256_loadu_ps(bt + 8);
+            FMA16(0) FMA16(1) FMA16(2) FMA16(3) FMA16(4) FMA16(5)
         }
-        for (; c0 + 8 <= columns; c0 += 8) {
-            __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00;
-            const float *bt = b + c0;
-            for (long t = 0; t < inner; t++, bt += ldb) {
-                __m256 b0 = _mm256_loadu_ps(bt);
-                FMA8(0) FMA8(1) FMA8(2) FMA8(3) FMA8(4) FMA8(5)
-            }
-            STORE8(0) STORE8(1) STORE8(2) STORE8(3) STORE8(4) STORE8(5)
+        STORE16(0) STORE16(1) STORE16(2) STORE16(3) STORE16(4) STORE16(5)
+    }
+    for (; c0 + 8 <= columns; c0 += 8) {
+        __m256 c00 = _mm256_setzero_ps(), c10 = c00, c20 = c00, c30 = c00, c40 = c00, c50 = c00;
+        const float *bt = b + c0;
+        for (long t = 0; t < inner; t++, bt += ldb) {
+            __m256 b0 = _mm256_loadu_ps(bt);
+            FMA8(0) FMA8(1) FMA8(2) FMA8(3) FMA8(4) FMA8(5)
         }
-        for (; c0 < columns; c0++) {
-            for (long r = 0; r < count; r++) {
-                const float *ar = a + (r0 + r) * lda;
-                float sum = 0;
-                for (long t = 0; t < inner; t++) sum = fmaf(ar[t], b[t * ldb + c0], sum);
-                float *o = out + (r0 + r) * ldo + c0;
-                *o = accumulate ? *o + sum : sum;
-            }
+        STORE8(0) STORE8(1) STORE8(2) STORE8(3) STORE8(4) STORE8(5)
+    }
+    for (; c0 < columns; c0++) {
+        for (long r = 0; r < R; r++) {
+            float sum = 0;
+            for (long t = 0; t < inner; t++) sum = fmaf(a[r * lda + t], b[t * ldb + c0], sum);
+            float *o = out + r * ldo + c0;
+            *o = accumulate ? *o + sum : sum;
         }
     }
-#undef ROW_POINTER
 #undef FMA16
 #undef STORE16
 #undef FMA8
 #undef STORE8
+}
+
+/// out[r][c] (+)= Σₜ a[r·lda + t]·b[t·ldb + c] for r < rows, c < columns, t < inner: the entries of A are
+/// broadcast, the rows of B loaded as vectors. Tiles of 6 rows × 16 columns (12 accumulators, 2 loads
+/// and 6 broadcasts per 12 FMAs), the last rows in one tile of exactly the rows left. Every element is
+/// one FMA chain over t in order from zero, added to out when accumulating, whatever the tile.
+AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+                                 long rows, long columns, long inner, int accumulate) {
+    long r0 = 0;
+    for (; r0 + 6 <= rows; r0 += 6)
+        rowTile(6, out + r0 * ldo, ldo, a + r0 * lda, lda, b, ldb, columns, inner, accumulate);
+    float *o = out + r0 * ldo;
+    const float *ar = a + r0 * lda;
+    switch (rows - r0) {
+    case 5: rowTile(5, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
+    case 4: rowTile(4, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
+    case 3: rowTile(3, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
+    case 2: rowTile(2, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
+    case 1: rowTile(1, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
+    default: break;
+    }
 }
 
 static inline long roundUp16(long n) { return (n + 15) & ~15L; }
