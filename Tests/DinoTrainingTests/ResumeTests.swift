@@ -170,13 +170,19 @@ final class TimeBoxTests: XCTestCase {
 }
 
 final class ThreadDeterminismTests: XCTestCase {
-    /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1 and 2 threads.
-    func testTrainingStepIsBitIdenticalOnOneAndTwoThreads() throws {
-        let vit = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 32, depth: 2, numHeads: 2)
-        let head = HeadConfig(inDim: 32, outDim: 300, hiddenDim: 64, bottleneckDim: 32)
+    let vit = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 32, depth: 2, numHeads: 2)
+    let head = HeadConfig(inDim: 32, outDim: 300, hiddenDim: 64, bottleneckDim: 32)
+
+    /// Random crops for a batch of 16: two 28 px global and two 14 px local views per image.
+    func crops() -> (globals: FloatBuffer, locals: FloatBuffer) {
         var g = RandomGenerator(seed: 8)
         let globals = kept(FloatBuffer((0..<(2 * 16 * 784)).map { _ in Float(g.nextNormal()) }))
-        let locals = kept(FloatBuffer((0..<(2 * 16 * 196)).map { _ in Float(g.nextNormal()) }))
+        return (globals, kept(FloatBuffer((0..<(2 * 16 * 196)).map { _ in Float(g.nextNormal()) })))
+    }
+
+    /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1 and 2 threads.
+    func testTrainingStepIsBitIdenticalOnOneAndTwoThreads() throws {
+        let (globals, locals) = crops()
         func run(threads: Int, masking: PatchMasking?) throws -> ([Float], [Float], Float) {
             Parallel.setThreadCount(threads)
             defer { Parallel.setThreadCount(2) }
@@ -207,13 +213,9 @@ final class ThreadDeterminismTests: XCTestCase {
     /// path on: the same losses and every gradient of the first step (float rounding apart: the shorter
     /// products take other GEMM tiles).
     func testClassTokenOnlyLastBlockGivesTheFullStep() throws {
-        let vit = ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 32, depth: 2, numHeads: 2)
-        let head = HeadConfig(inDim: 32, outDim: 300, hiddenDim: 64, bottleneckDim: 32)
-        var g = RandomGenerator(seed: 9)
-        let globals = kept(FloatBuffer((0..<(2 * 8 * 784)).map { _ in Float(g.nextNormal()) }))
-        let locals = kept(FloatBuffer((0..<(2 * 8 * 196)).map { _ in Float(g.nextNormal()) }))
+        let (globals, locals) = crops()
         func run(classTokenOnly: Bool) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
-            let model = SelfDistillation(config: vit, head: head, batchSize: 8, globalSize: 28, localSize: 14, localCount: 2,
+            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
                                          classTokenOnly: classTokenOnly)
             model.initialize(seed: 1)
             var losses: [Float] = [], first: [Float] = []

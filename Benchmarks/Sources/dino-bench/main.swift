@@ -68,6 +68,34 @@ func peakResidentMiB() -> Double {
     return kb / 1024
 }
 
+/// One timed unit of a configuration on random inputs: a whole training step (`SelfDistillation`), or a
+/// CLS feature pass as `dino features` runs it. `classTokenOnly: false` computes every token in the last block.
+func makeTimedStep(_ c: BenchConfig, classTokenOnly: Bool) -> () throws -> Void {
+    var g = RandomGenerator(seed: 1)
+    func random(_ count: Int) -> FloatBuffer {
+        let x = FloatBuffer(count: max(1, count))
+        for i in 0..<count { x[i] = Float(g.nextNormal()) }
+        return x
+    }
+    let channels = c.vit.inChannels
+    if c.training {
+        let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
+                                     localSize: c.localSize, localCount: c.localCount, classTokenOnly: classTokenOnly)
+        model.initialize(seed: 0)
+        let globals = random(2 * c.batch * channels * c.globalSize * c.globalSize)
+        let locals = random(c.localCount * c.batch * channels * c.localSize * c.localSize)
+        let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
+                                    freezeLastLayer: false, clip: 3, dropPathRate: c.dropPathRate)
+        var dropPath = RandomGenerator(seed: 3)
+        return { _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &dropPath) }
+    }
+    let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
+    let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize, imageWidth: c.globalSize,
+                                                           training: false, classTokenOnly: classTokenOnly)
+    let images = random(c.batch * channels * c.globalSize * c.globalSize)
+    return { backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer, activations: activations) }
+}
+
 func median(_ x: [Double]) -> Double { let s = x.sorted(); return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2 }
 
 /// The machine's sgemm peak on `threads` threads: the best of 5 products of 2048³ through OpenBLAS
@@ -124,37 +152,12 @@ struct Bench: ParsableCommand {
         }
         if compareLastBlock { return try lastBlockComparison(c) }
         let peak = sgemmPeak(threads: threads)
+        let step = makeTimedStep(c, classTokenOnly: true)
         var times: [Double] = []
-        var g = RandomGenerator(seed: 1)
-        if c.training {
-            let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
-                                         localSize: c.localSize, localCount: c.localCount)
-            model.initialize(seed: 0)
-            let globals = FloatBuffer(count: 2 * c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
-            let locals = FloatBuffer(count: max(1, c.localCount * c.batch * c.vit.inChannels * c.localSize * c.localSize))
-            for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
-            for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
-            let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
-                                        freezeLastLayer: false, clip: 3, dropPathRate: Double(c.dropPathRate))
-            for i in 0..<(repeats + 2) {
-                let t = Date()
-                _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &g)
-                if i >= 2 { times.append(Date().timeIntervalSince(t)) }
-            }
-            withExtendedLifetime((globals, locals)) {}
-        } else {
-            let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
-            // CLS features, as `dino features` computes them (the last block for the class token only).
-            let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize, imageWidth: c.globalSize,
-                                                                   training: false, classTokenOnly: true)
-            let images = FloatBuffer(count: c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
-            for i in 0..<images.count { images[i] = Float(g.nextNormal()) }
-            for i in 0..<(repeats + 2) {
-                let t = Date()
-                backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer, activations: activations)
-                if i >= 2 { times.append(Date().timeIntervalSince(t)) }
-            }
-            withExtendedLifetime(images) {}
+        for i in 0..<(repeats + 2) {
+            let t = Date()
+            try step()
+            if i >= 2 { times.append(Date().timeIntervalSince(t)) }
         }
         let seconds = median(times)
         let gflops = c.flopsPerStep / seconds / 1e9
@@ -175,34 +178,7 @@ struct Bench: ParsableCommand {
     /// Seconds per step with the last block for the class token only and with the full last block, timed
     /// alternately in one process (this VM's speed drifts by ±20% between runs; alternation cancels it).
     func lastBlockComparison(_ c: BenchConfig) throws {
-        var g = RandomGenerator(seed: 1)
-        var steps: [() throws -> Void] = []
-        var keep: [AnyObject] = []
-        for classOnly in [true, false] {
-            if c.training {
-                let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
-                                             localSize: c.localSize, localCount: c.localCount, classTokenOnly: classOnly)
-                model.initialize(seed: 0)
-                let globals = FloatBuffer(count: 2 * c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
-                let locals = FloatBuffer(count: max(1, c.localCount * c.batch * c.vit.inChannels * c.localSize * c.localSize))
-                for i in 0..<globals.count { globals[i] = Float(g.nextNormal()) }
-                for i in 0..<locals.count { locals[i] = Float(g.nextNormal()) }
-                let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
-                                            freezeLastLayer: false, clip: 3, dropPathRate: Double(c.dropPathRate))
-                var dropPath = RandomGenerator(seed: 3)
-                keep += [model, globals, locals]
-                steps.append { _ = try model.step(globals: globals.pointer, locals: locals.pointer, settings: settings, dropPath: &dropPath) }
-            } else {
-                let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
-                let activations = backbone.transformer.makeActivations(batch: c.batch, imageHeight: c.globalSize,
-                                                                       imageWidth: c.globalSize, training: false, classTokenOnly: classOnly)
-                let images = FloatBuffer(count: c.batch * c.vit.inChannels * c.globalSize * c.globalSize)
-                for i in 0..<images.count { images[i] = Float(g.nextNormal()) }
-                keep += [backbone.parameters, activations, images]
-                steps.append { backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer,
-                                                            activations: activations) }
-            }
-        }
+        let steps = [true, false].map { makeTimedStep(c, classTokenOnly: $0) }
         var times: [[Double]] = [[], []]
         for i in 0..<(repeats + 2) {
             for (v, step) in steps.enumerated() {
@@ -211,7 +187,6 @@ struct Bench: ParsableCommand {
                 if i >= 2 { times[v].append(Date().timeIntervalSince(t)) }
             }
         }
-        withExtendedLifetime(keep) {}
         let (classOnly, full) = (median(times[0]), median(times[1]))
         let pairs = zip(times[0], times[1]).map { $1 / $0 }
         print(String(format: "%@: last block for the class token only %.3f s/step (%.1f images/s), full last block %.3f s/step (%.1f images/s): %.3fx (median of per-pair ratios %.3fx)",
