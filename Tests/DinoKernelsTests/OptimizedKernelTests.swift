@@ -166,6 +166,8 @@ final class OptimizedKernelTests: XCTestCase {
         }
         XCTAssertEqual(GEMM.innerChunks(m: 50, n: 30, k: 4100), 4)
         XCTAssertEqual(GEMM.innerChunks(m: 40, n: 30, k: 2500), 2)
+        XCTAssertEqual(GEMM.innerChunks(m: 768, n: 192, k: 6400), 4)  // ViT-T/4's fc1 weight gradient
+        XCTAssertEqual(GEMM.innerChunks(m: 6400, n: 192, k: 768), 1)  // its input gradient: row tiles
         XCTAssertEqual(GEMM.tileSides(m: 6400, n: 576).columns, 576)
     }
 

@@ -12,8 +12,8 @@ import XCTest
 /// length k ≤ 192 here), so 1e-5 has headroom; gradients pass through twice as many products and the
 /// softmax/LayerNorm Jacobians, hence the looser 1e-4.
 final class ModelGoldenTests: XCTestCase {
-    let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 2, numHeads: 4)
-    let head = HeadConfig(inDim: 32, outDim: 40, hiddenDim: 48, bottleneckDim: 16, layerCount: 3, normLastLayer: false)
+    let vit = GoldenModel.vit
+    let head = GoldenModel.head(normLastLayer: false)
 
     /// Every token through every block, and the last block for the class token alone (what training and
     /// CLS features run): the same CLS outputs, last-layer CLS attention, logits and gradients.

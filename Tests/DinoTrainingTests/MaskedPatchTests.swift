@@ -9,8 +9,8 @@ import XCTest
 /// gradient against PyTorch (Tests/Goldens/masked.safetensors, make_goldens.py), the loss against
 /// PyTorch and central differences, the masking's counts, and a training run that resumes exactly.
 final class MaskedPatchTests: XCTestCase {
-    let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 2, numHeads: 4)
-    let head = HeadConfig(inDim: 32, outDim: 40, hiddenDim: 48, bottleneckDim: 16, layerCount: 3, normLastLayer: false)
+    let vit = GoldenModel.vit
+    let head = GoldenModel.head(normLastLayer: false)
 
     /// Same tolerances as the unmasked model golden (outputs 1e-5, gradients 1e-4 of each tensor's
     /// scale): the masked path adds a row gather and a scatter, no new arithmetic.
@@ -167,9 +167,4 @@ final class MaskedPatchTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("mask_token"), "\(error)")
         }
     }
-}
-
-func records(in folder: URL) throws -> [StepRecord] {
-    let text = try String(contentsOf: folder.appendingPathComponent("log.jsonl"), encoding: .utf8)
-    return try text.split(separator: "\n").map { try JSONDecoder().decode(StepRecord.self, from: Data($0.utf8)) }
 }

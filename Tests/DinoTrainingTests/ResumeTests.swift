@@ -20,15 +20,30 @@ func tinyRecipe() -> Recipe {
     return r
 }
 
-func losses(in folder: URL) throws -> [Float] {
+/// A run's `log.jsonl`, one record per step.
+func records(in folder: URL) throws -> [StepRecord] {
     let text = try String(contentsOf: folder.appendingPathComponent("log.jsonl"), encoding: .utf8)
-    return try text.split(separator: "\n").map { line in
-        let record = try JSONDecoder().decode(StepRecord.self, from: Data(line.utf8))
-        return record.loss
-    }
+    return try text.split(separator: "\n").map { try JSONDecoder().decode(StepRecord.self, from: Data($0.utf8)) }
 }
 
+func losses(in folder: URL) throws -> [Float] { try records(in: folder).map(\.loss) }
+
 final class ResumeTests: XCTestCase {
+    /// A log line from before the masked-patch term (no `ibot` key) still reads, as 0; a missing
+    /// loss is still an error.
+    func testLogLinesWithoutTheMaskedPatchTermRead() throws {
+        let line = #"{"step":1,"epoch":0,"loss":5.93,"teacher_entropy":4.84,"kl":1.09,"koleo":0.09,"lr":0,"wd":0.04,"#
+            + #""momentum":0.99,"teacher_temp":0.04,"images_per_s":471,"seconds":0.14,"eta_s":2292}"#
+        let record = try JSONDecoder().decode(StepRecord.self, from: Data(line.utf8))
+        XCTAssertEqual(record.ibot, 0)
+        XCTAssertEqual(record.loss, 5.93)
+        XCTAssertEqual(record.eta_s, 2292)
+        let withoutLoss = line.replacingOccurrences(of: #""loss":5.93,"#, with: "")
+        XCTAssertThrowsError(try JSONDecoder().decode(StepRecord.self, from: Data(withoutLoss.utf8)))
+        let roundTrip = try JSONDecoder().decode(StepRecord.self, from: JSONEncoder().encode(record))
+        XCTAssertEqual(roundTrip.teacher_temp, record.teacher_temp)
+    }
+
     /// Train 2k steps; train k, stop, resume, train k: the same losses, bit for bit.
     func testResumeGivesIdenticalLosses() throws {
         let root = temporaryFolder()
@@ -91,11 +106,6 @@ final class ResumeTests: XCTestCase {
 
 /// `max_minutes` on a clock that reads one second per step (so the fitted horizon is deterministic).
 final class TimeBoxTests: XCTestCase {
-    func records(in folder: URL) throws -> [StepRecord] {
-        let text = try String(contentsOf: folder.appendingPathComponent("log.jsonl"), encoding: .utf8)
-        return try text.split(separator: "\n").map { try JSONDecoder().decode(StepRecord.self, from: Data($0.utf8)) }
-    }
-
     func testFittedStepsFollowTheBudget() {
         // 60 s left at 0.5 s per step, less 2%: 117 more steps.
         XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 0.5, elapsed: 40, budget: 100, upperBound: 1000), 127)

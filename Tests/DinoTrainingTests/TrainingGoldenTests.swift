@@ -107,8 +107,7 @@ final class TrainingGoldenTests: XCTestCase {
     /// float64 reference only through rounding, amplified by AdamW's normalization of tiny gradients.
     func testSixStepTrajectoryMatchesPyTorch() throws {
         let golden = try loadGolden("training.safetensors")
-        let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 2, numHeads: 4)
-        let head = HeadConfig(inDim: 32, outDim: 40, hiddenDim: 48, bottleneckDim: 16, layerCount: 3, normLastLayer: true)
+        let vit = GoldenModel.vit, head = GoldenModel.head(normLastLayer: true)
         let model = SelfDistillation(config: vit, head: head, batchSize: 2, globalSize: 16, localSize: 8, localCount: 2)
         try loadTensors(golden, prefix: "init.", into: model.student.pointer, layout: model.layout, path: "training.safetensors")
         model.teacher.copy(from: model.student)

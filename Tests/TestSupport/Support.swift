@@ -7,6 +7,16 @@ import XCTest
 public let goldensFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Goldens")
 
+/// The tiny model of the model, masked-patch and training goldens (`make_goldens.py`,
+/// `make_training_goldens.py`): 16 px RGB, patch 4, width 32, 2 blocks of 4 heads, a 48/16/40 head.
+public enum GoldenModel {
+    public static let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 2,
+                                      numHeads: 4)
+    public static func head(normLastLayer: Bool) -> HeadConfig {
+        HeadConfig(inDim: 32, outDim: 40, hiddenDim: 48, bottleneckDim: 16, layerCount: 3, normLastLayer: normLastLayer)
+    }
+}
+
 /// Reads a golden file, failing with the command that regenerates it.
 public func loadGolden(_ name: String) throws -> SafeTensors.File {
     let url = goldensFolder.appendingPathComponent(name)

@@ -21,15 +21,10 @@ public enum Attention {
         precondition(rows >= 1 && rows <= n, "queries must be in 1...tokens")
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
-        Parallel.forEachRange(batch * heads) { blocks in
-            let buffer = ScratchPool.shared.take(count: dino_attention_scratch_count(n, d)), scratch = buffer.pointer
-            defer { ScratchPool.shared.give(buffer) }
-            for block in blocks {
-                let b = block / heads, h = block % heads
-                let q = qkv + b * n * rowStride + h * d
-                dino_attention_forward_block(output + b * rows * c + h * d, c, probabilities + block * n * n,
-                                             q, q + c, q + 2 * c, rowStride, rows, n, d, scale, scratch)
-            }
+        forEachBlock(batch: batch, heads: heads, tokens: n, headDim: d) { block, b, h, scratch in
+            let q = qkv + b * n * rowStride + h * d
+            dino_attention_forward_block(output + b * rows * c + h * d, c, probabilities + block * n * n,
+                                         q, q + c, q + 2 * c, rowStride, rows, n, d, scale, scratch)
         }
     }
 
@@ -45,17 +40,24 @@ public enum Attention {
         precondition(rows >= 1 && rows <= n, "queries must be in 1...tokens")
         let scale = 1 / Float(d).squareRoot()
         let rowStride = 3 * c
+        forEachBlock(batch: batch, heads: heads, tokens: n, headDim: d) { block, b, h, scratch in
+            let offset = b * n * rowStride + h * d
+            let q = qkv + offset, dq = dQKV + offset
+            dino_attention_backward_block(dq, dq + c, dq + 2 * c, dOutput + b * rows * c + h * d, c,
+                                          q, q + c, q + 2 * c, rowStride, probabilities + block * n * n,
+                                          rows, n, d, scale, scratch)
+        }
+    }
+
+    /// Runs `body(block, image, head, scratch)` for every (image, head) block, blocks spread over the
+    /// threads, each thread with the C kernel's scratch for one block taken from the pool once.
+    @inline(__always)
+    static func forEachBlock(batch: Int, heads: Int, tokens n: Int, headDim d: Int,
+                             _ body: (Int, Int, Int, UnsafeMutablePointer<Float>) -> Void) {
         Parallel.forEachRange(batch * heads) { blocks in
-            let buffer = ScratchPool.shared.take(count: dino_attention_scratch_count(n, d)), scratch = buffer.pointer
+            let buffer = ScratchPool.shared.take(count: dino_attention_scratch_count(n, d))
             defer { ScratchPool.shared.give(buffer) }
-            for block in blocks {
-                let b = block / heads, h = block % heads
-                let offset = b * n * rowStride + h * d
-                let q = qkv + offset, dq = dQKV + offset
-                dino_attention_backward_block(dq, dq + c, dq + 2 * c, dOutput + b * rows * c + h * d, c,
-                                              q, q + c, q + 2 * c, rowStride, probabilities + block * n * n,
-                                              rows, n, d, scale, scratch)
-            }
+            for block in blocks { body(block, block / heads, block % heads, buffer.pointer) }
         }
     }
 }

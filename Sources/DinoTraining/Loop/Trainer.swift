@@ -24,6 +24,27 @@ public struct StepRecord: Codable, Sendable {
     public var eta_s: Double
 }
 
+extension StepRecord {
+    /// Reads a `log.jsonl` line; `ibot` may be absent (logs written before the masked-patch term).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        step = try c.decode(Int.self, forKey: .step)
+        epoch = try c.decode(Int.self, forKey: .epoch)
+        loss = try c.decode(Float.self, forKey: .loss)
+        teacher_entropy = try c.decode(Float.self, forKey: .teacher_entropy)
+        kl = try c.decode(Float.self, forKey: .kl)
+        koleo = try c.decode(Float.self, forKey: .koleo)
+        ibot = try c.decodeIfPresent(Float.self, forKey: .ibot) ?? 0
+        lr = try c.decode(Double.self, forKey: .lr)
+        wd = try c.decode(Double.self, forKey: .wd)
+        momentum = try c.decode(Double.self, forKey: .momentum)
+        teacher_temp = try c.decode(Double.self, forKey: .teacher_temp)
+        images_per_s = try c.decode(Double.self, forKey: .images_per_s)
+        seconds = try c.decode(Double.self, forKey: .seconds)
+        eta_s = try c.decode(Double.self, forKey: .eta_s)
+    }
+}
+
 /// What the loop reports as it runs.
 public enum TrainingEvent: Sendable {
     case step(StepRecord, totalSteps: Int)
