@@ -27,6 +27,28 @@ public struct FeatureSet: Sendable {
     }
 }
 
+extension FeatureSet {
+    /// The rows `indices`, in that order (patch tokens too, when present).
+    public func rows(_ indices: [Int]) -> FeatureSet {
+        var picked = [Float](), tokens: [Float]? = patchTokens == nil ? nil : []
+        picked.reserveCapacity(indices.count * dimension)
+        let tokenCount = count == 0 ? 0 : (patchTokens?.count ?? 0) / count
+        for i in indices {
+            picked.append(contentsOf: features[(i * dimension)..<((i + 1) * dimension)])
+            if let all = patchTokens { tokens!.append(contentsOf: all[(i * tokenCount)..<((i + 1) * tokenCount)]) }
+        }
+        return FeatureSet(features: picked, dimension: dimension, patchTokens: tokens, names: indices.map { names[$0] },
+                          labels: labels.isEmpty ? [] : indices.map { labels[$0] }, classNames: classNames, skipped: skipped,
+                          patchTokenWidth: patchTokenWidth)
+    }
+
+    /// The memory bank and queries of `ValidationSplit` (every fifth row a query).
+    public func validationSplit() -> (memory: FeatureSet, queries: FeatureSet) {
+        let split = ValidationSplit.indices(count: count)
+        return (rows(split.memory), rows(split.queries))
+    }
+}
+
 /// The evaluation transform and a batched, frozen forward pass (official `eval_knn.py`
 /// `extract_features`): resize the short side to size·256/224, center-crop size×size (images already
 /// that size are used as they are, unless `resizeTo` is set), pixels/255, normalize with the

@@ -59,7 +59,9 @@ struct KNN: ParsableCommand {
         discussion: "DATA: an image folder (class = first-level subfolder), fashion-mnist:train / fashion-mnist:test, or a .npy written by dino features (labels from its .labels.npy).")
 
     @Option(help: "Training (memory bank) data.") var train: String
-    @Option(help: "Test data.") var test: String
+    @Option(help: "Test data.") var test: String?
+    @Flag(help: "Instead of --test, cut the queries from the training data: every fifth image a query, the others the memory bank (the split of the training loop's held-out check). Choose settings with it; report on the test split.")
+    var validation = false
     @OptionGroup var source: FeatureSource
     @Option(help: "Comma-separated k values.") var k = "10,20,100,200"
     @Option(help: "Vote temperature T (weights exp(sim/T)).") var temperature: Float = 0.07
@@ -72,7 +74,16 @@ struct KNN: ParsableCommand {
             let ks = k.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard !ks.isEmpty else { throw DinoError("--k takes comma-separated positive integers") }
             let started = Date()
-            let trainSet = try source.features(train, what: "train"), testSet = try source.features(test, what: "test")
+            let trainSet: FeatureSet, testSet: FeatureSet
+            switch (test, validation) {
+            case (let test?, false): (trainSet, testSet) = try (source.features(train, what: "train"), source.features(test, what: "test"))
+            case (nil, true): (trainSet, testSet) = try source.features(train, what: "train").validationSplit()
+            case (_?, true): throw DinoError("give --test or --validation, not both")
+            case (nil, false): throw DinoError("give --test DATA (or --validation to cut the queries from --train)")
+            }
+            guard !testSet.labels.isEmpty, !trainSet.labels.isEmpty else {
+                throw DinoError("k-NN needs labels: an image folder with class subfolders, fashion-mnist:*, or a .npy with its .labels.npy")
+            }
             guard trainSet.dimension == testSet.dimension else {
                 throw DinoError("train features are \(trainSet.dimension)-dimensional, test features \(testSet.dimension)")
             }
@@ -85,6 +96,7 @@ struct KNN: ParsableCommand {
             if json {
                 let object: [String: Any] = [
                     "train_images": trainSet.count, "test_images": testSet.count, "dimension": trainSet.dimension,
+                    "queries": validation ? "validation" : "test",
                     "temperature": temperature, "seconds": Date().timeIntervalSince(started), "knn_seconds": knnSeconds,
                     "results": results.map { ["k": $0.k, "top1": $0.top1, "top5": $0.top5, "per_class": $0.perClass] },
                     "classes": classNames,
@@ -92,7 +104,8 @@ struct KNN: ParsableCommand {
                 print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
                 return
             }
-            print("weighted k-NN (T = \(temperature)) on \(trainSet.count) train / \(testSet.count) test images, \(trainSet.dimension)-d features (\(String(format: "%.1f", knnSeconds)) s)")
+            let split = validation ? "validation split: \(trainSet.count) memory / \(testSet.count) query" : "\(trainSet.count) train / \(testSet.count) test"
+            print("weighted k-NN (T = \(temperature)) on \(split) images, \(trainSet.dimension)-d features (\(String(format: "%.1f", knnSeconds)) s)")
             print("    k    top-1    top-5")
             for r in results { print(String(format: "%5d  %6.2f%%  %6.2f%%", r.k, r.top1, r.top5)) }
             let best = results.first { $0.k == 20 } ?? results[0]

@@ -60,6 +60,29 @@ final class KNNTests: XCTestCase {
         XCTAssertEqual(results[1].top1, 84.59, accuracy: 0.005)
     }
 
+    /// `dino knn --validation` and the training loop's held-out check: every fifth row a query, the
+    /// others the memory, patch tokens and labels kept with their rows. On raw pixels this is the
+    /// validation floor (48,000 / 12,000 of the training split; numpy's brute force gives the same).
+    func testValidationSplitTakesEveryFifthRow() throws {
+        let d = 2, tokens = 3
+        let set = FeatureSet(features: (0..<(12 * d)).map(Float.init), dimension: d,
+                             patchTokens: (0..<(12 * tokens * d)).map(Float.init), names: (0..<12).map { "\($0)" },
+                             labels: (0..<12).map { $0 % 4 }, classNames: ["a", "b", "c", "d"], skipped: [])
+        let (memory, queries) = set.validationSplit()
+        XCTAssertEqual(queries.names, ["0", "5", "10"])
+        XCTAssertEqual(memory.names, ["1", "2", "3", "4", "6", "7", "8", "9", "11"])
+        XCTAssertEqual(queries.labels, [0, 1, 2])
+        XCTAssertEqual(queries.features, [0, 1, 10, 11, 20, 21])
+        XCTAssertEqual(Array(queries.patchTokens![6..<12]), (30..<36).map(Float.init))
+        XCTAssertEqual(memory.count + queries.count, 12)
+
+        let (bank, held) = try rawPixelFeatures(FashionMNIST(split: .train)).validationSplit()
+        let results = try KNN.evaluate(trainFeatures: bank.features, trainLabels: bank.labels, testFeatures: held.features,
+                                       testLabels: held.labels, dimension: 784, ks: [20])
+        print("[knn] raw-pixel validation floor: weighted 20-NN \(results[0].top1)%")
+        XCTAssertEqual(results[0].top1, 84.375, accuracy: 0.005)
+    }
+
     func testNpyRoundTrip() throws {
         let folder = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -164,6 +164,16 @@ public struct DatasetSubset: ImageDataset {
     }
 }
 
+/// The validation split of labelled training data: every fifth item (0, 5, 10, …) a query, the
+/// others the memory bank. The training loop's held-out k-NN and `dino knn --validation` both use it,
+/// so settings can be chosen without looking at the test split.
+public enum ValidationSplit {
+    public static func indices(count: Int) -> (memory: [Int], queries: [Int]) {
+        let all = 0..<max(0, count)
+        return (all.filter { $0 % 5 != 0 }, all.filter { $0 % 5 == 0 })
+    }
+}
+
 /// Opens a dataset by name: `fashion-mnist` (split `train`/`test`, from `path` or the Debian folder),
 /// or `folder` (an image folder at `path`). A path to an existing folder of images also works as is.
 public func openDataset(kind: String, path: String?, split: FashionMNIST.Split = .train) throws -> any ImageDataset {

@@ -340,7 +340,7 @@ public final class Trainer {
         return summary
     }
 
-    /// Teacher k-NN on held-out images: Fashion-MNIST's test split, or every fifth image of a labelled folder.
+    /// Teacher k-NN on a validation split of the training data (`knnSplits`).
     func evaluateKNN(epoch: Int, progress: (TrainingEvent) -> Void, summary: inout TrainingSummary) throws {
         let (memory, evaluation) = try knnSplits()
         guard let memory, let evaluation else { return }
@@ -357,18 +357,16 @@ public final class Trainer {
         else { try Data(line.utf8).write(to: url) }
     }
 
+    /// The held-out check's memory bank and queries, both cut from the training data by
+    /// `ValidationSplit` (the first `knn_train_size` and `knn_eval_size` of each part), so that
+    /// choosing settings by it never looks at the test split the final `dino knn` reports on.
+    /// Nil without labels.
     func knnSplits() throws -> ((any ImageDataset)?, (any ImageDataset)?) {
         let base = fullData
-        if base is FashionMNIST {
-            let folder = recipe.data_path.isEmpty ? FashionMNIST.defaultFolder : recipe.data_path
-            let test = try FashionMNIST(split: .test, folder: folder)
-            return (DatasetSubset(base, indices: Array(0..<min(recipe.knn_train_size, base.count))),
-                    DatasetSubset(test, indices: Array(0..<min(recipe.knn_eval_size, test.count))))
-        }
         guard !base.classNames.isEmpty else { return (nil, nil) }
-        let evaluation = Array(stride(from: 0, to: base.count, by: 5).prefix(recipe.knn_eval_size))
-        let memory = Array((0..<base.count).filter { $0 % 5 != 0 }.prefix(recipe.knn_train_size))
-        return (DatasetSubset(base, indices: memory), DatasetSubset(base, indices: evaluation))
+        let split = ValidationSplit.indices(count: base.count)
+        return (DatasetSubset(base, indices: Array(split.memory.prefix(recipe.knn_train_size))),
+                DatasetSubset(base, indices: Array(split.queries.prefix(recipe.knn_eval_size))))
     }
 
     /// Writes the teacher's last-layer attention for a few fixed training images into `attention/epochNNNN`.
