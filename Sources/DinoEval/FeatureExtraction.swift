@@ -113,7 +113,10 @@ public struct FeatureExtractor {
         let means = FloatBuffer(count: meanPatchToken ? batchSize * d : 0)
         // CLS of blocks depth−n … depth−2 (the last block's is `normalized`'s), (n − 1, B, D).
         let earlier = FloatBuffer(count: (lastBlocks - 1) * batchSize * d)
-        var activations: ViTActivations? = nil
+        // The last block's CLS alone (the default) runs as two half-batch shards side by side
+        // (`VisionTransformer.forward(shards:)`); earlier blocks' CLS need the whole batch's block outputs.
+        let sharded = lastBlocks == 1
+        var activations: [ViTActivations] = []
         let images = FloatBuffer(count: batchSize * c * s * s), cls = FloatBuffer(count: batchSize * d)
         var start = 0
         while start < dataset.count {
@@ -142,19 +145,31 @@ public struct FeatureExtractor {
                 }
             }
             if !rows.isEmpty {
-                if activations?.batch != rows.count {
-                    activations = transformer.makeActivations(batch: rows.count, imageHeight: s, imageWidth: s, training: false,
-                                                              classTokenOnly: !meanPatchToken && !patchTokens)
+                let batch = rows.count, first = config.depth - lastBlocks
+                if activations.reduce(0, { $0 + $1.batch }) != batch {
+                    let shards = sharded ? min(2, batch) : 1
+                    activations = (0..<shards).map { shard in
+                        transformer.makeActivations(batch: batch * (shard + 1) / shards - batch * shard / shards, imageHeight: s,
+                                                    imageWidth: s, training: false, classTokenOnly: !meanPatchToken && !patchTokens)
+                    }
                 }
-                let batch = rows.count, tokens = activations!.tokens, first = config.depth - lastBlocks
-                transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer,
-                                    activations: activations!) { block, stream in
-                    guard block >= first && block < config.depth - 1 else { return }
-                    transformer.normalizedClassTokens(output: earlier.pointer + (block - first) * batchSize * d, stream: stream,
-                                                      parameters: checkpoint.parameters.pointer, batch: batch, tokens: tokens)
+                let tokens = activations[0].tokens
+                if sharded {
+                    transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer, shards: activations)
+                } else {
+                    transformer.forward(parameters: checkpoint.parameters.pointer, images: images.pointer,
+                                        activations: activations[0]) { block, stream in
+                        guard block >= first && block < config.depth - 1 else { return }
+                        transformer.normalizedClassTokens(output: earlier.pointer + (block - first) * batchSize * d, stream: stream,
+                                                          parameters: checkpoint.parameters.pointer, batch: batch, tokens: tokens)
+                    }
                 }
-                activations!.copyClassTokens(to: cls.pointer)
-                if meanPatchToken { activations!.copyMeanPatchTokens(to: means.pointer) }
+                var firstRow = 0
+                for a in activations {
+                    a.copyClassTokens(to: cls.pointer + firstRow * d)
+                    if meanPatchToken { a.copyMeanPatchTokens(to: means.pointer + firstRow * d) }
+                    firstRow += a.batch
+                }
                 for r in 0..<batch {  // row r: [earlier blocks' CLS…, last CLS, mean patch token?]
                     for part in 0..<(lastBlocks - 1) {
                         result.features.append(contentsOf: UnsafeBufferPointer(start: earlier.pointer + (part * batchSize + r) * d, count: d))
@@ -165,10 +180,11 @@ public struct FeatureExtractor {
                     }
                 }
                 if patchTokens {
-                    let np = activations!.tokens - 1
-                    let patches = FloatBuffer(count: rows.count * np * d)
-                    activations!.copyPatchTokens(to: patches.pointer)
-                    result.patchTokens!.append(contentsOf: patches.array)
+                    for a in activations {
+                        let patches = FloatBuffer(count: a.batch * (tokens - 1) * d)
+                        a.copyPatchTokens(to: patches.pointer)
+                        result.patchTokens!.append(contentsOf: patches.array)
+                    }
                 }
                 for r in rows { result.names.append(dataset.name(at: r)); result.labels.append(dataset.label(at: r)) }
             }

@@ -178,8 +178,9 @@ final class KNNTests: XCTestCase {
             // every token: the same values up to the rounding of differently tiled products.
             assertClose(Array(stacked.features[(r * width + (depth - 1) * d)..<(r * width + depth * d)]),
                         Array(plain.features[(r * d)..<((r + 1) * d)]), tolerance: 1e-5, "last block image \(r)")
-            XCTAssertEqual(Array(stacked.features[(r * width + depth * d)..<((r + 1) * width)]),
-                           Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]))
+            // `pooled` (the last block's outputs only) runs as two half-batch shards, `stacked` as one pass.
+            assertClose(Array(stacked.features[(r * width + depth * d)..<((r + 1) * width)]),
+                        Array(pooled.features[(r * 2 * d + d)..<((r + 1) * 2 * d)]), tolerance: 1e-5, "mean patch token image \(r)")
         }
     }
 }

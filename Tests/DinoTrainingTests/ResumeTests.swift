@@ -190,7 +190,8 @@ final class ThreadDeterminismTests: XCTestCase {
         return (globals, kept(FloatBuffer((0..<(2 * 16 * 196)).map { _ in Float(g.nextNormal()) })))
     }
 
-    /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1 and 2 threads.
+    /// A whole DINO step (forward, loss, backward, AdamW, EMA) gives the same bits on 1, 2 and 3 threads
+    /// (two batch shards: one after the other, side by side, one after the other with split kernels).
     func testTrainingStepIsBitIdenticalOnOneAndTwoThreads() throws {
         let (globals, locals) = crops()
         func run(threads: Int, masking: PatchMasking?) throws -> ([Float], [Float], Float) {
@@ -212,11 +213,46 @@ final class ThreadDeterminismTests: XCTestCase {
         }
         // Plain DINO, and with the masked-patch term (its rows through the head, the scatter into the backbone).
         for masking in [nil, PatchMasking(probability: 0.5, minimumRatio: 0.1, maximumRatio: 0.5)] {
-            let one = try run(threads: 1, masking: masking), two = try run(threads: 2, masking: masking)
-            XCTAssertEqual(one.2, two.2)
-            XCTAssertEqual(one.0, two.0, "student parameters differ between 1 and 2 threads (masking \(masking != nil))")
-            XCTAssertEqual(one.1, two.1, "teacher parameters differ between 1 and 2 threads (masking \(masking != nil))")
+            let one = try run(threads: 1, masking: masking)
+            for threads in [2, 3] {
+                let other = try run(threads: threads, masking: masking)
+                XCTAssertEqual(one.2, other.2)
+                XCTAssertEqual(one.0, other.0, "student parameters differ between 1 and \(threads) threads (masking \(masking != nil))")
+                XCTAssertEqual(one.1, other.1, "teacher parameters differ between 1 and \(threads) threads (masking \(masking != nil))")
+            }
         }
+    }
+
+    /// The batch split into two shards (the default: halves run side by side on 2 threads, gradients
+    /// summed in shard order) against one pass over the whole batch: the same losses, every gradient of
+    /// the first step and the parameters after three steps, float rounding apart.
+    func testBatchShardsGiveTheUnshardedStep() throws {
+        let (globals, locals) = crops()
+        func run(shards: Int) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
+            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
+                                         shards: shards)
+            XCTAssertEqual(model.shards, shards)
+            model.initialize(seed: 1)
+            var losses: [Float] = [], first: [Float] = []
+            var generator = RandomGenerator(seed: 5)
+            for step in 0..<3 {
+                losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
+                                             settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
+                                                                    teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
+                                                                    dropPathRate: 0, koleoWeight: 0.1),
+                                             dropPath: &generator).loss)
+                if step == 0 { first = model.gradients.array }
+            }
+            return (losses, first, model)
+        }
+        let sharded = try run(shards: 2), whole = try run(shards: 1)
+        assertClose(sharded.losses, whole.losses, tolerance: 1e-5, "losses")
+        for entry in sharded.model.layout.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            assertClose(Array(sharded.firstGradients[range]), Array(whole.firstGradients[range]), tolerance: 1e-4, "grad \(entry.name)")
+        }
+        assertClose(sharded.model.student.array, whole.model.student.array, tolerance: 1e-4, "student after 3 steps")
+        assertClose(sharded.model.teacher.array, whole.model.teacher.array, tolerance: 1e-4, "teacher after 3 steps")
     }
 
     /// The last block for the class token alone (the default) against every token through it, with drop

@@ -58,6 +58,10 @@ void dino_layernorm_backward_input(float *dIn, const float *dOut, const float *i
 void dino_column_sums(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
                       const float *rstd, long rows, long columns, long first, long last);
 
+/// 1 while the calling thread runs a shard of `Parallel.forEachShard` (its kernels then run inline).
+int dino_thread_inside_shard(void);
+void dino_thread_set_inside_shard(int value);
+
 #ifdef __cplusplus
 }
 #endif

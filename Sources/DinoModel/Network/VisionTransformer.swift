@@ -169,6 +169,19 @@ public struct VisionTransformer: Sendable {
                 patchMask: nil, blockOutput: blockOutput)
     }
 
+    /// Forward with no drop path over a batch split into shards: `shards[s]` holds the activations of
+    /// the next `shards[s].batch` images of `images`, in order. The shards run side by side on 2
+    /// threads (`Parallel.forEachShard`: each pass stays in its own core's cache), one after the other
+    /// otherwise; every shard's result is that of its own `forward`, whatever the thread count.
+    public func forward(parameters: UnsafePointer<Float>, images: UnsafePointer<Float>, shards: [ViTActivations]) {
+        var firstImage = [0]
+        for a in shards { firstImage.append(firstImage.last! + a.batch) }
+        Parallel.forEachShard(shards.count) { s in
+            let a = shards[s], pixels = config.inChannels * a.imageHeight * a.imageWidth
+            forward(parameters: parameters, images: images + firstImage[s] * pixels, activations: a)
+        }
+    }
+
     /// Writes the final norm of each image's CLS row of a block output `stream` `(B, N, C)` into `output`
     /// `(B, C)`: official `get_intermediate_layers`, which passes every returned block through `norm`.
     public func normalizedClassTokens(output: UnsafeMutablePointer<Float>, stream: UnsafePointer<Float>,

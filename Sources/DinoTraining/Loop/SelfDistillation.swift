@@ -38,6 +38,12 @@ public struct StepSettings: Sendable {
 /// wherever only CLS is read (`ViTActivations`): the same loss and gradients up to rounding, 7% (12 blocks)
 /// to 20% (4 blocks) fewer backbone FLOPs (steps measured 1.03-1.16x faster). `false` computes every
 /// token, as the official code does.
+///
+/// Each backbone pass is split into `shards` parts of its batch (by default 2; always 1 under the
+/// masked-patch term or for a batch of one), each with its own activations; on 2 threads the halves
+/// run side by side (`Parallel.forEachShard`), and their weight gradients are summed in a fixed order,
+/// so results depend on the shard count (by float rounding), never on the thread count. The head,
+/// the loss and the optimizer see the whole batch.
 public final class SelfDistillation {
     public let config: ViTConfig
     public let head: HeadConfig
@@ -48,7 +54,12 @@ public final class SelfDistillation {
     public let loss: DINOLoss
     let transformer: VisionTransformer
     let dinoHead: DINOHead
-    let studentGlobal: ViTActivations, studentLocal: ViTActivations?, teacherGlobal: ViTActivations
+    /// Batch shards of every backbone pass; shard s of a pass over n images takes images
+    /// `n·s/shards ..< n·(s+1)/shards` (for the global crops: one view each).
+    public let shards: Int
+    let studentGlobal: [ViTActivations], studentLocal: [ViTActivations], teacherGlobal: [ViTActivations]
+    /// Shards 1... accumulate their backbone gradients here, then into `gradients` in shard order.
+    let shardGradients: [FloatBuffer]
     let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
     let koleoWorkspace = KoLeo.Workspace()
@@ -62,7 +73,7 @@ public final class SelfDistillation {
     public init(config: ViTConfig, head: HeadConfig, batchSize b: Int, globalSize: Int, localSize: Int, localCount: Int,
                 studentTemperature: Float = 0.1, centerMomentum: Float = 0.9,
                 teacherTargets: DINOLoss.TeacherTargets = .centering, patchMasking: PatchMasking? = nil,
-                classTokenOnly: Bool = true) {
+                classTokenOnly: Bool = true, shards: Int? = nil) {
         self.config = config; self.head = head
         self.batchSize = b; self.globalSize = globalSize; self.localSize = localSize; self.localCount = localCount
         layout = .model(config, head: head, maskToken: patchMasking != nil)
@@ -75,13 +86,19 @@ public final class SelfDistillation {
                         teacherTargets: teacherTargets)
         // Only the CLS outputs feed the head, except the global crops' patch tokens under the masked-patch term.
         let globalClassTokenOnly = classTokenOnly && patchMasking == nil
-        studentGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: true,
-                                                    classTokenOnly: globalClassTokenOnly)
-        studentLocal = localCount > 0
-            ? transformer.makeActivations(batch: localCount * b, imageHeight: localSize, imageWidth: localSize, training: true,
-                                          classTokenOnly: classTokenOnly) : nil
-        teacherGlobal = transformer.makeActivations(batch: 2 * b, imageHeight: globalSize, imageWidth: globalSize, training: false,
-                                                    classTokenOnly: globalClassTokenOnly)
+        let shards = patchMasking == nil && b > 1 ? min(max(1, shards ?? 2), b) : 1
+        self.shards = shards
+        let transformer = self.transformer, layout = self.layout
+        func sharded(_ images: Int, size: Int, training: Bool, classTokenOnly: Bool) -> [ViTActivations] {
+            (0..<shards).map { s in
+                transformer.makeActivations(batch: images * (s + 1) / shards - images * s / shards, imageHeight: size,
+                                            imageWidth: size, training: training, classTokenOnly: classTokenOnly)
+            }
+        }
+        studentGlobal = sharded(2 * b, size: globalSize, training: true, classTokenOnly: globalClassTokenOnly)
+        studentLocal = localCount > 0 ? sharded(localCount * b, size: localSize, training: true, classTokenOnly: classTokenOnly) : []
+        teacherGlobal = sharded(2 * b, size: globalSize, training: false, classTokenOnly: globalClassTokenOnly)
+        shardGradients = (1..<shards).map { _ in FloatBuffer(count: layout.count) }
         headGlobal = HeadActivations(config: head, rows: 2 * b)
         headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
         headTeacher = HeadActivations(config: head, rows: 2 * b)
@@ -89,7 +106,7 @@ public final class SelfDistillation {
         logits = FloatBuffer(count: views * b * head.outDim); dLogits = FloatBuffer(count: views * b * head.outDim)
         dGlobal = FloatBuffer(count: 2 * b * config.embedDim); dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
         self.patchMasking = patchMasking
-        let patches = studentGlobal.tokens - 1, maskable = patchMasking == nil ? 0 : 2 * b * patches
+        let patches = studentGlobal[0].tokens - 1, maskable = patchMasking == nil ? 0 : 2 * b * patches
         patchLoss = patchMasking.map { _ in
             MaskedPatchLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
         }
@@ -115,14 +132,19 @@ public final class SelfDistillation {
     public func step(globals: UnsafePointer<Float>, locals: UnsafePointer<Float>?, settings s: StepSettings,
                      dropPath generator: inout RandomGenerator) throws -> LossStatistics {
         let b = batchSize, k = head.outDim, views = 2 + localCount, d = config.embedDim
-        // Teacher on the two global crops (no drop path, no gradients).
-        transformer.forward(parameters: teacher.pointer, images: globals, activations: teacherGlobal)
-        teacherGlobal.copyClassTokens(to: headTeacher.inputPointer)
+        let channels = config.inChannels, globalPixels = channels * globalSize * globalSize
+        let localPixels = channels * localSize * localSize
+        // Teacher on the two global crops (no drop path, no gradients), one shard per view.
+        Parallel.forEachShard(shards) { shard in
+            let first = 2 * b * shard / shards
+            transformer.forward(parameters: teacher.pointer, images: globals + first * globalPixels, activations: teacherGlobal[shard])
+            teacherGlobal[shard].copyClassTokens(to: headTeacher.inputPointer + first * d)
+        }
         dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
 
         // Student on every crop, one backbone pass per resolution; some global-crop patches masked.
         let rate = Float(s.dropPathRate)
-        let np = studentGlobal.tokens - 1
+        let np = studentGlobal[0].tokens - 1
         var maskedRows: [Int] = [], maskedCrops: [Int] = []
         if let patchMasking {
             patchMask.withUnsafeMutableBufferPointer { mask in
@@ -132,17 +154,37 @@ public final class SelfDistillation {
                 maskedRows.append((i / np) * (np + 1) + 1 + i % np); maskedCrops.append(i / np)
             }
         }
-        patchMask.withUnsafeBufferPointer { mask in
-            transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal,
-                                dropPathRate: rate, generator: &generator, patchMask: patchMasking == nil ? nil : mask.baseAddress)
+        if shards == 1 {
+            patchMask.withUnsafeBufferPointer { mask in
+                transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal[0],
+                                    dropPathRate: rate, generator: &generator, patchMask: patchMasking == nil ? nil : mask.baseAddress)
+            }
+            studentGlobal[0].copyClassTokens(to: headGlobal.inputPointer)
+            if let locals, localCount > 0 {
+                transformer.forward(parameters: student.pointer, images: locals, activations: studentLocal[0],
+                                    dropPathRate: rate, generator: &generator)
+                studentLocal[0].copyClassTokens(to: headLocal!.inputPointer)
+            }
+        } else {
+            // Each shard draws its drop-path masks from a generator of its own, seeded in shard order.
+            let seeds = rate > 0 ? (0..<shards).map { _ in generator.next() } : []
+            Parallel.forEachShard(shards) { shard in
+                var shardGenerator = RandomGenerator(seed: seeds.isEmpty ? 0 : seeds[shard])
+                let first = 2 * b * shard / shards
+                transformer.forward(parameters: student.pointer, images: globals + first * globalPixels,
+                                    activations: studentGlobal[shard], dropPathRate: rate, generator: &shardGenerator)
+                studentGlobal[shard].copyClassTokens(to: headGlobal.inputPointer + first * d)
+                if let locals, let headLocal, localCount > 0 {
+                    let firstLocal = localCount * b * shard / shards
+                    transformer.forward(parameters: student.pointer, images: locals + firstLocal * localPixels,
+                                        activations: studentLocal[shard], dropPathRate: rate, generator: &shardGenerator)
+                    studentLocal[shard].copyClassTokens(to: headLocal.inputPointer + firstLocal * d)
+                }
+            }
         }
-        studentGlobal.copyClassTokens(to: headGlobal.inputPointer)
         dinoHead.forward(parameters: student.pointer, activations: headGlobal)
         logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
-        if let studentLocal, let headLocal, let locals {
-            transformer.forward(parameters: student.pointer, images: locals, activations: studentLocal,
-                                dropPathRate: rate, generator: &generator)
-            studentLocal.copyClassTokens(to: headLocal.inputPointer)
+        if let headLocal, locals != nil {
             dinoHead.forward(parameters: student.pointer, activations: headLocal)
             (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
         }
@@ -152,8 +194,8 @@ public final class SelfDistillation {
         if let headPatch, let headTeacherPatch, masked > 0 {
             headPatch.rows = masked; headTeacherPatch.rows = masked
             for (r, row) in maskedRows.enumerated() {
-                (headPatch.inputPointer + r * d).update(from: studentGlobal.normalized.pointer + row * d, count: d)
-                (headTeacherPatch.inputPointer + r * d).update(from: teacherGlobal.normalized.pointer + row * d, count: d)
+                (headPatch.inputPointer + r * d).update(from: studentGlobal[0].normalized.pointer + row * d, count: d)
+                (headTeacherPatch.inputPointer + r * d).update(from: teacherGlobal[0].normalized.pointer + row * d, count: d)
             }
             dinoHead.forward(parameters: teacher.pointer, activations: headTeacherPatch)
             dinoHead.forward(parameters: student.pointer, activations: headPatch)
@@ -186,7 +228,8 @@ public final class SelfDistillation {
         }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
 
-        // Backward through head and backbone; both resolutions accumulate into one gradient buffer.
+        // Backward through the head (whole batch), then the backbone by shard: shard 0 accumulates into
+        // `gradients`, the others into their own buffers, added in shard order.
         gradients.zero()
         dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
                           dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !s.freezeLastLayer)
@@ -195,14 +238,29 @@ public final class SelfDistillation {
             dinoHead.backward(gradients: gradients.pointer, dInput: dPatch.pointer, parameters: student.pointer,
                               dLogits: patchLogitGradients.pointer, activations: headPatch, lastLayerGradient: !s.freezeLastLayer)
         }
-        transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dGlobal.pointer,
-                             activations: studentGlobal, tokenRows: maskedRows, dTokens: masked > 0 ? dPatch.pointer : nil)
-        if let studentLocal, let headLocal {
+        if let headLocal, locals != nil {
             dLocal.zero()
             dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,
                               dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, lastLayerGradient: !s.freezeLastLayer)
-            transformer.backward(gradients: gradients.pointer, parameters: student.pointer, dClassTokens: dLocal.pointer,
-                                 activations: studentLocal)
+        }
+        Parallel.forEachShard(shards) { shard in
+            let g = shard == 0 ? gradients.pointer : shardGradients[shard - 1].pointer
+            if shard > 0 { g.update(repeating: 0, count: layout.count) }
+            let first = 2 * b * shard / shards
+            transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + first * d,
+                                 activations: studentGlobal[shard], tokenRows: shards == 1 ? maskedRows : [],
+                                 dTokens: shards == 1 && masked > 0 ? dPatch.pointer : nil)
+            if locals != nil && localCount > 0 {
+                let firstLocal = localCount * b * shard / shards
+                transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dLocal.pointer + firstLocal * d,
+                                     activations: studentLocal[shard])
+            }
+        }
+        for other in shardGradients {
+            let total = gradients.pointer, part = other.pointer
+            Parallel.forEachRange(layout.count, grain: 1 << 14) { range in
+                for i in range { total[i] += part[i] }
+            }
         }
 
         // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA.
