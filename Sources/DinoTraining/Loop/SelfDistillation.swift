@@ -58,8 +58,10 @@ public final class SelfDistillation {
     /// `n·s/shards ..< n·(s+1)/shards` (for the global crops: one view each).
     public let shards: Int
     let studentGlobal: [ViTActivations], studentLocal: [ViTActivations], teacherGlobal: [ViTActivations]
-    /// Shards 1... accumulate their backbone gradients here, then into `gradients` in shard order.
+    /// Shards 1... accumulate their backbone gradients here, then into `gradients` in shard order: the
+    /// backbone's parameters come first in the layout, so these hold its first `backboneCount` floats only.
     let shardGradients: [FloatBuffer]
+    let backboneCount: Int
     let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
     let koleoWorkspace = KoLeo.Workspace()
@@ -98,7 +100,10 @@ public final class SelfDistillation {
         studentGlobal = sharded(2 * b, size: globalSize, training: true, classTokenOnly: globalClassTokenOnly)
         studentLocal = localCount > 0 ? sharded(localCount * b, size: localSize, training: true, classTokenOnly: classTokenOnly) : []
         teacherGlobal = sharded(2 * b, size: globalSize, training: false, classTokenOnly: globalClassTokenOnly)
-        shardGradients = (1..<shards).map { _ in FloatBuffer(count: layout.count) }
+        backboneCount = layout.entries.filter { !$0.name.hasPrefix("head.") && $0.name != "mask_token" }
+            .map { $0.offset + $0.count }.max() ?? layout.count
+        let backboneCount = self.backboneCount
+        shardGradients = (1..<shards).map { _ in FloatBuffer(count: backboneCount) }
         headGlobal = HeadActivations(config: head, rows: 2 * b)
         headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
         headTeacher = HeadActivations(config: head, rows: 2 * b)
@@ -245,7 +250,7 @@ public final class SelfDistillation {
         }
         Parallel.forEachShard(shards) { shard in
             let g = shard == 0 ? gradients.pointer : shardGradients[shard - 1].pointer
-            if shard > 0 { g.update(repeating: 0, count: layout.count) }
+            if shard > 0 { g.update(repeating: 0, count: backboneCount) }
             let first = 2 * b * shard / shards
             transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + first * d,
                                  activations: studentGlobal[shard], tokenRows: shards == 1 ? maskedRows : [],
@@ -258,7 +263,7 @@ public final class SelfDistillation {
         }
         for other in shardGradients {
             let total = gradients.pointer, part = other.pointer
-            Parallel.forEachRange(layout.count, grain: 1 << 14) { range in
+            Parallel.forEachRange(backboneCount, grain: 1 << 14) { range in
                 for i in range { total[i] += part[i] }
             }
         }
