@@ -147,11 +147,9 @@ public struct FeatureExtractor {
             if !rows.isEmpty {
                 let batch = rows.count, first = config.depth - lastBlocks
                 if activations.reduce(0, { $0 + $1.batch }) != batch {
-                    let shards = sharded ? min(2, batch) : 1
-                    activations = (0..<shards).map { shard in
-                        transformer.makeActivations(batch: batch * (shard + 1) / shards - batch * shard / shards, imageHeight: s,
-                                                    imageWidth: s, training: false, classTokenOnly: !meanPatchToken && !patchTokens)
-                    }
+                    activations = transformer.makeShardActivations(batch: batch, shards: sharded ? min(2, batch) : 1, imageHeight: s,
+                                                                   imageWidth: s, training: false,
+                                                                   classTokenOnly: !meanPatchToken && !patchTokens)
                 }
                 let tokens = activations[0].tokens
                 if sharded {

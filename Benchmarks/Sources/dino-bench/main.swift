@@ -91,10 +91,8 @@ func makeTimedStep(_ c: BenchConfig, classTokenOnly: Bool) -> () throws -> Void 
     }
     let backbone = BackboneCheckpoint.initialized(config: c.vit, mean: [0.5], std: [0.5], seed: 0)
     // Two half-batch shards, as `FeatureExtractor` runs CLS features.
-    let shards = (0..<2).map { shard in
-        backbone.transformer.makeActivations(batch: c.batch * (shard + 1) / 2 - c.batch * shard / 2, imageHeight: c.globalSize,
-                                             imageWidth: c.globalSize, training: false, classTokenOnly: classTokenOnly)
-    }
+    let shards = backbone.transformer.makeShardActivations(batch: c.batch, shards: 2, imageHeight: c.globalSize,
+                                                           imageWidth: c.globalSize, training: false, classTokenOnly: classTokenOnly)
     let images = random(c.batch * channels * c.globalSize * c.globalSize)
     return { backbone.transformer.forward(parameters: backbone.parameters.pointer, images: images.pointer, shards: shards) }
 }

@@ -169,6 +169,16 @@ public struct VisionTransformer: Sendable {
                 patchMask: nil, blockOutput: blockOutput)
     }
 
+    /// Activations for `batch` images split into `shards` consecutive parts, shard s holding images
+    /// `batch·s/shards ..< batch·(s+1)/shards` (for `forward(shards:)` and the training step's passes).
+    public func makeShardActivations(batch: Int, shards: Int, imageHeight: Int, imageWidth: Int, training: Bool,
+                                     classTokenOnly: Bool = false) -> [ViTActivations] {
+        (0..<shards).map { s in
+            makeActivations(batch: batch * (s + 1) / shards - batch * s / shards, imageHeight: imageHeight,
+                            imageWidth: imageWidth, training: training, classTokenOnly: classTokenOnly)
+        }
+    }
+
     /// Forward with no drop path over a batch split into shards: `shards[s]` holds the activations of
     /// the next `shards[s].batch` images of `images`, in order. The shards run side by side on 2
     /// threads (`Parallel.forEachShard`: each pass stays in its own core's cache), one after the other

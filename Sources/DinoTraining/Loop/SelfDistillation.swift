@@ -92,10 +92,8 @@ public final class SelfDistillation {
         self.shards = shards
         let transformer = self.transformer, layout = self.layout
         func sharded(_ images: Int, size: Int, training: Bool, classTokenOnly: Bool) -> [ViTActivations] {
-            (0..<shards).map { s in
-                transformer.makeActivations(batch: images * (s + 1) / shards - images * s / shards, imageHeight: size,
-                                            imageWidth: size, training: training, classTokenOnly: classTokenOnly)
-            }
+            transformer.makeShardActivations(batch: images, shards: shards, imageHeight: size, imageWidth: size,
+                                             training: training, classTokenOnly: classTokenOnly)
         }
         studentGlobal = sharded(2 * b, size: globalSize, training: true, classTokenOnly: globalClassTokenOnly)
         studentLocal = localCount > 0 ? sharded(localCount * b, size: localSize, training: true, classTokenOnly: classTokenOnly) : []
@@ -140,11 +138,8 @@ public final class SelfDistillation {
         let channels = config.inChannels, globalPixels = channels * globalSize * globalSize
         let localPixels = channels * localSize * localSize
         // Teacher on the two global crops (no drop path, no gradients), one shard per view.
-        Parallel.forEachShard(shards) { shard in
-            let first = 2 * b * shard / shards
-            transformer.forward(parameters: teacher.pointer, images: globals + first * globalPixels, activations: teacherGlobal[shard])
-            teacherGlobal[shard].copyClassTokens(to: headTeacher.inputPointer + first * d)
-        }
+        transformer.forward(parameters: teacher.pointer, images: globals, shards: teacherGlobal)
+        for shard in 0..<shards { teacherGlobal[shard].copyClassTokens(to: headTeacher.inputPointer + 2 * b * shard / shards * d) }
         dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
 
         // Student on every crop, one backbone pass per resolution; some global-crop patches masked.
