@@ -259,7 +259,7 @@ public final class SelfDistillation {
         for other in shardGradients {
             let total = gradients.pointer, part = other.pointer
             Parallel.forEachRange(backboneCount, grain: 1 << 14) { range in
-                for i in range { total[i] += part[i] }
+                axpy(total + range.lowerBound, 1, part + range.lowerBound, range.count)
             }
         }
 
