@@ -28,11 +28,20 @@ final class ModelGoldenTests: XCTestCase {
         }
     }
 
+    /// The head as a sharded training step runs it: one weight-normalized last layer shared by every
+    /// crop group, each group's rows in two uneven ranges, the last layer's gradient summed over the
+    /// groups before one weight-norm backward; the same logits and gradients as PyTorch.
+    func testHeadByRowRangesWithASharedLastLayerMatchesPyTorch() throws {
+        try checkAgainstGolden("model.safetensors", vit: vit, head: head,
+                               groups: [("global", 16, 16), ("local", 8, 8), ("wide", 8, 12)], checksAttention: false,
+                               classTokenOnly: true, headByRowRanges: true)
+    }
+
     /// The model of `golden` over its crop groups (3 channels): CLS (and, when asked, the last
     /// attention: only its CLS rows with `classTokenOnly`) and logits within 1e-5, every parameter
     /// gradient of Σ upstream⊙logits within 1e-4.
     func checkAgainstGolden(_ file: String, vit: ViTConfig, head: HeadConfig, groups: [(String, Int, Int)],
-                            checksAttention: Bool, classTokenOnly: Bool = false) throws {
+                            checksAttention: Bool, classTokenOnly: Bool = false, headByRowRanges: Bool = false) throws {
         let golden = try loadGolden(file)
         let (d, k) = (vit.embedDim, head.outDim)
         let layout = ParameterLayout.model(vit, head: head)
@@ -41,6 +50,11 @@ final class ModelGoldenTests: XCTestCase {
         let transformer = VisionTransformer(config: vit, layout: layout)
         let dinoHead = DINOHead(config: head, layout: layout)
         let logits = golden.values("output.logits"), upstream = golden.values("upstream")
+        let sharedLastLayer = HeadLastLayer(config: head)
+        if headByRowRanges {
+            dinoHead.prepareLastLayer(parameters: parameters.pointer, lastLayer: sharedLastLayer)
+            sharedLastLayer.gradient.zero()
+        }
         var row = 0
         for (name, height, width) in groups {
             let images = golden.values("input.\(name)")
@@ -62,18 +76,34 @@ final class ModelGoldenTests: XCTestCase {
                 assertClose(got, expected, tolerance: 1e-5, "last attention \(name)")
             }
 
-            let headActivations = HeadActivations(config: head, rows: batch)
+            let headActivations = HeadActivations(config: head, rows: batch, lastLayer: headByRowRanges ? sharedLastLayer : nil)
             headActivations.inputPointer.update(from: cls.pointer, count: batch * d)
-            dinoHead.forward(parameters: parameters.pointer, activations: headActivations)
+            let split = batch / 3, rowRanges = [0..<split, split..<batch]
+            if headByRowRanges {
+                for rows in rowRanges { dinoHead.forward(parameters: parameters.pointer, activations: headActivations, rows: rows) }
+            } else {
+                dinoHead.forward(parameters: parameters.pointer, activations: headActivations)
+            }
             let range = (row * k)..<((row + batch) * k)
             assertClose(headActivations.logits.array, Array(logits[range]), tolerance: 1e-5, "logits \(name)")
 
             let dLogits = kept(FloatBuffer(Array(upstream[range]))), dCLS = kept(FloatBuffer(count: batch * d))
-            dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
-                              dLogits: dLogits.pointer, activations: headActivations)
+            if headByRowRanges {
+                dinoHead.accumulateLastLayerGradient(dLogits: dLogits.pointer, activations: headActivations)
+                for rows in rowRanges.reversed() {
+                    dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
+                                      dLogits: dLogits.pointer, activations: headActivations, rows: rows)
+                }
+            } else {
+                dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
+                                  dLogits: dLogits.pointer, activations: headActivations)
+            }
             transformer.backward(gradients: gradients.pointer, parameters: parameters.pointer, dClassTokens: dCLS.pointer,
                                  activations: activations)
             row += batch
+        }
+        if headByRowRanges {
+            dinoHead.backwardLastLayer(gradients: gradients.pointer, parameters: parameters.pointer, lastLayer: sharedLastLayer)
         }
         var worst = (name: "", share: 0.0)
         for entry in layout.entries {

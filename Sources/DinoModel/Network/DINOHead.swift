@@ -1,5 +1,22 @@
 import DinoKernels
 
+/// The weight-normalized last layer of one parameter set, `W_k = g_k·v_k/‖v_k‖` `(K, bottleneck)`:
+/// computed once per parameter update (`DINOHead.prepareLastLayer`) and read by every forward and
+/// backward on those parameters, so crop groups and batch shards share one copy of the largest tensor
+/// of the head (65536 × 256 for ImageNet's head).
+public final class HeadLastLayer {
+    let weight: FloatBuffer   // (K, bottleneck)
+    let norms: FloatBuffer    // (K): ‖v_k‖
+    /// dL/dW `(K, bottleneck)`, summed over every row group of a step before the weight-norm backward
+    /// (lazy: the teacher's is never made; touched by one thread at a time).
+    public lazy var gradient = FloatBuffer(count: weight.count)
+
+    public init(config: HeadConfig) {
+        weight = FloatBuffer(count: config.outDim * config.bottleneckDim)
+        norms = FloatBuffer(count: config.outDim)
+    }
+}
+
 /// Activations of the head for M rows (one per image of a crop group, or per masked patch).
 public final class HeadActivations {
     /// The rows the buffers hold.
@@ -13,18 +30,21 @@ public final class HeadActivations {
     let bottleneck: FloatBuffer            // (M, bottleneck)
     let normalizedBottleneck: FloatBuffer  // (M, bottleneck)
     let bottleneckNorms: FloatBuffer       // (M)
-    let lastWeight: FloatBuffer            // (K, bottleneck): g·v/‖v‖
-    let lastNorms: FloatBuffer             // (K)
+    /// The last layer these rows are multiplied by (shared when given at `init`).
+    public let lastLayer: HeadLastLayer
     /// The head's output `(M, K)`.
     public let logits: FloatBuffer
-    lazy var dLastWeight = FloatBuffer(count: lastWeight.count)
-    lazy var dNormalized = FloatBuffer(count: bottleneck.count)
-    lazy var dBottleneck = FloatBuffer(count: bottleneck.count)
-    lazy var dHiddenA = FloatBuffer(count: capacity * config.hiddenDim)
-    lazy var dHiddenB = FloatBuffer(count: capacity * config.hiddenDim)
+    /// The backward's scratch, allocated up front (not lazily: batch shards run the backward of
+    /// disjoint row ranges on two threads at once); nil for forward-only activations.
+    let gradientScratch: (normalized: FloatBuffer, bottleneck: FloatBuffer, hiddenA: FloatBuffer, hiddenB: FloatBuffer)?
     let config: HeadConfig
 
-    public init(config: HeadConfig, rows: Int) {
+    /// - Parameters:
+    ///   - lastLayer: the weight-normalized last layer to share with other row groups on the same
+    ///     parameters (a private one when nil).
+    ///   - backward: false for rows that are never differentiated (the teacher's), which then skip the
+    ///     backward's scratch.
+    public init(config: HeadConfig, rows: Int, lastLayer: HeadLastLayer? = nil, backward: Bool = true) {
         self.config = config
         self.capacity = rows
         self.rows = rows
@@ -35,9 +55,10 @@ public final class HeadActivations {
         bottleneck = FloatBuffer(count: rows * config.bottleneckDim)
         normalizedBottleneck = FloatBuffer(count: rows * config.bottleneckDim)
         bottleneckNorms = FloatBuffer(count: rows)
-        lastWeight = FloatBuffer(count: config.outDim * config.bottleneckDim)
-        lastNorms = FloatBuffer(count: config.outDim)
+        self.lastLayer = lastLayer ?? HeadLastLayer(config: config)
         logits = FloatBuffer(count: rows * config.outDim)
+        gradientScratch = backward ? (FloatBuffer(count: rows * config.bottleneckDim), FloatBuffer(count: rows * config.bottleneckDim),
+                                      FloatBuffer(count: rows * config.hiddenDim), FloatBuffer(count: rows * config.hiddenDim)) : nil
     }
 
     /// The head's input rows `(M, in)`: write the backbone's CLS tokens here before `forward`.
@@ -73,66 +94,103 @@ public struct DINOHead: Sendable {
         direction = layout.offset("head.last_layer.weight_v")
     }
 
-    /// logits = head(activations.input).
-    public func forward(parameters p: UnsafePointer<Float>, activations a: HeadActivations) {
-        let m = a.rows, c = config
-        var x = UnsafePointer(a.input.pointer)
-        for (i, layer) in linears.enumerated() {
-            let isLast = i == linears.count - 1
-            if isLast {
-                Linear.forward(output: a.bottleneck.pointer, input: x, weight: p + layer.weight, bias: p + layer.bias,
-                               rows: m, inputSize: layer.input, outputSize: layer.output)
-            } else {
-                Linear.forwardGELU(output: a.preActivations[i].pointer, activated: a.postActivations[i].pointer, input: x,
-                                   weight: p + layer.weight, bias: p + layer.bias,
-                                   rows: m, inputSize: layer.input, outputSize: layer.output)
-                x = UnsafePointer(a.postActivations[i].pointer)
-            }
-        }
-        L2Normalize.forward(output: a.normalizedBottleneck.pointer, norms: a.bottleneckNorms.pointer,
-                            input: a.bottleneck.pointer, rows: m, columns: c.bottleneckDim)
-        WeightNorm.forward(weight: a.lastWeight.pointer, norms: a.lastNorms.pointer, direction: p + direction,
-                           magnitude: p + magnitude, rows: c.outDim, columns: c.bottleneckDim)
-        Linear.forward(output: a.logits.pointer, input: a.normalizedBottleneck.pointer, weight: a.lastWeight.pointer,
-                       bias: nil, rows: m, inputSize: c.bottleneckDim, outputSize: c.outDim)
+    /// W = g·v/‖v‖ into `lastLayer` (`WeightNorm.forward`): once after every change of the parameters,
+    /// before any `forward(parameters:activations:rows:)` on them.
+    public func prepareLastLayer(parameters p: UnsafePointer<Float>, lastLayer l: HeadLastLayer) {
+        WeightNorm.forward(weight: l.weight.pointer, norms: l.norms.pointer, direction: p + direction,
+                           magnitude: p + magnitude, rows: config.outDim, columns: config.bottleneckDim)
     }
 
-    /// Accumulates parameter gradients and dInput `(M, in)` from dLogits `(M, K)`.
+    /// logits = head(activations.input) for all rows, the last layer's weight included.
+    public func forward(parameters p: UnsafePointer<Float>, activations a: HeadActivations) {
+        prepareLastLayer(parameters: p, lastLayer: a.lastLayer)
+        forward(parameters: p, activations: a, rows: 0..<a.rows)
+    }
+
+    /// logits = head(input) for the rows `rows` `(M, …)` only, reading the last layer's weight that
+    /// `prepareLastLayer` wrote: rows are independent, so batch shards run disjoint ranges side by side.
+    public func forward(parameters p: UnsafePointer<Float>, activations a: HeadActivations, rows: Range<Int>) {
+        let m = rows.count, first = rows.lowerBound, c = config
+        guard m > 0 else { return }
+        var x = UnsafePointer(a.input.pointer + first * c.inDim)
+        for (i, layer) in linears.enumerated() {
+            if i == linears.count - 1 {
+                Linear.forward(output: a.bottleneck.pointer + first * layer.output, input: x, weight: p + layer.weight,
+                               bias: p + layer.bias, rows: m, inputSize: layer.input, outputSize: layer.output)
+            } else {
+                let activated = a.postActivations[i].pointer + first * layer.output
+                Linear.forwardGELU(output: a.preActivations[i].pointer + first * layer.output, activated: activated, input: x,
+                                   weight: p + layer.weight, bias: p + layer.bias,
+                                   rows: m, inputSize: layer.input, outputSize: layer.output)
+                x = UnsafePointer(activated)
+            }
+        }
+        let bottleneck = c.bottleneckDim
+        L2Normalize.forward(output: a.normalizedBottleneck.pointer + first * bottleneck, norms: a.bottleneckNorms.pointer + first,
+                            input: a.bottleneck.pointer + first * bottleneck, rows: m, columns: bottleneck)
+        Linear.forward(output: a.logits.pointer + first * c.outDim, input: a.normalizedBottleneck.pointer + first * bottleneck,
+                       weight: a.lastLayer.weight.pointer, bias: nil, rows: m, inputSize: bottleneck, outputSize: c.outDim)
+    }
+
+    /// Accumulates parameter gradients and dInput `(M, in)` from dLogits `(M, K)`, all rows.
     /// - Parameter lastLayerGradient: false while the last layer is frozen: its gradient is then not
     ///   computed at all (the optimizer skips it, as the official `cancel_gradients_last_layer`).
     public func backward(gradients g: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>,
                          parameters p: UnsafePointer<Float>, dLogits: UnsafePointer<Float>,
                          activations a: HeadActivations, lastLayerGradient: Bool = true) {
-        let m = a.rows, c = config
-        a.dNormalized.zero()
-        if lastLayerGradient { a.dLastWeight.zero() }
-        Linear.backward(dInput: a.dNormalized.pointer, dWeight: lastLayerGradient ? a.dLastWeight.pointer : nil,
-                        dBias: nil, dOutput: dLogits, input: a.normalizedBottleneck.pointer,
-                        weight: a.lastWeight.pointer, rows: m, inputSize: c.bottleneckDim, outputSize: c.outDim)
         if lastLayerGradient {
-            WeightNorm.backward(dDirection: g + direction, dMagnitude: c.normLastLayer ? nil : g + magnitude,
-                                dWeight: a.dLastWeight.pointer, direction: p + direction, magnitude: p + magnitude,
-                                norms: a.lastNorms.pointer, rows: c.outDim, columns: c.bottleneckDim)
+            a.lastLayer.gradient.zero()
+            accumulateLastLayerGradient(dLogits: dLogits, activations: a)
+            backwardLastLayer(gradients: g, parameters: p, lastLayer: a.lastLayer)
         }
-        a.dBottleneck.zero()
-        L2Normalize.backward(dInput: a.dBottleneck.pointer, dOutput: a.dNormalized.pointer,
-                             output: a.normalizedBottleneck.pointer, norms: a.bottleneckNorms.pointer,
-                             rows: m, columns: c.bottleneckDim)
-        var dOutput = UnsafePointer(a.dBottleneck.pointer)
+        backward(gradients: g, dInput: dInput, parameters: p, dLogits: dLogits, activations: a, rows: 0..<a.rows)
+    }
+
+    /// lastLayer.gradient += dLogitsᵀ·normalized `(K, bottleneck)` over all rows of `a`; zero the
+    /// gradient once per step, then call this for every row group that used the last layer.
+    public func accumulateLastLayerGradient(dLogits: UnsafePointer<Float>, activations a: HeadActivations) {
+        guard a.rows > 0 else { return }
+        Linear.backward(dInput: nil, dWeight: a.lastLayer.gradient.pointer, dBias: nil, dOutput: dLogits,
+                        input: a.normalizedBottleneck.pointer, weight: a.lastLayer.weight.pointer, rows: a.rows,
+                        inputSize: config.bottleneckDim, outputSize: config.outDim)
+    }
+
+    /// From the summed dW of `lastLayer` through the weight norm: accumulates `weight_v`'s gradient, and
+    /// `weight_g`'s unless `norm_last_layer` fixes it.
+    public func backwardLastLayer(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
+                                  lastLayer l: HeadLastLayer) {
+        WeightNorm.backward(dDirection: g + direction, dMagnitude: config.normLastLayer ? nil : g + magnitude,
+                            dWeight: l.gradient.pointer, direction: p + direction, magnitude: p + magnitude,
+                            norms: l.norms.pointer, rows: config.outDim, columns: config.bottleneckDim)
+    }
+
+    /// The backward of the rows `rows` below the last layer's weight: dNormalized = dLogits·W, then the
+    /// L2 norm and the MLP. Accumulates the MLP's gradients into `g` and dInput's rows; `dLogits` and
+    /// `dInput` point at row 0. Leaves the last layer's gradient to `accumulateLastLayerGradient`.
+    public func backward(gradients g: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>,
+                         parameters p: UnsafePointer<Float>, dLogits: UnsafePointer<Float>,
+                         activations a: HeadActivations, rows: Range<Int>) {
+        let m = rows.count, first = rows.lowerBound, c = config, bottleneck = c.bottleneckDim
+        guard m > 0 else { return }
+        guard let scratch = a.gradientScratch else { preconditionFailure("head activations made with backward: false") }
+        let dNormalized = scratch.normalized.pointer + first * bottleneck, dBottleneck = scratch.bottleneck.pointer + first * bottleneck
+        Linear.backward(dInput: dNormalized, dWeight: nil, dBias: nil, dOutput: dLogits + first * c.outDim,
+                        input: a.normalizedBottleneck.pointer + first * bottleneck, weight: a.lastLayer.weight.pointer,
+                        rows: m, inputSize: bottleneck, outputSize: c.outDim, overwriteInput: true)
+        dBottleneck.update(repeating: 0, count: m * bottleneck)
+        L2Normalize.backward(dInput: dBottleneck, dOutput: dNormalized, output: a.normalizedBottleneck.pointer + first * bottleneck,
+                             norms: a.bottleneckNorms.pointer + first, rows: m, columns: bottleneck)
+        var dOutput = UnsafePointer(dBottleneck)
         for i in stride(from: linears.count - 1, through: 0, by: -1) {
             let layer = linears[i]
-            let input = i == 0 ? UnsafePointer(a.input.pointer) : UnsafePointer(a.postActivations[i - 1].pointer)
-            let dIn: UnsafeMutablePointer<Float>
-            if i == 0 {
-                dIn = dInput
-            } else {
-                dIn = (i % 2 == 1 ? a.dHiddenA : a.dHiddenB).pointer
-                dIn.update(repeating: 0, count: m * layer.input)
-            }
+            let input = i == 0 ? UnsafePointer(a.input.pointer + first * layer.input)
+                               : UnsafePointer(a.postActivations[i - 1].pointer + first * layer.input)
+            let dIn = i == 0 ? dInput + first * layer.input : (i % 2 == 1 ? scratch.hiddenA : scratch.hiddenB).pointer + first * layer.input
             Linear.backward(dInput: dIn, dWeight: g + layer.weight, dBias: g + layer.bias, dOutput: dOutput,
-                            input: input, weight: p + layer.weight, rows: m, inputSize: layer.input, outputSize: layer.output)
+                            input: input, weight: p + layer.weight, rows: m, inputSize: layer.input, outputSize: layer.output,
+                            overwriteInput: i > 0)
             if i > 0 {
-                GELU.backwardInPlace(gradient: dIn, input: a.preActivations[i - 1].pointer, count: m * layer.input)
+                GELU.backwardInPlace(gradient: dIn, input: a.preActivations[i - 1].pointer + first * layer.input, count: m * layer.input)
                 dOutput = UnsafePointer(dIn)
             }
         }

@@ -39,11 +39,12 @@ public struct StepSettings: Sendable {
 /// to 20% (4 blocks) fewer backbone FLOPs (steps measured 1.03-1.16x faster). `false` computes every
 /// token, as the official code does.
 ///
-/// Each backbone pass is split into `shards` parts of its batch (by default 2; always 1 under the
-/// masked-patch term or for a batch of one), each with its own activations; on 2 threads the halves
-/// run side by side (`Parallel.forEachShard`), and their weight gradients are summed in a fixed order,
-/// so results depend on the shard count (by float rounding), never on the thread count. The head,
-/// the loss and the optimizer see the whole batch.
+/// Each backbone pass, with the head on its rows, is split into `shards` parts of its batch (by
+/// default 2; always 1 under the masked-patch term or for a batch of one), each with its own
+/// activations; on 2 threads the halves run side by side (`Parallel.forEachShard`), and their weight
+/// gradients are summed in a fixed order, so results depend on the shard count (by float rounding),
+/// never on the thread count. The loss, the head's last-layer gradient (one product over all rows)
+/// and the optimizer see the whole batch.
 public final class SelfDistillation {
     public let config: ViTConfig
     public let head: HeadConfig
@@ -58,10 +59,13 @@ public final class SelfDistillation {
     /// `n·s/shards ..< n·(s+1)/shards` (for the global crops: one view each).
     public let shards: Int
     let studentGlobal: [ViTActivations], studentLocal: [ViTActivations], teacherGlobal: [ViTActivations]
-    /// Shards 1... accumulate their backbone gradients here, then into `gradients` in shard order: the
-    /// backbone's parameters come first in the layout, so these hold its first `backboneCount` floats only.
+    /// Shards 1... accumulate their backbone and head-MLP gradients here, then into `gradients` in shard
+    /// order: those parameters come first in the layout (the last layer and `mask_token` after them),
+    /// so these hold its first `shardedCount` floats only.
     let shardGradients: [FloatBuffer]
-    let backboneCount: Int
+    let shardedCount: Int
+    /// The student's and the teacher's weight-normalized last layers, computed once per step.
+    let studentLastLayer: HeadLastLayer, teacherLastLayer: HeadLastLayer
     let headGlobal: HeadActivations, headLocal: HeadActivations?, headTeacher: HeadActivations
     let logits: FloatBuffer, dLogits: FloatBuffer, dGlobal: FloatBuffer, dLocal: FloatBuffer
     let koleoWorkspace = KoLeo.Workspace()
@@ -98,13 +102,14 @@ public final class SelfDistillation {
         studentGlobal = sharded(2 * b, size: globalSize, training: true, classTokenOnly: globalClassTokenOnly)
         studentLocal = localCount > 0 ? sharded(localCount * b, size: localSize, training: true, classTokenOnly: classTokenOnly) : []
         teacherGlobal = sharded(2 * b, size: globalSize, training: false, classTokenOnly: globalClassTokenOnly)
-        backboneCount = layout.entries.filter { !$0.name.hasPrefix("head.") && $0.name != "mask_token" }
-            .map { $0.offset + $0.count }.max() ?? layout.count
-        let backboneCount = self.backboneCount
-        shardGradients = (1..<shards).map { _ in FloatBuffer(count: backboneCount) }
-        headGlobal = HeadActivations(config: head, rows: 2 * b)
-        headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b) : nil
-        headTeacher = HeadActivations(config: head, rows: 2 * b)
+        shardedCount = layout.offset("head.last_layer.weight_g")
+        let shardedCount = self.shardedCount
+        shardGradients = (1..<shards).map { _ in FloatBuffer(count: shardedCount) }
+        let studentLastLayer = HeadLastLayer(config: head), teacherLastLayer = HeadLastLayer(config: head)
+        self.studentLastLayer = studentLastLayer; self.teacherLastLayer = teacherLastLayer
+        headGlobal = HeadActivations(config: head, rows: 2 * b, lastLayer: studentLastLayer)
+        headLocal = localCount > 0 ? HeadActivations(config: head, rows: localCount * b, lastLayer: studentLastLayer) : nil
+        headTeacher = HeadActivations(config: head, rows: 2 * b, lastLayer: teacherLastLayer, backward: false)
         let views = 2 + localCount
         logits = FloatBuffer(count: views * b * head.outDim); dLogits = FloatBuffer(count: views * b * head.outDim)
         dGlobal = FloatBuffer(count: 2 * b * config.embedDim); dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
@@ -114,8 +119,8 @@ public final class SelfDistillation {
             MaskedPatchLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
         }
         patchMask = [UInt8](repeating: 0, count: maskable)
-        headPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable) }
-        headTeacherPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable) }
+        headPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable, lastLayer: studentLastLayer) }
+        headTeacherPatch = patchMasking.map { _ in HeadActivations(config: head, rows: maskable, lastLayer: teacherLastLayer, backward: false) }
         patchLogitGradients = FloatBuffer(count: maskable * head.outDim)
         dPatch = FloatBuffer(count: maskable * config.embedDim)
     }
@@ -134,15 +139,26 @@ public final class SelfDistillation {
     /// Throws, before changing any parameter, when the loss is not finite.
     public func step(globals: UnsafePointer<Float>, locals: UnsafePointer<Float>?, settings s: StepSettings,
                      dropPath generator: inout RandomGenerator) throws -> LossStatistics {
-        let b = batchSize, k = head.outDim, views = 2 + localCount, d = config.embedDim
+        let b = batchSize, k = head.outDim, views = 2 + localCount, d = config.embedDim, shards = self.shards
         let channels = config.inChannels, globalPixels = channels * globalSize * globalSize
         let localPixels = channels * localSize * localSize
-        // Teacher on the two global crops (no drop path, no gradients), one shard per view.
-        transformer.forward(parameters: teacher.pointer, images: globals, shards: teacherGlobal)
-        for shard in 0..<shards { teacherGlobal[shard].copyClassTokens(to: headTeacher.inputPointer + 2 * b * shard / shards * d) }
-        dinoHead.forward(parameters: teacher.pointer, activations: headTeacher)
+        let locals = localCount > 0 ? locals : nil
+        /// The images (or head rows) of shard `shard` of a pass over `n`.
+        func part(_ n: Int, _ shard: Int) -> Range<Int> { (n * shard / shards)..<(n * (shard + 1) / shards) }
+        dinoHead.prepareLastLayer(parameters: teacher.pointer, lastLayer: teacherLastLayer)
+        dinoHead.prepareLastLayer(parameters: student.pointer, lastLayer: studentLastLayer)
 
-        // Student on every crop, one backbone pass per resolution; some global-crop patches masked.
+        // Teacher on the two global crops (no drop path, no gradients) and its head, by shard.
+        Parallel.forEachShard(shards) { shard in
+            let rows = part(2 * b, shard)
+            transformer.forward(parameters: teacher.pointer, images: globals + rows.lowerBound * globalPixels,
+                                activations: teacherGlobal[shard])
+            teacherGlobal[shard].copyClassTokens(to: headTeacher.inputPointer + rows.lowerBound * d)
+            dinoHead.forward(parameters: teacher.pointer, activations: headTeacher, rows: rows)
+        }
+
+        // Student on every crop, one backbone pass per resolution and shard, each followed by the head
+        // on its rows; some global-crop patches masked (one shard then).
         let rate = Float(s.dropPathRate)
         let np = studentGlobal[0].tokens - 1
         var maskedRows: [Int] = [], maskedCrops: [Int] = []
@@ -154,39 +170,38 @@ public final class SelfDistillation {
                 maskedRows.append((i / np) * (np + 1) + 1 + i % np); maskedCrops.append(i / np)
             }
         }
-        if shards == 1 {
-            patchMask.withUnsafeBufferPointer { mask in
-                transformer.forward(parameters: student.pointer, images: globals, activations: studentGlobal[0],
-                                    dropPathRate: rate, generator: &generator, patchMask: patchMasking == nil ? nil : mask.baseAddress)
-            }
-            studentGlobal[0].copyClassTokens(to: headGlobal.inputPointer)
-            if let locals, localCount > 0 {
-                transformer.forward(parameters: student.pointer, images: locals, activations: studentLocal[0],
-                                    dropPathRate: rate, generator: &generator)
-                studentLocal[0].copyClassTokens(to: headLocal!.inputPointer)
-            }
-        } else {
-            // Each shard draws its drop-path masks from a generator of its own, seeded in shard order.
-            let seeds = rate > 0 ? (0..<shards).map { _ in generator.next() } : []
+        // One shard draws drop-path masks from the step's generator; more draw from generators of their
+        // own, seeded from it in shard order.
+        let seeds = shards > 1 && rate > 0 ? (0..<shards).map { _ in generator.next() } : []
+        patchMask.withUnsafeBufferPointer { mask in
+            let mask = patchMasking == nil ? nil : mask.baseAddress
             Parallel.forEachShard(shards) { shard in
-                var shardGenerator = RandomGenerator(seed: seeds.isEmpty ? 0 : seeds[shard])
-                let first = 2 * b * shard / shards
-                transformer.forward(parameters: student.pointer, images: globals + first * globalPixels,
-                                    activations: studentGlobal[shard], dropPathRate: rate, generator: &shardGenerator)
-                studentGlobal[shard].copyClassTokens(to: headGlobal.inputPointer + first * d)
-                if let locals, let headLocal, localCount > 0 {
-                    let firstLocal = localCount * b * shard / shards
-                    transformer.forward(parameters: student.pointer, images: locals + firstLocal * localPixels,
-                                        activations: studentLocal[shard], dropPathRate: rate, generator: &shardGenerator)
-                    studentLocal[shard].copyClassTokens(to: headLocal.inputPointer + firstLocal * d)
+                func pass(_ generator: inout RandomGenerator) {
+                    let rows = part(2 * b, shard)
+                    transformer.forward(parameters: student.pointer, images: globals + rows.lowerBound * globalPixels,
+                                        activations: studentGlobal[shard], dropPathRate: rate, generator: &generator,
+                                        patchMask: mask)
+                    studentGlobal[shard].copyClassTokens(to: headGlobal.inputPointer + rows.lowerBound * d)
+                    dinoHead.forward(parameters: student.pointer, activations: headGlobal, rows: rows)
+                    (logits.pointer + rows.lowerBound * k).update(from: headGlobal.logits.pointer + rows.lowerBound * k,
+                                                                  count: rows.count * k)
+                    if let locals, let headLocal {
+                        let localRows = part(localCount * b, shard)
+                        transformer.forward(parameters: student.pointer, images: locals + localRows.lowerBound * localPixels,
+                                            activations: studentLocal[shard], dropPathRate: rate, generator: &generator)
+                        studentLocal[shard].copyClassTokens(to: headLocal.inputPointer + localRows.lowerBound * d)
+                        dinoHead.forward(parameters: student.pointer, activations: headLocal, rows: localRows)
+                        (logits.pointer + (2 * b + localRows.lowerBound) * k)
+                            .update(from: headLocal.logits.pointer + localRows.lowerBound * k, count: localRows.count * k)
+                    }
+                }
+                if shards == 1 {
+                    pass(&generator)
+                } else {
+                    var own = RandomGenerator(seed: seeds.isEmpty ? 0 : seeds[shard])
+                    pass(&own)
                 }
             }
-        }
-        dinoHead.forward(parameters: student.pointer, activations: headGlobal)
-        logits.pointer.update(from: headGlobal.logits.pointer, count: 2 * b * k)
-        if let headLocal, locals != nil {
-            dinoHead.forward(parameters: student.pointer, activations: headLocal)
-            (logits.pointer + 2 * b * k).update(from: headLocal.logits.pointer, count: localCount * b * k)
         }
 
         // The masked patches through the shared head: the student's output there, the teacher's at the same patches.
@@ -197,8 +212,8 @@ public final class SelfDistillation {
                 (headPatch.inputPointer + r * d).update(from: studentGlobal[0].normalized.pointer + row * d, count: d)
                 (headTeacherPatch.inputPointer + r * d).update(from: teacherGlobal[0].normalized.pointer + row * d, count: d)
             }
-            dinoHead.forward(parameters: teacher.pointer, activations: headTeacherPatch)
-            dinoHead.forward(parameters: student.pointer, activations: headPatch)
+            dinoHead.forward(parameters: teacher.pointer, activations: headTeacherPatch, rows: 0..<masked)
+            dinoHead.forward(parameters: student.pointer, activations: headPatch, rows: 0..<masked)
         }
 
         // Loss, then the center update (so step t uses the center of step t−1).
@@ -209,7 +224,6 @@ public final class SelfDistillation {
         let koleoWeight = Float(s.koleoWeight)
         dGlobal.zero()
         if koleoWeight > 0 {
-            let d = config.embedDim
             stats.koleo = (0..<2).reduce(0) { total, view in
                 total + koleoWeight * KoLeo.forwardBackward(dInput: dGlobal.pointer + view * b * d,
                                                             input: headGlobal.inputPointer + view * b * d,
@@ -228,37 +242,47 @@ public final class SelfDistillation {
         }
         loss.updateCenter(teacher: headTeacher.logits.pointer, rows: 2 * b)
 
-        // Backward through the head (whole batch), then the backbone by shard: shard 0 accumulates into
-        // `gradients`, the others into their own buffers, added in shard order.
+        // Backward. The last layer's gradient is one product over every row (skipped while frozen); then
+        // by shard the head below it and the backbone: shard 0 accumulates into `gradients`, the others
+        // into their own buffers, added in shard order.
         gradients.zero()
-        dinoHead.backward(gradients: gradients.pointer, dInput: dGlobal.pointer, parameters: student.pointer,
-                          dLogits: dLogits.pointer, activations: headGlobal, lastLayerGradient: !s.freezeLastLayer)
+        if !s.freezeLastLayer {
+            studentLastLayer.gradient.zero()
+            dinoHead.accumulateLastLayerGradient(dLogits: dLogits.pointer, activations: headGlobal)
+            if let headPatch, masked > 0 {
+                dinoHead.accumulateLastLayerGradient(dLogits: patchLogitGradients.pointer, activations: headPatch)
+            }
+            if let headLocal, locals != nil {
+                dinoHead.accumulateLastLayerGradient(dLogits: dLogits.pointer + 2 * b * k, activations: headLocal)
+            }
+            dinoHead.backwardLastLayer(gradients: gradients.pointer, parameters: student.pointer, lastLayer: studentLastLayer)
+        }
         if let headPatch, masked > 0 {
             dPatch.zero()
             dinoHead.backward(gradients: gradients.pointer, dInput: dPatch.pointer, parameters: student.pointer,
-                              dLogits: patchLogitGradients.pointer, activations: headPatch, lastLayerGradient: !s.freezeLastLayer)
+                              dLogits: patchLogitGradients.pointer, activations: headPatch, rows: 0..<masked)
         }
-        if let headLocal, locals != nil {
-            dLocal.zero()
-            dinoHead.backward(gradients: gradients.pointer, dInput: dLocal.pointer, parameters: student.pointer,
-                              dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, lastLayerGradient: !s.freezeLastLayer)
-        }
+        if locals != nil { dLocal.zero() }
         Parallel.forEachShard(shards) { shard in
             let g = shard == 0 ? gradients.pointer : shardGradients[shard - 1].pointer
-            if shard > 0 { g.update(repeating: 0, count: backboneCount) }
-            let first = 2 * b * shard / shards
-            transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + first * d,
-                                 activations: studentGlobal[shard], tokenRows: shards == 1 ? maskedRows : [],
-                                 dTokens: shards == 1 && masked > 0 ? dPatch.pointer : nil)
-            if locals != nil && localCount > 0 {
-                let firstLocal = localCount * b * shard / shards
-                transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dLocal.pointer + firstLocal * d,
-                                     activations: studentLocal[shard])
+            if shard > 0 { g.update(repeating: 0, count: shardedCount) }
+            let rows = part(2 * b, shard)
+            dinoHead.backward(gradients: g, dInput: dGlobal.pointer, parameters: student.pointer, dLogits: dLogits.pointer,
+                              activations: headGlobal, rows: rows)
+            transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + rows.lowerBound * d,
+                                 activations: studentGlobal[shard], tokenRows: maskedRows,
+                                 dTokens: masked > 0 ? dPatch.pointer : nil)
+            if let headLocal, locals != nil {
+                let localRows = part(localCount * b, shard)
+                dinoHead.backward(gradients: g, dInput: dLocal.pointer, parameters: student.pointer,
+                                  dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, rows: localRows)
+                transformer.backward(gradients: g, parameters: student.pointer,
+                                     dClassTokens: dLocal.pointer + localRows.lowerBound * d, activations: studentLocal[shard])
             }
         }
         for other in shardGradients {
             let total = gradients.pointer, part = other.pointer
-            Parallel.forEachRange(backboneCount, grain: 1 << 14) { range in
+            Parallel.forEachRange(shardedCount, grain: 1 << 14) { range in
                 axpy(total + range.lowerBound, 1, part + range.lowerBound, range.count)
             }
         }
