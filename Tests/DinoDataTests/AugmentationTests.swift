@@ -47,6 +47,14 @@ final class AugmentationTests: XCTestCase {
         let batchA = try a.batch(step: 6), batchB = try b.next(step: 6, limit: 10)
         XCTAssertEqual(batchA.globals.array, batchB.globals.array)
         XCTAssertEqual(batchA.locals.array, batchB.locals.array)
+        // Steps 7 and 8 come from the background workers' prefetch: the same batches as built in the foreground.
+        for step in 7...8 {
+            let foreground = try a.batch(step: step), prefetched = try b.next(step: step, limit: 10)
+            XCTAssertEqual(foreground.globals.array, prefetched.globals.array, "step \(step)")
+            XCTAssertEqual(foreground.locals.array, prefetched.locals.array, "step \(step)")
+            XCTAssertEqual(foreground.indices, prefetched.indices, "step \(step)")
+        }
+        b.drain()
         XCTAssertEqual(a.iterationsPerEpoch, 5)
         // Step 6 is in epoch 1: a different shuffle than epoch 0, and every image of the epoch appears once.
         let epoch1 = (5..<10).flatMap { try! a.batch(step: $0).indices }

@@ -319,13 +319,54 @@ final class OptimizedKernelTests: XCTestCase {
         }
     }
 
+    /// Softmax and log-softmax with the teacher's centering shift, and each row's log Σ exp (the entropy's
+    /// normalizer), against Double: a tail-only row (11), whole vectors (16), a prototype count with a
+    /// tail (1029), each kernel variant.
     func testSoftmax() {
-        let x = randomArray(6 * 11, seed: 17, scale: 5)
-        for logarithm in [false, true] {
-            let y = kept(FloatBuffer(count: x.count))
-            Softmax.forward(output: y.pointer, input: input(x), temperature: 0.1, rows: 6, columns: 11, logarithm: logarithm)
-            assertClose(y.array, Reference.softmax(x, rows: 6, columns: 11, temperature: 0.1, logarithm: logarithm),
-                        tolerance: 1e-5, "softmax log=\(logarithm)")
+        for (rows, k) in [(6, 11), (3, 16), (4, 1029)] {
+            let x = randomArray(rows * k, seed: 17, scale: 5), shift = randomArray(k, seed: 18)
+            let shifted = (0..<(rows * k)).map { x[$0] - shift[$0 % k] }
+            let expectedNormalizers = (0..<rows).map { r -> Double in
+                let y = shifted[(r * k)..<((r + 1) * k)].map { $0 / 0.1 }, m = y.max()!
+                return log(y.reduce(0) { $0 + exp($1 - m) }) + m
+            }
+            forEachKernelVariant { variant in
+                for logarithm in [false, true] {
+                    let y = kept(FloatBuffer(count: x.count)), normalizers = kept(FloatBuffer(count: rows))
+                    Softmax.forward(output: y.pointer, input: input(x), shift: input(shift), temperature: 0.1, rows: rows, columns: k,
+                                    logarithm: logarithm, logNormalizers: normalizers.pointer)
+                    assertClose(y.array, Reference.softmax(shifted, rows: rows, columns: k, temperature: 0.1, logarithm: logarithm),
+                                tolerance: 1e-5, "softmax \(rows)x\(k) log=\(logarithm) (\(variant))")
+                    assertClose(normalizers.array, expectedNormalizers, tolerance: 1e-6, "log Σ exp \(rows)x\(k) (\(variant))")
+                }
+            }
+        }
+    }
+
+    /// The DINO loss's per-row kernel against Double: both cross-entropies and the gradient for each
+    /// kind of student view (0 and 1 compare with the other global view, the rest with both).
+    func testCrossEntropyRow() {
+        for k in [16, 1029] {
+            let logits = randomArray(3 * k, seed: 30, scale: 3)
+            let lp = Reference.softmax(Array(logits[0..<k]), rows: 1, columns: k, temperature: 1, logarithm: true)
+            let q = Reference.softmax(Array(logits[k...]), rows: 2, columns: k, temperature: 1)
+            let q0 = Array(q[0..<k]), q1 = Array(q[k...])
+            let scale = 0.5
+            forEachKernelVariant { variant in
+                for view in 0..<3 {
+                    let d = kept(FloatBuffer(count: k))
+                    var c0 = 0.0, c1 = 0.0
+                    dino_cross_entropy_row(d.pointer, &c0, &c1, input(lp), input(q0), input(q1), k, Int32(view), Float(scale))
+                    let label = "cross-entropy row k=\(k) view \(view) (\(variant))"
+                    XCTAssertEqual(c0, -zip(q0, lp).reduce(0) { $0 + $1.0 * $1.1 }, accuracy: 1e-5, label)
+                    XCTAssertEqual(c1, -zip(q1, lp).reduce(0) { $0 + $1.0 * $1.1 }, accuracy: 1e-5, label)
+                    let expected = (0..<k).map { j -> Double in
+                        let p = exp(lp[j])
+                        return scale * (view == 0 ? p - q1[j] : view == 1 ? p - q0[j] : 2 * p - q0[j] - q1[j])
+                    }
+                    assertClose(d.array, expected, tolerance: 1e-6, label)
+                }
+            }
         }
     }
 

@@ -36,6 +36,17 @@ final class TrainingGoldenTests: XCTestCase {
         assertClose(loss.center.array, golden.values("loss.center_out"), tolerance: 1e-6, "center after update")
         XCTAssertGreaterThan(stats.kullbackLeibler, 0)
         XCTAssertLessThanOrEqual(stats.teacherEntropy, log(16) + 1e-4)
+        // The logged statistics against Double: the teacher's mean entropy −Σ q·log q, and KL = loss − H
+        // (each teacher view is the target of V − 1 of the 2(V − 1) terms).
+        let t = golden.values("loss.teacher"), c = golden.values("loss.center_in")
+        let entropies = (0..<6).map { row -> Double in
+            let y = (0..<16).map { Double(t[row * 16 + $0] - c[$0]) / 0.05 }, m = y.max()!
+            let total = y.reduce(0) { $0 + exp($1 - m) }
+            return -y.reduce(0) { h, v in let q = exp(v - m) / total; return q > 0 ? h + q * log(q) : h }
+        }
+        let meanEntropy = entropies.reduce(0, +) / 6
+        XCTAssertEqual(Double(stats.teacherEntropy), meanEntropy, accuracy: 1e-5, "teacher entropy")
+        XCTAssertEqual(Double(stats.kullbackLeibler), Double(stats.loss) - meanEntropy, accuracy: 1e-5, "KL")
     }
 
     /// Sinkhorn-Knopp targets (DINOv2's option): the targets, loss and gradient equal the reference's,

@@ -1,7 +1,8 @@
 // Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
-// per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c) and the
-// bias / LayerNorm parameter column sums (ColumnSums.c). Each function has an AVX2+FMA version, chosen
-// at run time when the CPU has it (Dispatch.c), and a portable scalar version. Both compute every
+// per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c), the
+// bias / LayerNorm parameter column sums (ColumnSums.c) and the loss's softmax rows (Softmax.c).
+// Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), and a
+// portable scalar version. Both compute every
 // output element by a fixed sequence of operations, so results do not depend on how callers split
 // work over threads.
 #ifndef CDINO_KERNELS_H
@@ -57,6 +58,18 @@ void dino_layernorm_backward_input(float *dIn, const float *dOut, const float *i
 /// (a linear layer's bias gradient). Each column sums its rows in order.
 void dino_column_sums(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
                       const float *rstd, long rows, long columns, long first, long last);
+
+/// Row softmax of y = (in − shift)·inverseTemperature over rows of k floats (shift: k values or NULL),
+/// or with `logarithm` its logarithm y − log Σ exp y; logNormalizers (NULL or one per row) gets
+/// log Σ exp y, from which the entropy of a softmax row is log Σ exp y − Σ p·y.
+void dino_softmax_rows(float *out, float *logNormalizers, const float *in, const float *shift,
+                       float inverseTemperature, long rows, long k, int logarithm);
+
+/// One student row of the DINO loss: c0 = −Σ q0·lp and c1 = −Σ q1·lp (float products summed in
+/// double), and d = scale·(n·exp(lp) − Σ the teacher rows compared with this view): q1 for view 0,
+/// q0 for view 1, both (n = 2) for any other view (`view` 2). k floats each.
+void dino_cross_entropy_row(float *d, double *c0, double *c1, const float *lp, const float *q0, const float *q1,
+                            long k, int view, float scale);
 
 /// 1 while the calling thread runs a shard of `Parallel.forEachShard` (its kernels then run inline).
 int dino_thread_inside_shard(void);

@@ -1,6 +1,9 @@
 import DinoKernels
 import Dispatch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One training batch of multi-crop views, views-major as the official `MultiCropWrapper` expects.
 public struct TrainingBatch: @unchecked Sendable {
@@ -17,7 +20,8 @@ public struct TrainingBatch: @unchecked Sendable {
 /// Builds batches for global step s deterministically from (seed, epoch, position): the data order is a
 /// seeded shuffle per epoch, and every image's augmentation draws from its own generator, so the
 /// batch of a step is the same whatever ran before (resume) and however many workers build it.
-/// The next batch is prepared on a background queue while the current step runs.
+/// The next batch is prepared in the background while the current step runs, on `workers` threads at
+/// the lowest CPU priority (`BackgroundWorkers`).
 public final class MultiCropLoader: @unchecked Sendable {
     public let dataset: any ImageDataset
     public let augmenter: MultiCropAugmenter
@@ -34,6 +38,7 @@ public final class MultiCropLoader: @unchecked Sendable {
     private var prefetched: Result<TrainingBatch, Error>? = nil
     private var orderCache: (epoch: Int, order: [Int])? = nil
     private let orderLock = NSLock()
+    private lazy var background = BackgroundWorkers(count: workers)
 
     public init(dataset: any ImageDataset, augmenter: MultiCropAugmenter, batchSize: Int, seed: UInt64,
                 onBadImage: BadImagePolicy, workers: Int) throws {
@@ -55,8 +60,13 @@ public final class MultiCropLoader: @unchecked Sendable {
         return order
     }
 
-    /// Builds the batch of global step `step` (synchronously).
+    /// Builds the batch of global step `step` (synchronously, on `workers` threads).
     public func batch(step: Int) throws -> TrainingBatch {
+        try batch(step: step) { count, body in DispatchQueue.concurrentPerform(iterations: count, execute: body) }
+    }
+
+    /// Builds the batch of `step`, `run(count, body)` calling `body(worker)` for each of `count` workers.
+    func batch(step: Int, run: (Int, (Int) -> Void) -> Void) throws -> TrainingBatch {
         let s = augmenter.settings, b = batchSize, c = s.channels
         let epoch = step / iterationsPerEpoch, position = (step % iterationsPerEpoch) * b
         let order = order(epoch: epoch)
@@ -66,7 +76,7 @@ public final class MultiCropLoader: @unchecked Sendable {
         var outcomes = [(index: Int, skipped: [String], error: Error?)](repeating: (0, [], nil), count: b)
         outcomes.withUnsafeMutableBufferPointer { slots in
             let slots = slots
-            DispatchQueue.concurrentPerform(iterations: min(workers, b)) { worker in
+            run(min(workers, b)) { worker in
                 for i in stride(from: worker, to: b, by: min(workers, b)) {
                     var g = RandomGenerator(seed: seed, stream: UInt64(epoch), index: UInt64(position + i))
                     var index = order[position + i]
@@ -117,8 +127,11 @@ public final class MultiCropLoader: @unchecked Sendable {
         inFlight = nil
         if step + 1 < limit {
             inFlight = step + 1
+            let background = self.background
             queue.async { [self] in
-                prefetched = Result { try batch(step: step + 1) }
+                prefetched = Result { try batch(step: step + 1) { count, body in
+                    withoutActuallyEscaping(body) { background.run(count: count, $0) }  // run returns when every worker is done
+                }  }
                 ready.signal()
             }
         }
@@ -128,5 +141,59 @@ public final class MultiCropLoader: @unchecked Sendable {
     /// Waits for a prefetch in flight (before the loader is dropped).
     public func drain() {
         if inFlight != nil { ready.wait(); inFlight = nil; prefetched = nil }
+    }
+}
+
+/// Long-lived threads at the lowest CPU priority (nice 19 on Linux) that build prefetched batches.
+/// At normal priority a batch being built preempts one of the training step's two shard threads for a
+/// few milliseconds, and the other then waits at the shards' join; at nice 19 the builders take the
+/// cores' idle moments (the step's serial parts, its joins) and, should the step catch up with them,
+/// the whole machine while it waits for the batch.
+final class BackgroundWorkers: @unchecked Sendable {
+    /// The state the threads share; they hold it, not the owner, so the owner's deinit can stop them.
+    final class Shared: @unchecked Sendable {
+        let start: [DispatchSemaphore]
+        let done = DispatchSemaphore(value: 0)
+        var job: ((Int) -> Void)?
+        var stopping = false
+        init(count: Int) { start = (0..<count).map { _ in DispatchSemaphore(value: 0) } }
+    }
+
+    let count: Int
+    private let shared: Shared
+
+    init(count: Int) {
+        self.count = max(1, count)
+        let shared = Shared(count: self.count)
+        self.shared = shared
+        for worker in 0..<self.count {
+            let thread = Thread {
+                #if os(Linux)
+                _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 19)  // this thread only (Linux threads have their own nice)
+                #endif
+                while true {
+                    shared.start[worker].wait()
+                    if shared.stopping { return }
+                    shared.job?(worker)
+                    shared.done.signal()
+                }
+            }
+            thread.name = "dino.loader.\(worker)"
+            thread.start()
+        }
+    }
+
+    /// Runs `body(worker)` for worker 0..<count (at most `self.count`) and returns when all have finished.
+    func run(count: Int, _ body: @escaping (Int) -> Void) {
+        let n = min(count, self.count)
+        shared.job = { worker in if worker < n { body(worker) } }
+        for start in shared.start { start.signal() }
+        for _ in 0..<self.count { shared.done.wait() }
+        shared.job = nil
+    }
+
+    deinit {
+        shared.stopping = true
+        for start in shared.start { start.signal() }
     }
 }

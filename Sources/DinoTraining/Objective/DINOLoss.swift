@@ -1,3 +1,4 @@
+import CDinoKernels
 import DinoKernels
 import Foundation
 
@@ -45,6 +46,7 @@ public final class DINOLoss {
     /// The center `(K)`, saved in checkpoints.
     public let center: FloatBuffer
     var teacherProbabilities = FloatBuffer(count: 0)
+    var teacherLogNormalizers = FloatBuffer(count: 0)
     var studentLogProbabilities = FloatBuffer(count: 0)
     var sinkhornScratch: [Double] = []
     /// Per student row, its cross-entropies against the two teacher views `(V·B, 2)`; per teacher row, its entropy `(2B)`.
@@ -67,10 +69,12 @@ public final class DINOLoss {
         let k = outDim
         if teacherProbabilities.count != 2 * b * k { teacherProbabilities = FloatBuffer(count: 2 * b * k) }
         if studentLogProbabilities.count != views * b * k { studentLogProbabilities = FloatBuffer(count: views * b * k) }
-        let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer
+        if teacherLogNormalizers.count != 2 * b { teacherLogNormalizers = FloatBuffer(count: 2 * b) }
+        let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer, lse = teacherLogNormalizers.pointer
         switch teacherTargets {
         case .centering:
-            Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k)
+            Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: 2 * b, columns: k,
+                            logNormalizers: lse)
         case .sinkhornKnopp:
             if sinkhornScratch.count != (2 * b + 1) * k { sinkhornScratch = [Double](repeating: 0, count: (2 * b + 1) * k) }
             sinkhornScratch.withUnsafeMutableBufferPointer { scratch in
@@ -86,28 +90,31 @@ public final class DINOLoss {
         let scale = 1 / (Float(terms) * Float(b) * studentTemperature)
         crossEntropy.withUnsafeMutableBufferPointer { ce in
             entropy.withUnsafeMutableBufferPointer { h in
-                let ce = ce, h = h
+                let ce = ce.baseAddress!, h = h
+                // Per student row: its cross-entropies against both teacher views, and
+                // d/ds_v = scale·(n_v·p_v − Σ_{iq≠v} q_iq), n_v = number of teacher views ≠ v.
                 Parallel.forEachRange(views * b) { rows in
                     for row in rows {
-                        let v = row / b, i = row % b
-                        let lp = logP + row * k, d = dStudent + row * k
-                        let q0 = q + i * k, q1 = q + (b + i) * k
-                        var c0: Double = 0, c1: Double = 0
-                        for j in 0..<k { c0 -= Double(q0[j] * lp[j]); c1 -= Double(q1[j] * lp[j]) }
-                        ce[2 * row] = c0; ce[2 * row + 1] = c1
-                        // d/ds_v = scale·(n_v·p_v − Σ_{iq≠v} q_iq), n_v = number of teacher views ≠ v.
-                        switch v {
-                        case 0: for j in 0..<k { d[j] = scale * (expf(lp[j]) - q1[j]) }
-                        case 1: for j in 0..<k { d[j] = scale * (expf(lp[j]) - q0[j]) }
-                        default: for j in 0..<k { d[j] = scale * (2 * expf(lp[j]) - q0[j] - q1[j]) }
-                        }
+                        let i = row % b
+                        dino_cross_entropy_row(dStudent + row * k, ce + 2 * row, ce + 2 * row + 1, logP + row * k,
+                                               q + i * k, q + (b + i) * k, k, Int32(min(row / b, 2)), scale)
                     }
                 }
+                // The teacher's entropies: for softmax targets H = log Σ exp y − Σ q·y with y = (t − c)/τ_t.
+                let inverseTemperature = Double(1 / teacherTemperature)
                 Parallel.forEachRange(2 * b) { rows in
                     for row in rows {
-                        var e: Double = 0
                         let qr = q + row * k
-                        for j in 0..<k where qr[j] > 0 { e -= Double(qr[j]) * log(Double(qr[j])) }
+                        var e: Double = 0
+                        switch teacherTargets {
+                        case .centering:
+                            let t = teacher + row * k, c = UnsafePointer(center.pointer)
+                            var qy: Double = 0
+                            for j in 0..<k { qy += Double(qr[j]) * Double(t[j] - c[j]) }
+                            e = Double(lse[row]) - qy * inverseTemperature
+                        case .sinkhornKnopp:
+                            for j in 0..<k where qr[j] > 0 { e -= Double(qr[j]) * log(Double(qr[j])) }
+                        }
                         h[row] = e
                     }
                 }
