@@ -178,21 +178,26 @@ public struct MultiCropAugmenter: Sendable {
         var kernel = (-radius...radius).map { Float(exp(-Double($0 * $0) / (2 * sigma * sigma))) }
         let total = kernel.reduce(0, +)
         kernel = kernel.map { $0 / total }
-        let w = image.width, h = image.height
-        var temp = image.values
-        for c in 0..<image.channels {
-            let base = c * w * h
-            for y in 0..<h { for x in 0..<w {
-                var s: Float = 0
-                for k in -radius...radius { s += kernel[k + radius] * image.values[base + y * w + min(max(x + k, 0), w - 1)] }
-                temp[base + y * w + x] = s
-            } }
-            for y in 0..<h { for x in 0..<w {
-                var s: Float = 0
-                for k in -radius...radius { s += kernel[k + radius] * temp[base + min(max(y + k, 0), h - 1) * w + x] }
-                image.values[base + y * w + x] = s
-            } }
-        }
+        let w = image.width, h = image.height, channels = image.channels
+        var temp = [Float](repeating: 0, count: image.values.count)
+        kernel.withUnsafeBufferPointer { kernel in
+        temp.withUnsafeMutableBufferPointer { temp in
+        image.values.withUnsafeMutableBufferPointer { values in
+            let taps = kernel.baseAddress! + radius  // taps[k] for k in -radius...radius
+            for c in 0..<channels {
+                let plane = values.baseAddress! + c * w * h, blurred = temp.baseAddress! + c * w * h
+                for y in 0..<h { for x in 0..<w {
+                    var s: Float = 0
+                    for k in -radius...radius { s += taps[k] * plane[y * w + min(max(x + k, 0), w - 1)] }
+                    blurred[y * w + x] = s
+                } }
+                for y in 0..<h { for x in 0..<w {
+                    var s: Float = 0
+                    for k in -radius...radius { s += taps[k] * blurred[min(max(y + k, 0), h - 1) * w + x] }
+                    plane[y * w + x] = s
+                } }
+            }
+        } } }
     }
 
     /// PIL `ImageOps.solarize(threshold=128)`: values ≥ 128/255 become 1 − v.

@@ -24,13 +24,19 @@ public struct FloatImage: Sendable {
 public enum Resample {
     public enum Filter: Sendable { case bicubic, bilinear }
 
-    /// For one axis: per output pixel, the first source index and normalized weights.
+    /// For one axis: per output pixel o, the first source index `starts[o]` and `counts[o]` normalized
+    /// weights at `weights[o·stride...]` (flat arrays: a crop makes 2 of these, not one array per pixel).
+    struct Coefficients {
+        var starts: [Int], counts: [Int], weights: [Float]
+        let stride: Int
+    }
+
     static func coefficients(sourceStart: Int, sourceLength: Int, sourceLimit: Int, outputLength: Int,
-                             filter: Filter) -> [(Int, [Float])] {
+                             filter: Filter) -> Coefficients {
         let scale = Double(sourceLength) / Double(outputLength)
         let filterScale = max(scale, 1)
         let support = (filter == .bicubic ? 2.0 : 1.0) * filterScale
-        func kernel(_ x: Double) -> Double {
+        @inline(__always) func kernel(_ x: Double) -> Double {
             let x = abs(x)
             switch filter {
             case .bilinear: return x < 1 ? 1 - x : 0
@@ -41,15 +47,23 @@ public enum Resample {
                 return 0
             }
         }
-        return (0..<outputLength).map { o in
+        let stride = Int((2 * support).rounded(.up)) + 2
+        var result = Coefficients(starts: [Int](repeating: 0, count: outputLength), counts: [Int](repeating: 0, count: outputLength),
+                                  weights: [Float](repeating: 0, count: outputLength * stride), stride: stride)
+        for o in 0..<outputLength {
             let center = Double(sourceStart) + (Double(o) + 0.5) * scale
             let lo = max(Int((center - support).rounded(.down)), 0)
             let hi = min(Int((center + support).rounded(.up)), sourceLimit)
-            var weights: [Double] = []
-            for s in lo..<max(hi, lo + 1) { weights.append(kernel((Double(s) + 0.5 - center) / filterScale)) }
-            let total = weights.reduce(0, +)
-            return (lo, weights.map { Float(total != 0 ? $0 / total : 0) })
+            let count = max(hi, lo + 1) - lo
+            var total = 0.0
+            for s in lo..<(lo + count) { total += kernel((Double(s) + 0.5 - center) / filterScale) }
+            result.starts[o] = lo; result.counts[o] = count
+            for t in 0..<count {
+                let w = kernel((Double(lo + t) + 0.5 - center) / filterScale)
+                result.weights[o * stride + t] = Float(total != 0 ? w / total : 0)
+            }
         }
+        return result
     }
 
     /// Crops the box (x, y, w, h) out of `image` and resizes it to (outputWidth, outputHeight).
@@ -68,26 +82,36 @@ public enum Resample {
         let horizontal = coefficients(sourceStart: x, sourceLength: w, sourceLimit: inW, outputLength: outputWidth, filter: filter)
         let vertical = coefficients(sourceStart: y, sourceLength: h, sourceLimit: inH, outputLength: outputHeight, filter: filter)
         // Rows of the source that any output row touches, resized horizontally first.
-        let rowLo = vertical.map { $0.0 }.min() ?? 0
-        let rowHi = vertical.map { $0.0 + $0.1.count }.max() ?? 0
+        let rowLo = vertical.starts.min() ?? 0
+        let rowHi = zip(vertical.starts, vertical.counts).map { $0 + $1 }.max() ?? 0
         var temp = [Float](repeating: 0, count: (rowHi - rowLo) * outputWidth)
-        for ch in 0..<c {
-            for row in rowLo..<rowHi {
-                let source = (ch * inH + row) * inW
-                for (o, (start, weights)) in horizontal.enumerated() {
-                    var s: Float = 0
-                    for (k, wgt) in weights.enumerated() { s += wgt * image.values[source + start + k] }
-                    temp[(row - rowLo) * outputWidth + o] = s
+        image.values.withUnsafeBufferPointer { source in
+        temp.withUnsafeMutableBufferPointer { temp in
+        out.withUnsafeMutableBufferPointer { out in
+        horizontal.weights.withUnsafeBufferPointer { hw in
+        vertical.weights.withUnsafeBufferPointer { vw in
+            for ch in 0..<c {
+                for row in rowLo..<rowHi {
+                    let sourceRow = source.baseAddress! + (ch * inH + row) * inW, tempRow = temp.baseAddress! + (row - rowLo) * outputWidth
+                    for o in 0..<outputWidth {
+                        let first = sourceRow + horizontal.starts[o], weights = hw.baseAddress! + o * horizontal.stride
+                        var s: Float = 0
+                        for k in 0..<horizontal.counts[o] { s += weights[k] * first[k] }
+                        tempRow[o] = s
+                    }
+                }
+                for o in 0..<outputHeight {
+                    let weights = vw.baseAddress! + o * vertical.stride, count = vertical.counts[o]
+                    let first = temp.baseAddress! + (vertical.starts[o] - rowLo) * outputWidth
+                    let outRow = out.baseAddress! + (ch * outputHeight + o) * outputWidth
+                    for col in 0..<outputWidth {
+                        var s: Float = 0
+                        for k in 0..<count { s += weights[k] * first[k * outputWidth + col] }
+                        outRow[col] = clamp ? min(max(s, 0), 1) : s
+                    }
                 }
             }
-            for (o, (start, weights)) in vertical.enumerated() {
-                for col in 0..<outputWidth {
-                    var s: Float = 0
-                    for (k, wgt) in weights.enumerated() { s += wgt * temp[(start + k - rowLo) * outputWidth + col] }
-                    out[(ch * outputHeight + o) * outputWidth + col] = clamp ? min(max(s, 0), 1) : s
-                }
-            }
-        }
+        } } } } }
         return FloatImage(width: outputWidth, height: outputHeight, channels: c, values: out)
     }
 
