@@ -129,9 +129,10 @@ public final class MultiCropLoader: @unchecked Sendable {
             inFlight = step + 1
             let background = self.background
             queue.async { [self] in
-                prefetched = Result { try batch(step: step + 1) { count, body in
-                    withoutActuallyEscaping(body) { background.run(count: count, $0) }  // run returns when every worker is done
-                }  }
+                prefetched = Result {
+                    // `run` returns when every worker is done, so `body` does not outlive the call.
+                    try batch(step: step + 1) { count, body in withoutActuallyEscaping(body) { background.run(count: count, $0) } }
+                }
                 ready.signal()
             }
         }
