@@ -31,8 +31,9 @@ final class OptimizedKernelTests: XCTestCase {
     }
 
     /// The fused forms of the block: bias + GELU applied per finished block of the product, and the
-    /// residual added in the product's initialization. Shapes reach row tiles, column tiles (n > 1024,
-    /// so blocks start mid-row) and the k-split path; against Double twins, same bits on 1 and 2 threads.
+    /// residual added in the product's initialization, and the backward through the GELU applied per block
+    /// of the input-gradient product. Shapes reach row tiles, column tiles (n > 1024, so blocks start
+    /// mid-row) and the k-split path; against Double twins, same bits on 1 and 2 threads.
     func testFusedLinearGELUAndResidual() {
         for (m, k, n) in [(37, 19, 23), (300, 16, 2100), (260, 2100, 40)] {
             let x = randomArray(m * k, seed: 5), w = randomArray(n * k, seed: 6), b = randomArray(n, seed: 7)
@@ -50,7 +51,17 @@ final class OptimizedKernelTests: XCTestCase {
                 Linear.forward(output: z.pointer, input: input(x), weight: input(w), bias: input(b),
                                rows: m, inputSize: k, outputSize: n, residual: input(r))
                 assertClose(z.array, zip(linear, r).map { $0 + $1 }, tolerance: tolerance, "residual \(m)x\(k)x\(n)")
-                bits.append(y.array + g.array + z.array)
+                // Backward through the GELU into an m×n input gradient (this layer's input GELU(y), its
+                // output size k): the same bits as the product followed by the separate GELU pass.
+                let dOut = randomArray(m * k, seed: 9), wT = randomArray(k * n, seed: 10)
+                let fused = kept(FloatBuffer(count: m * n)), separate = kept(FloatBuffer(count: m * n))
+                Linear.backward(dInput: fused.pointer, dWeight: nil, dBias: nil, dOutput: input(dOut), input: g.pointer,
+                                weight: input(wT), rows: m, inputSize: n, outputSize: k, overwriteInput: true, geluInput: y.pointer)
+                Linear.backward(dInput: separate.pointer, dWeight: nil, dBias: nil, dOutput: input(dOut), input: g.pointer,
+                                weight: input(wT), rows: m, inputSize: n, outputSize: k, overwriteInput: true)
+                GELU.backwardInPlace(gradient: separate.pointer, input: y.pointer, count: m * n)
+                XCTAssertEqual(fused.array, separate.array, "backward through GELU \(m)x\(k)x\(n)")
+                bits.append(y.array + g.array + z.array + fused.array)
             }
             XCTAssertEqual(bits[0], bits[1], "fused linear \(m)x\(k)x\(n): 1 and 2 threads differ")
         }

@@ -53,8 +53,8 @@ final class ModelGoldenTests: XCTestCase {
         let sharedLastLayer = HeadLastLayer(config: head)
         if headByRowRanges {
             dinoHead.prepareLastLayer(parameters: parameters.pointer, lastLayer: sharedLastLayer)
-            sharedLastLayer.gradient.zero()
         }
+        var lastLayerUses: [DINOHead.LastLayerUse] = []  // the crop groups' (dLogits, activations), one backward after the loop
         var row = 0
         for (name, height, width) in groups {
             let images = golden.values("input.\(name)")
@@ -89,7 +89,7 @@ final class ModelGoldenTests: XCTestCase {
 
             let dLogits = kept(FloatBuffer(Array(upstream[range]))), dCLS = kept(FloatBuffer(count: batch * d))
             if headByRowRanges {
-                dinoHead.accumulateLastLayerGradient(dLogits: dLogits.pointer, activations: headActivations)
+                lastLayerUses.append((UnsafePointer(dLogits.pointer), headActivations))
                 for rows in rowRanges.reversed() {
                     dinoHead.backward(gradients: gradients.pointer, dInput: dCLS.pointer, parameters: parameters.pointer,
                                       dLogits: dLogits.pointer, activations: headActivations, rows: rows)
@@ -103,7 +103,8 @@ final class ModelGoldenTests: XCTestCase {
             row += batch
         }
         if headByRowRanges {
-            dinoHead.backwardLastLayer(gradients: gradients.pointer, parameters: parameters.pointer, lastLayer: sharedLastLayer)
+            dinoHead.backwardLastLayer(gradients: gradients.pointer, parameters: parameters.pointer, lastLayer: sharedLastLayer,
+                                       uses: lastLayerUses)
         }
         var worst = (name: "", share: 0.0)
         for entry in layout.entries {

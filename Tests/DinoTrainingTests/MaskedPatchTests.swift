@@ -95,6 +95,17 @@ final class MaskedPatchTests: XCTestCase {
             let numeric = (evaluate(plus).1 - evaluate(minus).1) / (2 * h)
             XCTAssertEqual(numeric, gradient[i], accuracy: 2e-3 * max(1, abs(gradient[i])), "dL/ds[\(i)]")
         }
+        // The logged teacher entropy (from the softmax's log-normalizers) against −Σ q·log q in Double.
+        let probe = MaskedPatchLoss(outDim: k, studentTemperature: 0.1), centerIn = golden.values("loss.center_in")
+        probe.center.pointer.update(from: centerIn, count: k)
+        let logged = probe.forwardBackward(student: student, teacher: teacher, dStudent: kept(FloatBuffer(count: rows * k)).pointer,
+                                           rows: rows, rowCrops: crops, crops: 4, teacherTemperature: 0.05).teacherEntropy
+        let entropies = (0..<rows).map { r -> Double in
+            let y = (0..<k).map { Double(teacher[r * k + $0] - centerIn[$0]) / 0.05 }, m = y.max()!
+            let total = y.reduce(0) { $0 + exp($1 - m) }
+            return -y.reduce(0) { h, v in let q = exp(v - m) / total; return q > 0 ? h + q * log(q) : h }
+        }
+        XCTAssertEqual(Double(logged), entropies.reduce(0, +) / Double(rows), accuracy: 1e-5, "iBOT teacher entropy")
         // The weight scales the gradient only.
         let weighted = kept(FloatBuffer(count: rows * k))
         let again = MaskedPatchLoss(outDim: k, studentTemperature: 0.1)

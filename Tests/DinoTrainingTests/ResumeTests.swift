@@ -283,4 +283,42 @@ final class ThreadDeterminismTests: XCTestCase {
             assertClose(Array(short.firstGradients[range]), Array(full.firstGradients[range]), tolerance: 1e-4, "grad \(entry.name)")
         }
     }
+
+    /// Drop path that runs each branch on the images that keep it alone (the default) against the whole
+    /// batch multiplied by 0 (the official way): the same losses, first-step gradients and teacher after 3
+    /// steps, with and without the class-token-only last block. At rate 0.5 most branches drop some
+    /// images; at 0.95 the last block's branches (keep 0.05) mostly drop every image of a shard.
+    func testSkippingDroppedImagesGivesTheWholeBatchStep() throws {
+        let (globals, locals) = crops()
+        func run(rate: Double, classTokenOnly: Bool, skips: Bool) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
+            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
+                                         classTokenOnly: classTokenOnly, skipsDroppedImages: skips)
+            model.initialize(seed: 1)
+            var losses: [Float] = [], first: [Float] = []
+            for step in 0..<3 {
+                var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
+                losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
+                                             settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
+                                                                    teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
+                                                                    dropPathRate: rate),
+                                             dropPath: &dropPath).loss)
+                if step == 0 { first = model.gradients.array }
+            }
+            return (losses, first, model)
+        }
+        for rate in [0.5, 0.95] {
+            for classTokenOnly in [true, false] {
+                let label = "rate \(rate)\(classTokenOnly ? ", class token only" : "")"
+                let skipping = try run(rate: rate, classTokenOnly: classTokenOnly, skips: true)
+                let whole = try run(rate: rate, classTokenOnly: classTokenOnly, skips: false)
+                assertClose(skipping.losses, whole.losses, tolerance: 1e-5, "losses, \(label)")
+                for entry in skipping.model.layout.entries {
+                    let range = entry.offset..<(entry.offset + entry.count)
+                    assertClose(Array(skipping.firstGradients[range]), Array(whole.firstGradients[range]), tolerance: 1e-4,
+                                "grad \(entry.name), \(label)")
+                }
+                assertClose(skipping.model.teacher.array, whole.model.teacher.array, tolerance: 1e-4, "teacher after 3 steps, \(label)")
+            }
+        }
+    }
 }

@@ -47,6 +47,27 @@ final class TrainingGoldenTests: XCTestCase {
         let meanEntropy = entropies.reduce(0, +) / 6
         XCTAssertEqual(Double(stats.teacherEntropy), meanEntropy, accuracy: 1e-5, "teacher entropy")
         XCTAssertEqual(Double(stats.kullbackLeibler), Double(stats.loss) - meanEntropy, accuracy: 1e-5, "KL")
+        // Every gradient entry (the per-row cross-entropy kernel's) against central differences of the
+        // loss itself. Step 3e-3 on logits divided by T = 0.1: truncation ~h²·|third derivative|/6 ≈ 2e-4,
+        // rounding of the Float loss ~2.4e-7/(2h) ≈ 4e-5, both under the 1e-3 tolerance (gradients ~0.1).
+        let h: Float = 3e-3, s = golden.values("loss.student")
+        func lossAt(_ values: [Float]) -> Float {
+            let probe = DINOLoss(outDim: 16)
+            probe.center.pointer.update(from: golden.values("loss.center_in"), count: 16)
+            let scratch = FloatBuffer(count: values.count)
+            return probe.forwardBackward(student: values, teacher: teacher.pointer, dStudent: scratch.pointer,
+                                         views: 4, batch: 3, teacherTemperature: 0.05).loss
+        }
+        var worst = 0.0
+        for i in 0..<s.count {
+            var plus = s, minus = s
+            plus[i] += h; minus[i] -= h
+            let numeric = Double(lossAt(plus) - lossAt(minus)) / Double(2 * h)
+            XCTAssertEqual(numeric, Double(gradient[i]), accuracy: 1e-3, "dL/ds[\(i)] by central differences")
+            worst = max(worst, abs(numeric - Double(gradient[i])) / 1e-3)
+        }
+        print(String(format: "[DINO loss] %d gradient entries against central differences: worst at %.1f%% of tolerance",
+                     s.count, 100 * worst))
     }
 
     /// Sinkhorn-Knopp targets (DINOv2's option): the targets, loss and gradient equal the reference's,

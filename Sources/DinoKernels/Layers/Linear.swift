@@ -35,15 +35,29 @@ public enum Linear {
     /// Accumulates gradients: dInput += dOutput·W, dWeight += dOutputᵀ·input, dBias += Σ_rows dOutput.
     /// Any of the three outputs may be nil when it is not needed. With `overwriteInput`, dInput = dOutput·W
     /// instead (no separate pass to zero it first).
+    /// - Parameter geluInput: when this layer's input is `GELU(geluInput)` `(M, K)` (the MLP's second
+    ///   layer), dInput = (dOutput·W)⊙GELU′(geluInput), the gradient before the activation: applied to
+    ///   each block of the product while it is in cache (`GELU.backwardInPlace`'s values), with `overwriteInput`.
     public static func backward(
         dInput: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>?,
         dBias: UnsafeMutablePointer<Float>?,
         dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        rows m: Int, inputSize k: Int, outputSize n: Int, overwriteInput: Bool = false
+        rows m: Int, inputSize k: Int, outputSize n: Int, overwriteInput: Bool = false,
+        geluInput: UnsafePointer<Float>? = nil
     ) {
+        precondition(geluInput == nil || (dInput != nil && overwriteInput), "the GELU backward needs dInput, overwritten")
         if let dInput {
+            let epilogue: ((Range<Int>, Range<Int>) -> Void)? = geluInput.map { x in
+                { rows, columns in
+                    for r in rows {
+                        let offset = r * k + columns.lowerBound
+                        dino_gelu_backward(dInput + offset, dInput + offset, x + offset, columns.count, 0)
+                    }
+                }
+            }
             GEMM.multiply(transposeA: false, transposeB: false, m: m, n: k, k: n,
-                          a: dOutput, lda: n, b: weight, ldb: k, beta: overwriteInput ? 0 : 1, c: dInput, ldc: k)
+                          a: dOutput, lda: n, b: weight, ldb: k, beta: overwriteInput ? 0 : 1, c: dInput, ldc: k,
+                          epilogue: epilogue)
         }
         if let dWeight {
             GEMM.multiply(transposeA: true, transposeB: false, m: n, n: k, k: m,

@@ -78,6 +78,14 @@ public enum DropPath {
         uniforms.map { (keep + $0).rounded(.down) / keep }
     }
 
+    /// The images a branch keeps when it drops at least one (scale 0), in order; nil when it drops none,
+    /// so that the whole batch runs the branch. An image that drops a branch contributes nothing through
+    /// it, forward or backward: the branch can run on the kept images alone.
+    public static func keptImages(_ scales: [Float]) -> [Int]? {
+        guard scales.contains(0) else { return nil }
+        return scales.indices.filter { scales[$0] != 0 }
+    }
+
     /// In place: branch[b] *= scales[b]. The backward pass is the same call on the gradient.
     public static func apply(_ branch: UnsafeMutablePointer<Float>, scales: [Float], elementsPerSample: Int) {
         for (b, s) in scales.enumerated() where s != 1 {

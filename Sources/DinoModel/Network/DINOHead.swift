@@ -139,26 +139,27 @@ public struct DINOHead: Sendable {
                          parameters p: UnsafePointer<Float>, dLogits: UnsafePointer<Float>,
                          activations a: HeadActivations, lastLayerGradient: Bool = true) {
         if lastLayerGradient {
-            a.lastLayer.gradient.zero()
-            accumulateLastLayerGradient(dLogits: dLogits, activations: a)
-            backwardLastLayer(gradients: g, parameters: p, lastLayer: a.lastLayer)
+            backwardLastLayer(gradients: g, parameters: p, lastLayer: a.lastLayer, uses: [(dLogits, a)])
         }
         backward(gradients: g, dInput: dInput, parameters: p, dLogits: dLogits, activations: a, rows: 0..<a.rows)
     }
 
-    /// lastLayer.gradient += dLogitsᵀ·normalized `(K, bottleneck)` over all rows of `a`; zero the
-    /// gradient once per step, then call this for every row group that used the last layer.
-    public func accumulateLastLayerGradient(dLogits: UnsafePointer<Float>, activations a: HeadActivations) {
-        guard a.rows > 0 else { return }
-        Linear.backward(dInput: nil, dWeight: a.lastLayer.gradient.pointer, dBias: nil, dOutput: dLogits,
-                        input: a.normalizedBottleneck.pointer, weight: a.lastLayer.weight.pointer, rows: a.rows,
-                        inputSize: config.bottleneckDim, outputSize: config.outDim)
-    }
+    /// One row group that went through a last layer in a step: its upstream gradient `(M, K)` and activations.
+    public typealias LastLayerUse = (dLogits: UnsafePointer<Float>, activations: HeadActivations)
 
-    /// From the summed dW of `lastLayer` through the weight norm: accumulates `weight_v`'s gradient, and
-    /// `weight_g`'s unless `norm_last_layer` fixes it.
+    /// The last layer's backward for a step: dW = Σ over `uses` of dLogitsᵀ·normalized `(K, bottleneck)`,
+    /// one product per row group whatever the shards, then through the weight norm W = g·v/‖v‖:
+    /// accumulates `weight_v`'s gradient into `g`, and `weight_g`'s unless `norm_last_layer` fixes it.
+    /// Every use must have gone through `lastLayer` (its weight and norms are this step's).
     public func backwardLastLayer(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
-                                  lastLayer l: HeadLastLayer) {
+                                  lastLayer l: HeadLastLayer, uses: [LastLayerUse]) {
+        l.gradient.zero()
+        for (dLogits, a) in uses where a.rows > 0 {
+            precondition(a.lastLayer === l, "a row group that went through another last layer")
+            Linear.backward(dInput: nil, dWeight: l.gradient.pointer, dBias: nil, dOutput: dLogits,
+                            input: a.normalizedBottleneck.pointer, weight: l.weight.pointer, rows: a.rows,
+                            inputSize: config.bottleneckDim, outputSize: config.outDim)
+        }
         WeightNorm.backward(dDirection: g + direction, dMagnitude: config.normLastLayer ? nil : g + magnitude,
                             dWeight: l.gradient.pointer, direction: p + direction, magnitude: p + magnitude,
                             norms: l.norms.pointer, rows: config.outDim, columns: config.bottleneckDim)
@@ -166,7 +167,7 @@ public struct DINOHead: Sendable {
 
     /// The backward of the rows `rows` below the last layer's weight: dNormalized = dLogits·W, then the
     /// L2 norm and the MLP. Accumulates the MLP's gradients into `g` and dInput's rows; `dLogits` and
-    /// `dInput` point at row 0. Leaves the last layer's gradient to `accumulateLastLayerGradient`.
+    /// `dInput` point at row 0. Leaves the last layer's gradient to `backwardLastLayer`.
     public func backward(gradients g: UnsafeMutablePointer<Float>, dInput: UnsafeMutablePointer<Float>,
                          parameters p: UnsafePointer<Float>, dLogits: UnsafePointer<Float>,
                          activations a: HeadActivations, rows: Range<Int>) {
@@ -188,11 +189,9 @@ public struct DINOHead: Sendable {
             let dIn = i == 0 ? dInput + first * layer.input : (i % 2 == 1 ? scratch.hiddenA : scratch.hiddenB).pointer + first * layer.input
             Linear.backward(dInput: dIn, dWeight: g + layer.weight, dBias: g + layer.bias, dOutput: dOutput,
                             input: input, weight: p + layer.weight, rows: m, inputSize: layer.input, outputSize: layer.output,
-                            overwriteInput: i > 0)
-            if i > 0 {
-                GELU.backwardInPlace(gradient: dIn, input: a.preActivations[i - 1].pointer + first * layer.input, count: m * layer.input)
-                dOutput = UnsafePointer(dIn)
-            }
+                            overwriteInput: i > 0,
+                            geluInput: i > 0 ? UnsafePointer(a.preActivations[i - 1].pointer + first * layer.input) : nil)
+            if i > 0 { dOutput = UnsafePointer(dIn) }
         }
     }
 }

@@ -57,6 +57,11 @@ public final class ViTActivations {
     public let normalized: FloatBuffer
     let normMean: FloatBuffer, normRstd: FloatBuffer
     var dropScales: [[Float]] = []      // per block: attention branch, then MLP branch (B each)
+    /// Per block and branch as `dropScales`: the images that ran the branch when it dropped some (they ran
+    /// it packed, in this order: `VisionTransformer.skipsDroppedImages`), nil when the whole batch ran it.
+    var keptImages: [[Int]?] = []
+    /// (T, C) scratch: the kept images' rows of a branch input, packed.
+    lazy var gathered = FloatBuffer(count: batch * tokens * config.embedDim)
     var patchMask: [UInt8] = []         // (B·np) of the latest forward, empty when nothing was masked
     // The class-token-only last block: its input's CLS rows, its output and the final norm (B, C) each.
     let classInput: FloatBuffer, classOutput: FloatBuffer, classNormalized: FloatBuffer

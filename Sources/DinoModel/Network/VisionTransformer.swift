@@ -28,6 +28,11 @@ public struct VisionTransformer: Sendable {
     /// DINOv2's `mask_token` `(1, C)`, present when the layout has one (masked-patch training).
     let maskToken: Int?
     let blocks: [BlockOffsets]
+    /// With drop path, run each branch only on the images that keep it (packed into consecutive rows):
+    /// the same outputs and gradients as running it on the whole batch and multiplying by 0, up to the
+    /// rounding of differently shaped products, for `rate·l/(depth−1)` less work in block l on average.
+    /// `false` runs every branch on the whole batch, as the official code does (the tests' reference).
+    public var skipsDroppedImages = true
 
     public init(config: ViTConfig, layout: ParameterLayout, prefix: String = "") {
         self.config = config
@@ -92,7 +97,7 @@ public struct VisionTransformer: Sendable {
                 }
             }
         }
-        a.dropScales = []
+        a.dropScales = []; a.keptImages = []
         /// output = residual + DropPath(input·weightᵀ + bias) `(R, D)`, R = T rows, or B in a class-token-only
         /// last block. Without drop path the residual is added in the product's initialization (one pass
         /// over the output); with it, the branch is scaled per image first, so it goes through `branch`.
@@ -109,6 +114,18 @@ public struct VisionTransformer: Sendable {
                 Residual.add(output: output, residual, a.branch.pointer, count: rows * d)
             }
         }
+        /// output = residual, plus scale·(input·weightᵀ + bias) on the rows of the kept images only: a
+        /// branch that some images drop ran on the kept images alone, `rowsPerImage` consecutive rows each.
+        func keptBranch(output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                        weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, kept: [Int], scales: [Float],
+                        rowsPerImage: Int, inputSize: Int) {
+            let span = rowsPerImage * d
+            output.update(from: residual, count: b * span)
+            guard !kept.isEmpty else { return }
+            Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: kept.count * rowsPerImage,
+                           inputSize: inputSize, outputSize: d)
+            for (i, image) in kept.enumerated() { axpy(output + image * span, scales[image], a.branch.pointer + i * span, span) }
+        }
         for l in 0..<c.depth {
             let o = blocks[l], s = a.block(l)
             let x = a.streamBuffer(l).pointer, out = a.streamBuffer(l + 1).pointer
@@ -120,29 +137,42 @@ public struct VisionTransformer: Sendable {
                           DropPath.scales(keepProbability: keep, uniforms: second))
             }
             a.dropScales.append(scales.0); a.dropScales.append(scales.1)
+            let keptImages = skipsDroppedImages ? (DropPath.keptImages(scales.0), DropPath.keptImages(scales.1)) : (nil, nil)
+            a.keptImages.append(keptImages.0); a.keptImages.append(keptImages.1)
             // Keys and values need every token; after attention a class-token-only last block has one row per image.
-            let classOnly = a.classTokenOnly && l == c.depth - 1, rows = classOnly ? b : t
-
-            LayerNorm.forward(output: s.norm1.pointer, mean: s.norm1Mean.pointer, rstd: s.norm1Rstd.pointer, input: x,
-                              weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d)
-            Linear.forward(output: s.qkv.pointer, input: s.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
-                           rows: t, inputSize: d, outputSize: 3 * d)
-            Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
-                              batch: b, tokens: n, channels: d, heads: c.numHeads, queries: classOnly ? 1 : nil)
+            let classOnly = a.classTokenOnly && l == c.depth - 1, rowsPerImage = classOnly ? 1 : n, rows = b * rowsPerImage
             if classOnly {
                 for image in 0..<b { (a.classInput.pointer + image * d).update(from: x + image * n * d, count: d) }
             }
-            residualBranch(output: s.middle.pointer, residual: classOnly ? a.classInput.pointer : x,
-                           input: s.attention.pointer, weight: p + o.projWeight, bias: p + o.projBias, rows: rows,
-                           inputSize: d, scales: scales.0)
+            let residual = classOnly ? UnsafePointer(a.classInput.pointer) : UnsafePointer(x)
 
-            LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
-                              input: s.middle.pointer, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: d)
-            Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
-                               weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: d, outputSize: c.hiddenDim)
-            residualBranch(output: classOnly ? a.classOutput.pointer : out, residual: s.middle.pointer,
-                           input: s.activated.pointer, weight: p + o.fc2Weight, bias: p + o.fc2Bias, rows: rows,
-                           inputSize: c.hiddenDim, scales: scales.1)
+            // Attention branch. Images that drop it skip it: the kept ones are gathered into consecutive rows.
+            if let kept = keptImages.0 {
+                gatherImages(a.gathered.pointer, from: x, images: kept, span: n * d)
+                attentionCore(parameters: p, block: o, activations: s, input: a.gathered.pointer, images: kept.count,
+                              tokens: n, classOnly: classOnly)
+                keptBranch(output: s.middle.pointer, residual: residual, input: s.attention.pointer,
+                           weight: p + o.projWeight, bias: p + o.projBias, kept: kept, scales: scales.0,
+                           rowsPerImage: rowsPerImage, inputSize: d)
+            } else {
+                attentionCore(parameters: p, block: o, activations: s, input: x, images: b, tokens: n, classOnly: classOnly)
+                residualBranch(output: s.middle.pointer, residual: residual, input: s.attention.pointer,
+                               weight: p + o.projWeight, bias: p + o.projBias, rows: rows, inputSize: d, scales: scales.0)
+            }
+
+            // MLP branch, the same way.
+            let blockOut = classOnly ? a.classOutput.pointer : out
+            if let kept = keptImages.1 {
+                gatherImages(a.gathered.pointer, from: s.middle.pointer, images: kept, span: rowsPerImage * d)
+                mlpCore(parameters: p, block: o, activations: s, input: a.gathered.pointer, rows: kept.count * rowsPerImage)
+                keptBranch(output: blockOut, residual: s.middle.pointer, input: s.activated.pointer,
+                           weight: p + o.fc2Weight, bias: p + o.fc2Bias, kept: kept, scales: scales.1,
+                           rowsPerImage: rowsPerImage, inputSize: c.hiddenDim)
+            } else {
+                mlpCore(parameters: p, block: o, activations: s, input: s.middle.pointer, rows: rows)
+                residualBranch(output: blockOut, residual: s.middle.pointer, input: s.activated.pointer,
+                               weight: p + o.fc2Weight, bias: p + o.fc2Bias, rows: rows, inputSize: c.hiddenDim, scales: scales.1)
+            }
             if classOnly {
                 for image in 0..<b { (out + image * n * d).update(from: a.classOutput.pointer + image * d, count: d) }
             }
@@ -159,6 +189,67 @@ public struct VisionTransformer: Sendable {
                               input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
                               rows: t, columns: d)
         }
+    }
+
+    /// norm1 → qkv → attention for `images` images whose block input `(images·N, C)` starts at `input`,
+    /// into the block's activations (their first rows). A class-token-only block computes the keys and
+    /// values of every token (columns C..<3C of each qkv row) but the query of the class rows only
+    /// (columns 0..<C of every N-th row): the patch rows' queries are never read.
+    func attentionCore(parameters p: UnsafePointer<Float>, block o: BlockOffsets, activations s: BlockActivations,
+                       input: UnsafePointer<Float>, images m: Int, tokens n: Int, classOnly: Bool) {
+        let d = config.embedDim, t = m * n
+        guard m > 0 else { return }
+        LayerNorm.forward(output: s.norm1.pointer, mean: s.norm1Mean.pointer, rstd: s.norm1Rstd.pointer, input: input,
+                          weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d)
+        if classOnly {
+            GEMM.multiply(transposeA: false, transposeB: true, m: t, n: 2 * d, k: d, a: s.norm1.pointer, lda: d,
+                          b: p + o.qkvWeight + d * d, ldb: d, beta: 0, c: s.qkv.pointer + d, ldc: 3 * d,
+                          bias: p + o.qkvBias + d)
+            GEMM.multiply(transposeA: false, transposeB: true, m: m, n: d, k: d, a: s.norm1.pointer, lda: n * d,
+                          b: p + o.qkvWeight, ldb: d, beta: 0, c: s.qkv.pointer, ldc: n * 3 * d, bias: p + o.qkvBias)
+        } else {
+            Linear.forward(output: s.qkv.pointer, input: s.norm1.pointer, weight: p + o.qkvWeight, bias: p + o.qkvBias,
+                           rows: t, inputSize: d, outputSize: 3 * d)
+        }
+        Attention.forward(output: s.attention.pointer, probabilities: s.probabilities.pointer, qkv: s.qkv.pointer,
+                          batch: m, tokens: n, channels: d, heads: config.numHeads, queries: classOnly ? 1 : nil)
+    }
+
+    /// The qkv layer's backward for `images` images: dNorm `(images·N, C)` = dQKV·W (overwritten), and the
+    /// weight and bias gradients. In a class-token-only block the queries' gradient is zero off the class
+    /// rows (the forward computed them there only): the keys' and values' part runs over every row, the
+    /// queries' part over the class rows.
+    func qkvBackward(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>, block o: BlockOffsets,
+                     activations s: BlockActivations, dQKV: UnsafePointer<Float>, dNorm: UnsafeMutablePointer<Float>,
+                     images m: Int, tokens n: Int, classOnly: Bool) {
+        let d = config.embedDim, t = m * n, norm1 = UnsafePointer(s.norm1.pointer)
+        guard classOnly else {
+            Linear.backward(dInput: dNorm, dWeight: g + o.qkvWeight, dBias: g + o.qkvBias, dOutput: dQKV, input: norm1,
+                            weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d, overwriteInput: true)
+            return
+        }
+        let weight = p + o.qkvWeight, dWeight = g + o.qkvWeight
+        GEMM.multiply(transposeA: false, transposeB: false, m: t, n: d, k: 2 * d, a: dQKV + d, lda: 3 * d,
+                      b: weight + d * d, ldb: d, beta: 0, c: dNorm, ldc: d)
+        GEMM.multiply(transposeA: false, transposeB: false, m: m, n: d, k: d, a: dQKV, lda: n * 3 * d,
+                      b: weight, ldb: d, beta: 1, c: dNorm, ldc: n * d)
+        GEMM.multiply(transposeA: true, transposeB: false, m: 2 * d, n: d, k: t, a: dQKV + d, lda: 3 * d,
+                      b: norm1, ldb: d, beta: 1, c: dWeight + d * d, ldc: d)
+        GEMM.multiply(transposeA: true, transposeB: false, m: d, n: d, k: m, a: dQKV, lda: n * 3 * d,
+                      b: norm1, ldb: n * d, beta: 1, c: dWeight, ldc: d)
+        ColumnSums.accumulate(dWeight: nil, dBias: g + o.qkvBias, dOutput: dQKV, rows: t, rowStride: 3 * d, columns: d..<(3 * d))
+        ColumnSums.accumulate(dWeight: nil, dBias: g + o.qkvBias, dOutput: dQKV, rows: m, rowStride: n * 3 * d, columns: 0..<d)
+    }
+
+    /// norm2 → fc1 → GELU of `rows` rows starting at `input`, into the block's activations.
+    func mlpCore(parameters p: UnsafePointer<Float>, block o: BlockOffsets, activations s: BlockActivations,
+                 input: UnsafePointer<Float>, rows: Int) {
+        guard rows > 0 else { return }
+        LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
+                          input: input, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: config.embedDim)
+        Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
+                           weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: config.embedDim,
+                           outputSize: config.hiddenDim)
     }
 
     /// Forward with no drop path (teacher, evaluation).
@@ -197,11 +288,13 @@ public struct VisionTransformer: Sendable {
     public func normalizedClassTokens(output: UnsafeMutablePointer<Float>, stream: UnsafePointer<Float>,
                                       parameters p: UnsafePointer<Float>, batch: Int, tokens: Int) {
         let d = config.embedDim
-        let rows = FloatBuffer(count: batch * d), mean = FloatBuffer(count: batch), rstd = FloatBuffer(count: batch)
-        for b in 0..<batch { (rows.pointer + b * d).update(from: stream + b * tokens * d, count: d) }
-        LayerNorm.forward(output: output, mean: mean.pointer, rstd: rstd.pointer, input: rows.pointer,
+        // Scratch from the shared pool: called once per returned block and batch, it allocates nothing once warm.
+        let scratch = ScratchPool.shared.take(count: batch * (d + 2))
+        defer { ScratchPool.shared.give(scratch) }
+        let rows = scratch.pointer, mean = rows + batch * d, rstd = mean + batch
+        for b in 0..<batch { (rows + b * d).update(from: stream + b * tokens * d, count: d) }
+        LayerNorm.forward(output: output, mean: mean, rstd: rstd, input: rows,
                           weight: p + normWeight, bias: p + normBias, rows: batch, columns: d)
-        withExtendedLifetime((rows, mean, rstd)) {}
     }
 
     /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)` and, when
@@ -239,41 +332,78 @@ public struct VisionTransformer: Sendable {
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let o = blocks[l], s = a.block(l)
             // A class-token-only last block has one row per image after attention (dClass, not dx).
-            let classOnly = a.classTokenOnly && l == c.depth - 1, rows = classOnly ? b : t
+            let classOnly = a.classTokenOnly && l == c.depth - 1, rowsPerImage = classOnly ? 1 : n, rows = b * rowsPerImage
             let dRows = classOnly ? a.dClass.pointer : dx
-            // MLP branch: dRows holds dL/d(block output) and becomes dL/d(middle).
-            dBranch.update(from: dRows, count: rows * d)
-            DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: rows / b * d)
-            Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
-                            input: s.activated.pointer, weight: p + o.fc2Weight, rows: rows, inputSize: h, outputSize: d,
-                            overwriteInput: true)
-            GELU.backwardInPlace(gradient: a.dHidden.pointer, input: s.hidden.pointer, count: rows * h)
-            Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
-                            input: s.norm2.pointer, weight: p + o.fc1Weight, rows: rows, inputSize: d, outputSize: h,
-                            overwriteInput: true)
-            LayerNorm.backward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
-                               input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
-                               rstd: s.norm2Rstd.pointer, rows: rows, columns: d)
-            // Attention branch: dx becomes dL/d(block input).
-            dBranch.update(from: dRows, count: rows * d)
-            DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: rows / b * d)
-            Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
-                            dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
-                            rows: rows, inputSize: d, outputSize: d, overwriteInput: true)
-            a.dQKV.zero()
-            Attention.backward(dQKV: a.dQKV.pointer, dOutput: a.dAttention.pointer, qkv: s.qkv.pointer,
-                               probabilities: s.probabilities.pointer, batch: b, tokens: n, channels: d, heads: c.numHeads,
-                               queries: classOnly ? 1 : nil)
-            Linear.backward(dInput: dNorm, dWeight: g + o.qkvWeight, dBias: g + o.qkvBias, dOutput: a.dQKV.pointer,
-                            input: s.norm1.pointer, weight: p + o.qkvWeight, rows: t, inputSize: d, outputSize: 3 * d,
-                            overwriteInput: true)
+            // MLP branch: dRows holds dL/d(block output) and becomes dL/d(middle). When the branch ran on
+            // some images only (`keptImages`), its gradient runs on their rows, packed, and is added back.
+            let mlpKept = a.keptImages[2 * l + 1], mlpRows = (mlpKept?.count ?? b) * rowsPerImage
+            if let kept = mlpKept {
+                for (i, image) in kept.enumerated() {
+                    let span = rowsPerImage * d, scale = a.dropScales[2 * l + 1][image]
+                    for j in 0..<span { dBranch[i * span + j] = scale * dRows[image * span + j] }
+                }
+            } else {
+                dBranch.update(from: dRows, count: rows * d)
+                DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: rowsPerImage * d)
+            }
+            if mlpRows > 0 {
+                Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
+                                input: s.activated.pointer, weight: p + o.fc2Weight, rows: mlpRows, inputSize: h, outputSize: d,
+                                overwriteInput: true, geluInput: s.hidden.pointer)
+                Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
+                                input: s.norm2.pointer, weight: p + o.fc1Weight, rows: mlpRows, inputSize: d, outputSize: h,
+                                overwriteInput: true)
+            }
+            if let kept = mlpKept, mlpRows > 0 {
+                gatherImages(a.gathered.pointer, from: s.middle.pointer, images: kept, span: rowsPerImage * d)
+                dBranch.update(repeating: 0, count: mlpRows * d)
+                LayerNorm.backward(dInput: dBranch, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
+                                   input: a.gathered.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
+                                   rstd: s.norm2Rstd.pointer, rows: mlpRows, columns: d)
+                scatterAddImages(dRows, from: dBranch, images: kept, span: rowsPerImage * d)
+            } else if mlpKept == nil {
+                LayerNorm.backward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
+                                   input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
+                                   rstd: s.norm2Rstd.pointer, rows: rows, columns: d)
+            }
+            // Attention branch: dx becomes dL/d(block input), the same way.
+            let attentionKept = a.keptImages[2 * l], images = attentionKept?.count ?? b
+            if let kept = attentionKept {
+                for (i, image) in kept.enumerated() {
+                    let span = rowsPerImage * d, scale = a.dropScales[2 * l][image]
+                    for j in 0..<span { dBranch[i * span + j] = scale * dRows[image * span + j] }
+                }
+            } else {
+                dBranch.update(from: dRows, count: rows * d)
+                DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: rowsPerImage * d)
+            }
+            if images > 0 {
+                Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
+                                dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
+                                rows: images * rowsPerImage, inputSize: d, outputSize: d, overwriteInput: true)
+                a.dQKV.pointer.update(repeating: 0, count: images * n * 3 * d)
+                Attention.backward(dQKV: a.dQKV.pointer, dOutput: a.dAttention.pointer, qkv: s.qkv.pointer,
+                                   probabilities: s.probabilities.pointer, batch: images, tokens: n, channels: d, heads: c.numHeads,
+                                   queries: classOnly ? 1 : nil)
+                qkvBackward(gradients: g, parameters: p, block: o, activations: s, dQKV: a.dQKV.pointer, dNorm: dNorm,
+                            images: images, tokens: n, classOnly: classOnly)
+            }
             if classOnly {  // the residual reaches the block input at the CLS rows only
                 dx.update(repeating: 0, count: t * d)
                 for image in 0..<b { (dx + image * n * d).update(from: a.dClass.pointer + image * d, count: d) }
             }
-            LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
-                               input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
-                               rstd: s.norm1Rstd.pointer, rows: t, columns: d)
+            if let kept = attentionKept, images > 0 {
+                gatherImages(a.gathered.pointer, from: a.streamBuffer(l).pointer, images: kept, span: n * d)
+                dBranch.update(repeating: 0, count: images * n * d)
+                LayerNorm.backward(dInput: dBranch, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
+                                   input: a.gathered.pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
+                                   rstd: s.norm1Rstd.pointer, rows: images * n, columns: d)
+                scatterAddImages(dx, from: dBranch, images: kept, span: n * d)
+            } else if attentionKept == nil {
+                LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
+                                   input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
+                                   rstd: s.norm1Rstd.pointer, rows: t, columns: d)
+            }
         }
 
         // Embeddings: sum over images per token position, in a fixed order.
@@ -304,4 +434,15 @@ public struct VisionTransformer: Sendable {
                                 weight: p + patchWeight, patchCount: b * np, channels: c.patchPlanes,
                                 patchSize: c.patchSize, embedDim: d)
     }
+}
+
+/// output[i] = source[images[i]]: the `span` floats of each listed image, packed in order.
+func gatherImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int) {
+    for (i, image) in images.enumerated() { (output + i * span).update(from: source + image * span, count: span) }
+}
+
+/// output[images[i]] += scale(images[i])·source[i]: the inverse of `gatherImages`, accumulated.
+func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int,
+                      scales: [Float]? = nil) {
+    for (i, image) in images.enumerated() { axpy(output + image * span, scales?[image] ?? 1, source + i * span, span) }
 }

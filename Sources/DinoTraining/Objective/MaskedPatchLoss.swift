@@ -51,6 +51,7 @@ public final class MaskedPatchLoss {
     /// The patch center c₂ `(K)`, saved in checkpoints.
     public let center: FloatBuffer
     var teacherProbabilities = FloatBuffer(count: 0), studentLogProbabilities = FloatBuffer(count: 0)
+    var teacherLogNormalizers = FloatBuffer(count: 0)
     var crossEntropy: [Double] = [], entropy: [Double] = []
 
     public init(outDim: Int, studentTemperature: Float = 0.1, centerMomentum: Float = 0.9) {
@@ -68,9 +69,11 @@ public final class MaskedPatchLoss {
         let k = outDim
         if teacherProbabilities.count < rows * k {
             teacherProbabilities = FloatBuffer(count: rows * k); studentLogProbabilities = FloatBuffer(count: rows * k)
+            teacherLogNormalizers = FloatBuffer(count: rows)
         }
-        let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer
-        Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: rows, columns: k)
+        let q = teacherProbabilities.pointer, logP = studentLogProbabilities.pointer, lse = teacherLogNormalizers.pointer
+        Softmax.forward(output: q, input: teacher, shift: center.pointer, temperature: teacherTemperature, rows: rows, columns: k,
+                        logNormalizers: lse)
         Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: rows, columns: k, logarithm: true)
         // Each row's weight: 1 / (patches masked in its crop · crops).
         var perCrop = [Int](repeating: 0, count: crops)
@@ -82,13 +85,14 @@ public final class MaskedPatchLoss {
                 let ce = ce, h = h
                 Parallel.forEachRange(rows) { range in
                     for r in range {
-                        let lp = logP + r * k, qr = q + r * k, d = dStudent + r * k
-                        var c: Double = 0, e: Double = 0
+                        let lp = logP + r * k, qr = q + r * k, d = dStudent + r * k, t = teacher + r * k, center = center.pointer
+                        // The teacher's entropy from its log-normalizer: H = log Σ exp y − Σ q·y, y = (t − c₂)/τ_t.
+                        var c: Double = 0, qy: Double = 0
                         for j in 0..<k {
                             c -= Double(qr[j] * lp[j])
-                            if qr[j] > 0 { e -= Double(qr[j]) * log(Double(qr[j])) }
+                            qy += Double(qr[j]) * Double(t[j] - center[j])
                         }
-                        ce[r] = c; h[r] = e
+                        ce[r] = c; h[r] = Double(lse[r]) - qy / Double(teacherTemperature)
                         // d/ds = weight·w_r·(p − q)/τ_s
                         let scale = weight * Float(weights[r]) / studentTemperature
                         for j in 0..<k { d[j] = scale * (expf(lp[j]) - qr[j]) }
