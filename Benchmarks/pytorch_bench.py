@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Goldens"))
 from reference import DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, clip_gradients, get_params_groups  # noqa: E402
 
-ARCH = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "recipe96": (96, 4, 3)}
+ARCH = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "recipe96": (96, 6, 3)}
 CONFIGS = {
     "fmnist-tiny": dict(arch="vit_tiny", size=28, patch=4, chans=1, local=12, nlocal=6, batch=64, out=4096, training=True),
     "cifar-tiny": dict(arch="vit_tiny", size=32, patch=4, chans=3, local=16, nlocal=6, batch=64, out=4096, training=True),

@@ -17,12 +17,22 @@ final class AttentionTests: XCTestCase {
         XCTAssertEqual([map.gridHeight, map.gridWidth], [3, 5])   // non-square: interpolated position embedding
         var input = FloatImage(image).values
         normalize(&input, channels: 1, plane: 35 * 21, mean: [0.5], std: [0.5])
-        let activations = backbone.transformer.makeActivations(batch: 1, imageHeight: 21, imageWidth: 35, training: false)
         let buffer = kept(FloatBuffer(input))
-        backbone.transformer.forward(parameters: backbone.parameters.pointer, images: buffer.pointer, activations: activations)
-        let n = activations.tokens
-        for h in 0..<2 {
-            XCTAssertEqual(map.heads[h], Array(activations.lastAttention.array[(h * n * n + 1)..<(h * n * n + n)]))
+        // Exactly the kernel's probabilities of the class-token-only pass the exporter runs, and within
+        // float rounding those of a pass over every token (whose class query comes from a wider product).
+        for classTokenOnly in [true, false] {
+            let activations = backbone.transformer.makeActivations(batch: 1, imageHeight: 21, imageWidth: 35, training: false,
+                                                                   classTokenOnly: classTokenOnly)
+            backbone.transformer.forward(parameters: backbone.parameters.pointer, images: buffer.pointer, activations: activations)
+            let n = activations.tokens
+            for h in 0..<2 {
+                let probabilities = Array(activations.lastAttention.array[(h * n * n + 1)..<(h * n * n + n)])
+                if classTokenOnly {
+                    XCTAssertEqual(map.heads[h], probabilities)
+                } else {
+                    for (a, b) in zip(map.heads[h], probabilities) { XCTAssertEqual(a, b, accuracy: 1e-6) }
+                }
+            }
         }
         XCTAssertEqual(map.mean[0], (map.heads[0][0] + map.heads[1][0]) / 2, accuracy: 1e-7)
     }
