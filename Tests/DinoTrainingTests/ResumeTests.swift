@@ -255,33 +255,45 @@ final class ThreadDeterminismTests: XCTestCase {
         assertClose(sharded.model.teacher.array, whole.model.teacher.array, tolerance: 1e-4, "teacher after 3 steps")
     }
 
+    /// Three steps of `model` from seed 1 on `crops()`, each with the trainer's per-step drop-path generator:
+    /// the losses and the first step's gradients.
+    func threeSteps(_ model: SelfDistillation, dropPathRate: Double) throws -> (losses: [Float], firstGradients: [Float]) {
+        let (globals, locals) = crops()
+        model.initialize(seed: 1)
+        var losses: [Float] = [], first: [Float] = []
+        for step in 0..<3 {
+            var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
+            losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
+                                         settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
+                                                                teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
+                                                                dropPathRate: dropPathRate),
+                                         dropPath: &dropPath).loss)
+            if step == 0 { first = model.gradients.array }
+        }
+        return (losses, first)
+    }
+
+    /// Two models' three steps agree within float rounding: losses, every first-step gradient, the teacher after.
+    func assertSameSteps(_ a: SelfDistillation, _ b: SelfDistillation, dropPathRate: Double, _ label: String) throws {
+        let first = try threeSteps(a, dropPathRate: dropPathRate), second = try threeSteps(b, dropPathRate: dropPathRate)
+        assertClose(first.losses, second.losses, tolerance: 1e-5, "losses, \(label)")
+        for entry in a.layout.entries {
+            let range = entry.offset..<(entry.offset + entry.count)
+            assertClose(Array(first.firstGradients[range]), Array(second.firstGradients[range]), tolerance: 1e-4,
+                        "grad \(entry.name), \(label)")
+        }
+        assertClose(a.teacher.array, b.teacher.array, tolerance: 1e-4, "teacher after 3 steps, \(label)")
+    }
+
     /// The last block for the class token alone (the default) against every token through it, with drop
     /// path on: the same losses and every gradient of the first step (float rounding apart: the shorter
     /// products take other GEMM tiles).
     func testClassTokenOnlyLastBlockGivesTheFullStep() throws {
-        let (globals, locals) = crops()
-        func run(classTokenOnly: Bool) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
-            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
-                                         classTokenOnly: classTokenOnly)
-            model.initialize(seed: 1)
-            var losses: [Float] = [], first: [Float] = []
-            for step in 0..<3 {
-                var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
-                losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
-                                             settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
-                                                                    teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
-                                                                    dropPathRate: 0.2),
-                                             dropPath: &dropPath).loss)
-                if step == 0 { first = model.gradients.array }
-            }
-            return (losses, first, model)
+        func model(classTokenOnly: Bool) -> SelfDistillation {
+            SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
+                             classTokenOnly: classTokenOnly)
         }
-        let short = try run(classTokenOnly: true), full = try run(classTokenOnly: false)
-        assertClose(short.losses, full.losses, tolerance: 1e-5, "losses")
-        for entry in short.model.layout.entries {
-            let range = entry.offset..<(entry.offset + entry.count)
-            assertClose(Array(short.firstGradients[range]), Array(full.firstGradients[range]), tolerance: 1e-4, "grad \(entry.name)")
-        }
+        try assertSameSteps(model(classTokenOnly: true), model(classTokenOnly: false), dropPathRate: 0.2, "class token only")
     }
 
     /// Drop path that runs each branch on the images that keep it alone (the default) against the whole
@@ -289,35 +301,14 @@ final class ThreadDeterminismTests: XCTestCase {
     /// steps, with and without the class-token-only last block. At rate 0.5 most branches drop some
     /// images; at 0.95 the last block's branches (keep 0.05) mostly drop every image of a shard.
     func testSkippingDroppedImagesGivesTheWholeBatchStep() throws {
-        let (globals, locals) = crops()
-        func run(rate: Double, classTokenOnly: Bool, skips: Bool) throws -> (losses: [Float], firstGradients: [Float], model: SelfDistillation) {
-            let model = SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
-                                         classTokenOnly: classTokenOnly, skipsDroppedImages: skips)
-            model.initialize(seed: 1)
-            var losses: [Float] = [], first: [Float] = []
-            for step in 0..<3 {
-                var dropPath = RandomGenerator(seed: 5, stream: 0xD409, index: UInt64(step))
-                losses.append(try model.step(globals: globals.pointer, locals: locals.pointer,
-                                             settings: StepSettings(learningRate: 1e-3, weightDecay: 0.04, teacherMomentum: 0.99,
-                                                                    teacherTemperature: 0.04, freezeLastLayer: false, clip: 3,
-                                                                    dropPathRate: rate),
-                                             dropPath: &dropPath).loss)
-                if step == 0 { first = model.gradients.array }
-            }
-            return (losses, first, model)
+        func model(classTokenOnly: Bool, skips: Bool) -> SelfDistillation {
+            SelfDistillation(config: vit, head: head, batchSize: 16, globalSize: 28, localSize: 14, localCount: 2,
+                             classTokenOnly: classTokenOnly, skipsDroppedImages: skips)
         }
         for rate in [0.5, 0.95] {
             for classTokenOnly in [true, false] {
-                let label = "rate \(rate)\(classTokenOnly ? ", class token only" : "")"
-                let skipping = try run(rate: rate, classTokenOnly: classTokenOnly, skips: true)
-                let whole = try run(rate: rate, classTokenOnly: classTokenOnly, skips: false)
-                assertClose(skipping.losses, whole.losses, tolerance: 1e-5, "losses, \(label)")
-                for entry in skipping.model.layout.entries {
-                    let range = entry.offset..<(entry.offset + entry.count)
-                    assertClose(Array(skipping.firstGradients[range]), Array(whole.firstGradients[range]), tolerance: 1e-4,
-                                "grad \(entry.name), \(label)")
-                }
-                assertClose(skipping.model.teacher.array, whole.model.teacher.array, tolerance: 1e-4, "teacher after 3 steps, \(label)")
+                try assertSameSteps(model(classTokenOnly: classTokenOnly, skips: true), model(classTokenOnly: classTokenOnly, skips: false),
+                                    dropPathRate: rate, "rate \(rate)\(classTokenOnly ? ", class token only" : "")")
             }
         }
     }
