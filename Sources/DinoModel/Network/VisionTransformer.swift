@@ -124,7 +124,7 @@ public struct VisionTransformer: Sendable {
             guard !kept.isEmpty else { return }
             Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: kept.count * rowsPerImage,
                            inputSize: inputSize, outputSize: d)
-            for (i, image) in kept.enumerated() { axpy(output + image * span, scales[image], a.branch.pointer + i * span, span) }
+            scatterAddImages(output, from: a.branch.pointer, images: kept, span: span, scales: scales)
         }
         for l in 0..<c.depth {
             let o = blocks[l], s = a.block(l)
@@ -337,15 +337,8 @@ public struct VisionTransformer: Sendable {
             // MLP branch: dRows holds dL/d(block output) and becomes dL/d(middle). When the branch ran on
             // some images only (`keptImages`), its gradient runs on their rows, packed, and is added back.
             let mlpKept = a.keptImages[2 * l + 1], mlpRows = (mlpKept?.count ?? b) * rowsPerImage
-            if let kept = mlpKept {
-                for (i, image) in kept.enumerated() {
-                    let span = rowsPerImage * d, scale = a.dropScales[2 * l + 1][image]
-                    for j in 0..<span { dBranch[i * span + j] = scale * dRows[image * span + j] }
-                }
-            } else {
-                dBranch.update(from: dRows, count: rows * d)
-                DropPath.apply(dBranch, scales: a.dropScales[2 * l + 1], elementsPerSample: rowsPerImage * d)
-            }
+            branchGradient(dBranch, from: dRows, kept: mlpKept, scales: a.dropScales[2 * l + 1], images: b,
+                           span: rowsPerImage * d)
             if mlpRows > 0 {
                 Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
                                 input: s.activated.pointer, weight: p + o.fc2Weight, rows: mlpRows, inputSize: h, outputSize: d,
@@ -368,15 +361,8 @@ public struct VisionTransformer: Sendable {
             }
             // Attention branch: dx becomes dL/d(block input), the same way.
             let attentionKept = a.keptImages[2 * l], images = attentionKept?.count ?? b
-            if let kept = attentionKept {
-                for (i, image) in kept.enumerated() {
-                    let span = rowsPerImage * d, scale = a.dropScales[2 * l][image]
-                    for j in 0..<span { dBranch[i * span + j] = scale * dRows[image * span + j] }
-                }
-            } else {
-                dBranch.update(from: dRows, count: rows * d)
-                DropPath.apply(dBranch, scales: a.dropScales[2 * l], elementsPerSample: rowsPerImage * d)
-            }
+            branchGradient(dBranch, from: dRows, kept: attentionKept, scales: a.dropScales[2 * l], images: b,
+                           span: rowsPerImage * d)
             if images > 0 {
                 Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
                                 dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
@@ -445,4 +431,19 @@ func gatherImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePoin
 func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int,
                       scales: [Float]? = nil) {
     for (i, image) in images.enumerated() { axpy(output + image * span, scales?[image] ?? 1, source + i * span, span) }
+}
+
+/// The gradient a drop-path branch sees: dBranch = scale·dOutput per image, over the whole batch, or
+/// packed over the kept images when the branch ran on them alone (`kept`, `DropPath.keptImages`).
+func branchGradient(_ dBranch: UnsafeMutablePointer<Float>, from dOutput: UnsafePointer<Float>, kept: [Int]?, scales: [Float],
+                    images: Int, span: Int) {
+    guard let kept else {
+        dBranch.update(from: dOutput, count: images * span)
+        DropPath.apply(dBranch, scales: scales, elementsPerSample: span)
+        return
+    }
+    for (i, image) in kept.enumerated() {
+        let packed = dBranch + i * span, source = dOutput + image * span, scale = scales[image]
+        for j in 0..<span { packed[j] = scale * source[j] }
+    }
 }
