@@ -40,14 +40,18 @@ final class ModelGoldenTests: XCTestCase {
     /// The model of `golden` over its crop groups (3 channels): CLS (and, when asked, the last
     /// attention: only its CLS rows with `classTokenOnly`) and logits within 1e-5, every parameter
     /// gradient of Σ upstream⊙logits within 1e-4.
+    /// With `dropPath`, the forward takes stochastic depth at that rate with uniforms from a generator of
+    /// that seed (the golden's masks), running dropped branches or skipping them as `skipsDroppedImages`.
     func checkAgainstGolden(_ file: String, vit: ViTConfig, head: HeadConfig, groups: [(String, Int, Int)],
-                            checksAttention: Bool, classTokenOnly: Bool = false, headByRowRanges: Bool = false) throws {
+                            checksAttention: Bool, classTokenOnly: Bool = false, headByRowRanges: Bool = false,
+                            dropPath: (rate: Float, seed: UInt64)? = nil, skipsDroppedImages: Bool = true) throws {
         let golden = try loadGolden(file)
         let (d, k) = (vit.embedDim, head.outDim)
         let layout = ParameterLayout.model(vit, head: head)
         let parameters = kept(FloatBuffer(count: layout.count)), gradients = kept(FloatBuffer(count: layout.count))
         try loadTensors(golden, prefix: "param.", into: parameters.pointer, layout: layout, path: file)
-        let transformer = VisionTransformer(config: vit, layout: layout)
+        var transformer = VisionTransformer(config: vit, layout: layout)
+        transformer.skipsDroppedImages = skipsDroppedImages
         let dinoHead = DINOHead(config: head, layout: layout)
         let logits = golden.values("output.logits"), upstream = golden.values("upstream")
         let sharedLastLayer = HeadLastLayer(config: head)
@@ -62,7 +66,13 @@ final class ModelGoldenTests: XCTestCase {
             let activations = transformer.makeActivations(batch: batch, imageHeight: height, imageWidth: width, training: true,
                                                           classTokenOnly: classTokenOnly)
             let imageBuffer = kept(FloatBuffer(images))
-            transformer.forward(parameters: parameters.pointer, images: imageBuffer.pointer, activations: activations)
+            if let dropPath {
+                var generator = RandomGenerator(seed: dropPath.seed)
+                transformer.forward(parameters: parameters.pointer, images: imageBuffer.pointer, activations: activations,
+                                    dropPathRate: dropPath.rate, generator: &generator)
+            } else {
+                transformer.forward(parameters: parameters.pointer, images: imageBuffer.pointer, activations: activations)
+            }
             let cls = kept(FloatBuffer(count: batch * d))
             activations.copyClassTokens(to: cls.pointer)
             assertClose(cls.array, golden.values("output.cls.\(name)"), tolerance: 1e-5, "CLS \(name)")
@@ -112,9 +122,31 @@ final class ModelGoldenTests: XCTestCase {
             let result = assertClose(got, golden.values("grad.\(entry.name)"), tolerance: 1e-4, "grad \(entry.name)")
             if result.shareOfTolerance > worst.share { worst = (entry.name, result.shareOfTolerance) }
         }
-        print(String(format: "[%@%@] %d tensors; worst gradient %@ at %.1f%% of tolerance (threads %d)",
-                     file, classTokenOnly ? ", class token only in the last block" : "", layout.entries.count, worst.name,
+        print(String(format: "[%@%@%@] %d tensors; worst gradient %@ at %.1f%% of tolerance (threads %d)",
+                     file, classTokenOnly ? ", class token only in the last block" : "",
+                     dropPath == nil ? "" : skipsDroppedImages ? ", dropped branches skipped" : ", dropped branches run",
+                     layout.entries.count, worst.name,
                      100 * worst.share, Parallel.threadCount))
+    }
+
+    /// Stochastic depth against PyTorch with the same masks: 3 blocks at drop path 0.6 (rates 0, 0.3, 0.6)
+    /// on 6 images, uniforms from `RandomGenerator(seed: 11)` in the forward's order (per block, the
+    /// attention branch's B, then the MLP branch's), which make_goldens.py reproduces; some images drop
+    /// a branch in every block past the first. The whole-batch path (dropped branches run and scaled by
+    /// 0) and the skip path (dropped images never enter the branch), with and without the class-token-
+    /// only last block, 1 and 2 threads, all within the model golden's tolerances.
+    func testDropPathMatchesPyTorchWithTheSameMasks() throws {
+        let vit = ViTConfig(arch: "custom", imageSize: 16, patchSize: 4, inChannels: 3, embedDim: 32, depth: 3, numHeads: 4)
+        for threads in [1, 2] {
+            Parallel.setThreadCount(threads)
+            for classTokenOnly in [false, true] {
+                for skips in [false, true] {
+                    try checkAgainstGolden("drop_path.safetensors", vit: vit, head: head, groups: [("global", 16, 16)],
+                                           checksAttention: false, classTokenOnly: classTokenOnly,
+                                           dropPath: (0.6, 11), skipsDroppedImages: skips)
+                }
+            }
+        }
     }
 
     /// Shifted patch tokenization (the image and four half-patch diagonal shifts, zero outside) on a

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import torch
 
+import reference
 from reference import (DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, cancel_gradients_last_layer,
                        clip_gradients, cosine_scheduler, get_params_groups, ibot_patch_loss, save_safetensors)
 
@@ -124,6 +125,80 @@ def masked_golden():
     save_safetensors("masked.safetensors", tensors, dict(VERSIONS, config=str(cfg), head=str(head_cfg)))
 
 
+MASK64 = (1 << 64) - 1
+
+
+class SwiftRandom:
+    """The Swift side's `RandomGenerator` (xoshiro256** seeded by splitmix64) and its `nextFloat`, so a
+    golden can use the very uniforms the Swift forward draws for drop path."""
+
+    def __init__(self, seed):
+        self.state, s = [], seed
+        for _ in range(4):
+            s = (s + 0x9E3779B97F4A7C15) & MASK64
+            z = ((s ^ (s >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+            self.state.append(z ^ (z >> 31))
+
+    def next(self):
+        s = self.state
+        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & MASK64
+        result = (rotl((s[1] * 5) & MASK64, 7) * 9) & MASK64
+        t = (s[1] << 17) & MASK64
+        s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return result
+
+    def next_float(self):
+        return (self.next() >> 40) * 2.0 ** -24
+
+
+def drop_path_golden():
+    """Stochastic depth with the Swift forward's own masks: the tiny model at 3 blocks and drop path 0.6
+    (block rates 0, 0.3, 0.6) on 6 global crops. The Swift forward draws, per block, B uniforms for the
+    attention branch and then B for the MLP branch from `RandomGenerator(seed: 11)`; the reference's
+    `drop_path` takes the same uniforms in the same order, so both keep the same branches. CLS outputs,
+    logits and every gradient of Σ U⊙logits, in float64 as the others."""
+    g = torch.Generator().manual_seed(7)
+    cfg = dict(img_size=16, patch_size=4, in_chans=3, embed_dim=32, depth=3, num_heads=4, drop_path_rate=0.6)
+    head_cfg = dict(in_dim=32, out_dim=40, hidden_dim=48, bottleneck_dim=16, nlayers=3, norm_last_layer=False)
+    model = MultiCropWrapper(VisionTransformer(**cfg), DINOHead(**head_cfg))
+    perturb(model, g)
+    images = torch.randn(6, 3, 16, 16, generator=g)
+    swift_random, scales = SwiftRandom(11), []
+
+    def fixed_drop_path(x, drop_prob=0.0, training=False):
+        uniforms = torch.tensor([swift_random.next_float() for _ in range(x.shape[0])], dtype=torch.float32)
+        keep = 1 - drop_prob
+        # The Swift side's float32 arithmetic: keep probability and floor(keep + u)/keep.
+        keep32 = torch.tensor(keep, dtype=torch.float32)
+        mask = torch.floor(keep32 + uniforms)
+        assert (keep32 + uniforms - mask).abs().min() > 1e-6 or drop_prob == 0, "a uniform at the keep boundary"
+        scales.append((mask / keep32).tolist())
+        return x * (mask.double() / keep).reshape((-1,) + (1,) * (x.ndim - 1))
+
+    tensors = {f"param.{unprefixed(n)}": p for n, p in model.state_dict().items()}
+    tensors["input.global"] = images
+    model = model.double().train()
+    official_drop_path, reference.drop_path = reference.drop_path, fixed_drop_path
+    try:
+        cls = model.backbone(images.double())
+    finally:
+        reference.drop_path = official_drop_path
+    logits = model.head(cls)
+    upstream = torch.randn(logits.shape, generator=g).double()
+    (logits * upstream).sum().backward()
+    dropped = sum(s.count(0.0) for s in scales)
+    assert 0 < dropped < 6 * len(scales) - 12, f"{dropped} dropped branches: pick a seed that drops some, not all"
+    tensors["output.cls.global"], tensors["output.logits"], tensors["upstream"] = cls.detach(), logits.detach(), upstream
+    tensors["scales"] = torch.tensor(scales, dtype=torch.float32)
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            tensors[f"grad.{unprefixed(n)}"] = p.grad
+    save_safetensors("drop_path.safetensors", tensors, dict(VERSIONS, config=str(cfg), head=str(head_cfg)))
+
+
 def interpolation_golden():
     g = torch.Generator().manual_seed(1)
     vit = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=8, depth=1, num_heads=2)
@@ -143,6 +218,7 @@ if __name__ == "__main__":
     interpolation_golden()
     masked_golden()
     shifted_golden()
+    drop_path_golden()
     if len(sys.argv) < 2 or sys.argv[1] != "--model-only":
         try:
             from make_training_goldens import training_goldens

@@ -332,7 +332,7 @@ public struct VisionTransformer: Sendable {
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let o = blocks[l], s = a.block(l)
             // A class-token-only last block has one row per image after attention (dClass, not dx).
-            let classOnly = a.classTokenOnly && l == c.depth - 1, rowsPerImage = classOnly ? 1 : n, rows = b * rowsPerImage
+            let classOnly = a.classTokenOnly && l == c.depth - 1, rowsPerImage = classOnly ? 1 : n
             let dRows = classOnly ? a.dClass.pointer : dx
             // MLP branch: dRows holds dL/d(block output) and becomes dL/d(middle). When the branch ran on
             // some images only (`keptImages`), its gradient runs on their rows, packed, and is added back.
@@ -347,18 +347,9 @@ public struct VisionTransformer: Sendable {
                                 input: s.norm2.pointer, weight: p + o.fc1Weight, rows: mlpRows, inputSize: d, outputSize: h,
                                 overwriteInput: true)
             }
-            if let kept = mlpKept, mlpRows > 0 {
-                gatherImages(a.gathered.pointer, from: s.middle.pointer, images: kept, span: rowsPerImage * d)
-                dBranch.update(repeating: 0, count: mlpRows * d)
-                LayerNorm.backward(dInput: dBranch, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
-                                   input: a.gathered.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
-                                   rstd: s.norm2Rstd.pointer, rows: mlpRows, columns: d)
-                scatterAddImages(dRows, from: dBranch, images: kept, span: rowsPerImage * d)
-            } else if mlpKept == nil {
-                LayerNorm.backward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
-                                   input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
-                                   rstd: s.norm2Rstd.pointer, rows: rows, columns: d)
-            }
+            branchNormBackward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
+                               input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
+                               rstd: s.norm2Rstd.pointer, kept: mlpKept, images: b, rowsPerImage: rowsPerImage, activations: a)
             // Attention branch: dx becomes dL/d(block input), the same way.
             let attentionKept = a.keptImages[2 * l], images = attentionKept?.count ?? b
             branchGradient(dBranch, from: dRows, kept: attentionKept, scales: a.dropScales[2 * l], images: b,
@@ -378,18 +369,9 @@ public struct VisionTransformer: Sendable {
                 dx.update(repeating: 0, count: t * d)
                 for image in 0..<b { (dx + image * n * d).update(from: a.dClass.pointer + image * d, count: d) }
             }
-            if let kept = attentionKept, images > 0 {
-                gatherImages(a.gathered.pointer, from: a.streamBuffer(l).pointer, images: kept, span: n * d)
-                dBranch.update(repeating: 0, count: images * n * d)
-                LayerNorm.backward(dInput: dBranch, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
-                                   input: a.gathered.pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
-                                   rstd: s.norm1Rstd.pointer, rows: images * n, columns: d)
-                scatterAddImages(dx, from: dBranch, images: kept, span: n * d)
-            } else if attentionKept == nil {
-                LayerNorm.backward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
-                                   input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
-                                   rstd: s.norm1Rstd.pointer, rows: t, columns: d)
-            }
+            branchNormBackward(dInput: dx, dWeight: g + o.norm1Weight, dBias: g + o.norm1Bias, dOutput: dNorm,
+                               input: a.streamBuffer(l).pointer, weight: p + o.norm1Weight, mean: s.norm1Mean.pointer,
+                               rstd: s.norm1Rstd.pointer, kept: attentionKept, images: b, rowsPerImage: n, activations: a)
         }
 
         // Embeddings: sum over images per token position, in a fixed order.
@@ -420,6 +402,30 @@ public struct VisionTransformer: Sendable {
                                 weight: p + patchWeight, patchCount: b * np, channels: c.patchPlanes,
                                 patchSize: c.patchSize, embedDim: d)
     }
+}
+
+/// Accumulates into `dInput` `(B·R, C)` (R rows per image) the gradient through a pre-norm branch's
+/// LayerNorm, given `dOutput` = dL/d(normalized rows) and its parameter gradients. When the branch ran
+/// on the kept images alone (`kept`), `dOutput`, `mean` and `rstd` hold their rows packed: the stored
+/// `input` rows are gathered, the LayerNorm backward runs on them into the activations' `dBranch`
+/// (free here), and the result is added back to each kept image's rows.
+func branchNormBackward(dInput: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+                        dBias: UnsafeMutablePointer<Float>, dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                        weight: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+                        kept: [Int]?, images: Int, rowsPerImage: Int, activations a: ViTActivations) {
+    let columns = a.config.embedDim, span = rowsPerImage * columns
+    guard let kept else {
+        LayerNorm.backward(dInput: dInput, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: input,
+                           weight: weight, mean: mean, rstd: rstd, rows: images * rowsPerImage, columns: columns)
+        return
+    }
+    guard !kept.isEmpty else { return }
+    let packed = a.dBranch.pointer
+    gatherImages(a.gathered.pointer, from: input, images: kept, span: span)
+    packed.update(repeating: 0, count: kept.count * span)
+    LayerNorm.backward(dInput: packed, dWeight: dWeight, dBias: dBias, dOutput: dOutput, input: a.gathered.pointer,
+                       weight: weight, mean: mean, rstd: rstd, rows: kept.count * rowsPerImage, columns: columns)
+    scatterAddImages(dInput, from: packed, images: kept, span: span)
 }
 
 /// output[i] = source[images[i]]: the `span` floats of each listed image, packed in order.
