@@ -235,6 +235,35 @@ final class OptimizerTests: XCTestCase {
         XCTAssertLessThan(p[0], 1)
     }
 
+    /// The EMA taken inside the AdamW pass gives the bits of a step followed by `updateTeacher`, on
+    /// updated, clipped, frozen (skipped) and non-trainable tensors alike.
+    func testTeacherEMAInTheOptimizerPassEqualsTheSeparatePass() {
+        var layout = ParameterLayout()
+        layout.append("blocks.0.mlp.fc1.weight", [40, 300])
+        layout.append("blocks.0.mlp.fc1.bias", [40])
+        layout.append("head.last_layer.weight_g", [1, 40], trainable: false)
+        layout.append("head.last_layer.weight_v", [40, 500])
+        var generator = RandomGenerator(seed: 7)
+        let values = { (scale: Float) in (0..<layout.count).map { _ in scale * (generator.nextFloat() - 0.5) } }
+        let student = values(2), teacher = values(2), gradients = values(0.1)
+        for frozen in [false, true] {
+            let fused = AdamW(layout: layout), separate = AdamW(layout: layout)
+            let p1 = kept(FloatBuffer(student)), t1 = kept(FloatBuffer(teacher)), g1 = kept(FloatBuffer(gradients))
+            let p2 = kept(FloatBuffer(student)), t2 = kept(FloatBuffer(teacher)), g2 = kept(FloatBuffer(gradients))
+            for _ in 0..<3 {
+                fused.step(parameters: p1.pointer, gradients: g1.pointer, learningRate: 0.01, weightDecay: 0.04, clip: 0.5,
+                           freezeLastLayer: frozen, teacher: t1.pointer, teacherMomentum: 0.99)
+                separate.step(parameters: p2.pointer, gradients: g2.pointer, learningRate: 0.01, weightDecay: 0.04, clip: 0.5,
+                              freezeLastLayer: frozen)
+                updateTeacher(teacher: t2.pointer, student: p2.pointer, count: layout.count, momentum: 0.99)
+            }
+            XCTAssertEqual(p1.array, p2.array, "frozen \(frozen)")
+            XCTAssertEqual(t1.array, t2.array, "frozen \(frozen)")
+            XCTAssertEqual(g1.array, g2.array, "frozen \(frozen)")
+            XCTAssertNotEqual(t1.array, teacher)
+        }
+    }
+
     func testTeacherEMA() {
         let t = kept(FloatBuffer([1, 2])), s = kept(FloatBuffer([3, 4]))
         updateTeacher(teacher: t.pointer, student: s.pointer, count: 2, momentum: 0.9)

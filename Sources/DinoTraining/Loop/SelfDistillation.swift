@@ -287,10 +287,10 @@ public final class SelfDistillation {
             }
         }
 
-        // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA.
+        // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA, in one pass.
         optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(s.learningRate),
-                       weightDecay: Float(s.weightDecay), clip: Float(s.clip), freezeLastLayer: s.freezeLastLayer)
-        updateTeacher(teacher: teacher.pointer, student: student.pointer, count: layout.count, momentum: Float(s.teacherMomentum))
+                       weightDecay: Float(s.weightDecay), clip: Float(s.clip), freezeLastLayer: s.freezeLastLayer,
+                       teacher: teacher.pointer, teacherMomentum: Float(s.teacherMomentum))
         return stats
     }
 }

@@ -27,15 +27,25 @@ public final class AdamW {
     }
 
     /// Clips each gradient tensor to `clip` L2 norm (0: no clipping) as the official `clip_gradients`
-    /// (`coef = clip/(‖g‖ + 1e-6)`, applied when < 1), then takes one AdamW step on every trainable
-    /// tensor, skipping the last layer when `freezeLastLayer`. Returns the gradient norms before clipping.
+    /// (`coef = clip/(‖g‖ + 1e-6)`, applied in place when < 1), then takes one AdamW step on every
+    /// trainable tensor, skipping the last layer when `freezeLastLayer`. Returns the gradient norms
+    /// before clipping.
+    ///
+    /// Given a `teacher` (same layout), it also takes the EMA θ_t ← m·θ_t + (1 − m)·θ_s after the step,
+    /// in the same pass while the updated student value is still in a register (the same bits as
+    /// `updateTeacher` after the step, and one read of the student less).
     @discardableResult
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
-                     learningRate lr: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool) -> [Float] {
+                     learningRate lr: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool,
+                     teacher: UnsafeMutablePointer<Float>? = nil, teacherMomentum: Float = 0) -> [Float] {
         norms.removeAll(keepingCapacity: true)
         for (index, e) in layout.entries.enumerated() {
-            guard e.isTrainable, !(freezeLastLayer && e.isLastLayer) else { norms.append(0); continue }
             let g = gradients + e.offset, p = parameters + e.offset
+            guard e.isTrainable, !(freezeLastLayer && e.isLastLayer) else {
+                norms.append(0)
+                if let teacher { updateTeacher(teacher: teacher + e.offset, student: p, count: e.count, momentum: teacherMomentum) }
+                continue
+            }
             let m = firstMoment.pointer + e.offset, v = secondMoment.pointer + e.offset
             let norm = l2Norm(g, e.count)
             norms.append(norm)
@@ -49,15 +59,18 @@ public final class AdamW {
             let decay: Float = e.decays ? 1 - lr * weightDecay : 1
             let bc1 = 1 - powf(beta1, t), bc2Root = (1 - powf(beta2, t)).squareRoot()
             let stepSize = lr / bc1
-            let b1 = beta1, b2 = beta2, eps = epsilon
+            let b1 = beta1, b2 = beta2, eps = epsilon, clipped = gradientScale != 1
+            let teacherTensor = teacher.map { $0 + e.offset }, tm = teacherMomentum
             Parallel.forEachRange(e.count, grain: 8192) { range in
                 for i in range {
                     let grad = g[i] * gradientScale
-                    g[i] = grad
-                    p[i] *= decay
+                    if clipped { g[i] = grad }  // an unclipped gradient is left as it is: no store
+                    var parameter = p[i] * decay
                     m[i] += (grad - m[i]) * (1 - b1)
                     v[i] = v[i] * b2 + (1 - b2) * grad * grad
-                    p[i] -= stepSize * m[i] / (v[i].squareRoot() / bc2Root + eps)
+                    parameter -= stepSize * m[i] / (v[i].squareRoot() / bc2Root + eps)
+                    p[i] = parameter
+                    if let teacherTensor { teacherTensor[i] = teacherTensor[i] * tm + (1 - tm) * parameter }
                 }
             }
         }
