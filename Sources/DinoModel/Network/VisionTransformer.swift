@@ -439,16 +439,17 @@ func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: Unsafe
     for (i, image) in images.enumerated() { axpy(output + image * span, scales?[image] ?? 1, source + i * span, span) }
 }
 
-/// The gradient a drop-path branch sees: dBranch = scale·dOutput per image, over the whole batch, or
-/// packed over the kept images when the branch ran on them alone (`kept`, `DropPath.keptImages`).
+/// The gradient a drop-path branch sees: dBranch = scale·dOutput per image (scale 1 with no drop path:
+/// empty `scales`), over the whole batch, or packed over the kept images when the branch ran on them
+/// alone (`kept`, `DropPath.keptImages`). One pass either way.
 func branchGradient(_ dBranch: UnsafeMutablePointer<Float>, from dOutput: UnsafePointer<Float>, kept: [Int]?, scales: [Float],
                     images: Int, span: Int) {
-    guard let kept else {
+    guard !scales.isEmpty else {
+        precondition(kept == nil, "kept images come from drop-path scales")
         dBranch.update(from: dOutput, count: images * span)
-        DropPath.apply(dBranch, scales: scales, elementsPerSample: span)
         return
     }
-    for (i, image) in kept.enumerated() {
+    for (i, image) in (kept ?? Array(0..<images)).enumerated() {
         let packed = dBranch + i * span, source = dOutput + image * span, scale = scales[image]
         for j in 0..<span { packed[j] = scale * source[j] }
     }
