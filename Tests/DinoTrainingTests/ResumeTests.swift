@@ -152,6 +152,46 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertTrue(messages.contains { $0.contains("already at step 8, the end of the schedules max_minutes fitted") }, "\(messages)")
     }
 
+    /// The machine slows after the fit (1 s per step, then 1.5 s from step 3), 12 s of budget: fitted
+    /// after step 2 to 11 steps (2 + ⌊9.8/1⌋); at the end of epoch 1 (step 4, 5 s) the 7 steps left
+    /// would take 10.5 s more, so the schedules are fitted again to 8 steps (4 + ⌊6.86/1.5⌋), which
+    /// finish in 11 s: the schedules run to their end instead of being cut at step 9 of 11. A run split by
+    /// max_steps refits the same way and resumes to the same losses.
+    func testTimeBoxFitsAgainWhenTheStepsSlowDown() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()       // 3 epochs of 4 steps
+        recipe.max_minutes = 0.2
+        func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
+            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
+            t.clock = { [unowned t] in t.step <= 2 ? Double(t.step) : 2 + 1.5 * Double(t.step - 2) }
+            return t
+        }
+        let straight = root.appendingPathComponent("straight"), split = root.appendingPathComponent("split")
+        var messages: [String] = []
+        let summary = try trainer(recipe, straight).run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertEqual(summary.steps, 8)
+        XCTAssertFalse(summary.timeBoxReached)
+        XCTAssertTrue(messages.contains { $0.contains("11 steps (2.75 epochs) fit") }, "\(messages)")
+        XCTAssertTrue(messages.contains { $0.contains("slowed to 1.500 s each") && $0.contains("end at step 8 (2.00 epochs) instead of 11") },
+                      "\(messages)")
+        func lr(_ iterations: Int) -> [Double] {
+            Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
+        }
+        let log = try records(in: straight)
+        XCTAssertEqual(log.map(\.lr), Array(lr(12)[0..<2]) + Array(lr(11)[2..<4]) + Array(lr(8)[4..<8]))
+        let file = try SafeTensors.read(straight.appendingPathComponent("checkpoint.safetensors"))
+        XCTAssertEqual(file.metadata["dino.scheduled_steps"], "8")
+
+        var first = recipe
+        first.max_steps = 6
+        _ = try trainer(first, split).run()
+        let resumed = try trainer(recipe, split, resume: true)
+        XCTAssertEqual(resumed.scheduledSteps, 8)
+        _ = try resumed.run()
+        XCTAssertEqual(try losses(in: straight), try losses(in: split), "a resumed refitted run diverged")
+    }
+
     /// The machine slows after the fit (1 s, then 3 s per step): the run stops at the limit with a
     /// checkpoint, and resuming says the time box is spent instead of training on.
     func testTimeBoxStopsAtTheLimitAndStaysStopped() throws {

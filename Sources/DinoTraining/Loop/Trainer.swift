@@ -242,6 +242,8 @@ public final class Trainer {
         }
         let started = clock(), secondsBefore = trainedSeconds
         let firstStep = step
+        // Where the pace of the steps is measured from: the run's start, then each fit or check.
+        var paceStep = step, paceSeconds = trainedSeconds
         while step < total {
             let batch = try loader.next(step: step, limit: total)
             if !batch.skipped.isEmpty {
@@ -310,7 +312,10 @@ public final class Trainer {
             }
 
             // The time box: fit the schedules once (the evaluations of the first epoch included in the
-            // measured time), then stop at the limit whatever the schedules say.
+            // measured time); at the end of each later epoch, if the steps have slowed so that the
+            // schedules would not finish in the budget, fit them again, shorter, to the last epoch's pace
+            // (never longer: a fitted horizon only shrinks, so the lr never jumps up); stop at the limit
+            // whatever the schedules say.
             if budget > 0 {
                 trainedSeconds = secondsBefore + (clock() - started)
                 if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
@@ -319,9 +324,22 @@ public final class Trainer {
                                                      upperBound: recipe.epochs * iterationsPerEpoch)
                     fitSchedules(to: fitted)
                     total = totalSteps
+                    (paceStep, paceSeconds) = (step, trainedSeconds)
                     // A checkpoint written at this step must carry the fitted schedule, or a resume would refit.
                     if lastCheckpointStep == step { try saveCheckpoint() }
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
+                } else if let scheduled = scheduledSteps, endOfEpoch, step > paceStep, step < scheduled, trainedSeconds < budget {
+                    // Against the fitted horizon, not `max_steps`: a run split by max_steps refits as the whole run would.
+                    let pace = (trainedSeconds - paceSeconds) / Double(step - paceStep)
+                    (paceStep, paceSeconds) = (step, trainedSeconds)
+                    if trainedSeconds + Double(scheduled - step) * pace > budget {
+                        let fitted = Trainer.fittedSteps(step: step, secondsPerStep: pace, elapsed: trainedSeconds, budget: budget,
+                                                         upperBound: scheduled)
+                        fitSchedules(to: fitted)
+                        total = totalSteps
+                        if lastCheckpointStep == step { try saveCheckpoint() }
+                        progress(.message(String(format: "time box: the steps slowed to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
+                    }
                 }
                 if trainedSeconds >= budget && step < total {
                     if lastCheckpointStep != step { try saveCheckpoint(); lastCheckpointStep = step }
