@@ -244,6 +244,13 @@ public final class Trainer {
         let firstStep = step
         // Where the pace of the steps is measured from: the run's start, then each fit or check.
         var paceStep = step, paceSeconds = trainedSeconds
+        /// The time box's schedules now end at `fitted`. A checkpoint written at this step must carry
+        /// them, or a resume would fit again.
+        func applyFit(_ fitted: Int) throws {
+            fitSchedules(to: fitted)
+            total = totalSteps
+            if lastCheckpointStep == step { try saveCheckpoint() }
+        }
         while step < total {
             let batch = try loader.next(step: step, limit: total)
             if !batch.skipped.isEmpty {
@@ -322,11 +329,8 @@ public final class Trainer {
                     let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
                                                      upperBound: recipe.epochs * iterationsPerEpoch)
-                    fitSchedules(to: fitted)
-                    total = totalSteps
+                    try applyFit(fitted)
                     (paceStep, paceSeconds) = (step, trainedSeconds)
-                    // A checkpoint written at this step must carry the fitted schedule, or a resume would refit.
-                    if lastCheckpointStep == step { try saveCheckpoint() }
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
                 } else if let scheduled = scheduledSteps, endOfEpoch, step > paceStep, step < scheduled, trainedSeconds < budget {
                     // Against the fitted horizon, not `max_steps`: a run split by max_steps refits as the whole run would.
@@ -335,9 +339,7 @@ public final class Trainer {
                     if trainedSeconds + Double(scheduled - step) * pace > budget {
                         let fitted = Trainer.fittedSteps(step: step, secondsPerStep: pace, elapsed: trainedSeconds, budget: budget,
                                                          upperBound: scheduled)
-                        fitSchedules(to: fitted)
-                        total = totalSteps
-                        if lastCheckpointStep == step { try saveCheckpoint() }
+                        try applyFit(fitted)
                         progress(.message(String(format: "time box: the steps slowed to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
                     }
                 }
