@@ -36,12 +36,22 @@ struct BenchConfig {
 
     var head: HeadConfig { HeadConfig(inDim: vit.embedDim, outDim: max(outDim, 2), hiddenDim: headHidden, bottleneckDim: headBottleneck) }
 
-    /// Forward FLOPs (multiply-adds × 2) of the backbone for one image at `size`.
-    func backboneFlops(size: Int) -> Double {
-        let d = Double(vit.embedDim), n = Double((size / vit.patchSize) * (size / vit.patchSize) + 1)
-        let patch = 2 * (n - 1) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
-        let perBlock = 2 * n * (3 * d * d + d * d + 2 * d * Double(vit.hiddenDim)) + 2 * 2 * n * n * d
-        return patch + Double(vit.depth) * perBlock
+    /// Forward FLOPs (multiply-adds × 2) of the backbone for one image at `size`: the official model's
+    /// work, or with `executed` what this project computes: the last block for the class token alone
+    /// (keys and values over every token; query, attention row, projection and MLP on one row), and each
+    /// branch of block l on the images that keep it, a share 1 − rate·l/(depth−1) on average (the
+    /// student's drop-path skip path).
+    func backboneFlops(size: Int, executed: Bool = false, dropPathRate: Double = 0) -> Double {
+        let d = Double(vit.embedDim), h = Double(vit.hiddenDim)
+        let n = Double((size / vit.patchSize) * (size / vit.patchSize) + 1)
+        var total = 2 * (n - 1) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
+        for l in 0..<vit.depth {
+            let keep = executed && vit.depth > 1 ? 1 - dropPathRate * Double(l) / Double(vit.depth - 1) : 1
+            let queries = executed && l == vit.depth - 1 ? 1 : n
+            let attention = 2 * n * 2 * d * d + 2 * queries * d * d + 2 * 2 * queries * n * d + 2 * queries * d * d
+            total += keep * (attention + 2 * queries * 2 * d * h)
+        }
+        return total
     }
 
     /// Forward FLOPs of the head for one row.
@@ -51,43 +61,15 @@ struct BenchConfig {
     }
 
     /// FLOPs per step (training: student forward + backward ≈ 3× forward on all crops, teacher forward
-    /// on the global crops) or per batch of features: the official model's work, the same count as
-    /// Benchmarks/pytorch_bench.py, so GFLOP/s compare like images/s do.
-    var flopsPerStep: Double {
+    /// on the global crops) or per batch of features. The official model's work is the same count as
+    /// Benchmarks/pytorch_bench.py, so GFLOP/s compare like images/s do; with `executed`, what this
+    /// project computes (`backboneFlops(executed:)`; the head in full), what the cores are busy with.
+    func flopsPerStep(executed: Bool = false) -> Double {
         let b = Double(batch)
-        if !training { return b * backboneFlops(size: globalSize) }
-        let student = 2 * (backboneFlops(size: globalSize) + headFlops) + Double(localCount) * (backboneFlops(size: localSize) + headFlops)
-        let teacher = 2 * (backboneFlops(size: globalSize) + headFlops)
-        return b * (3 * student + teacher)
-    }
-
-    /// Forward FLOPs this project computes for one image at `size`: the last block for the class token
-    /// alone (its keys and values over every token, its query, attention row, projection and MLP on one
-    /// row), and with drop path each branch of block l on the images that keep it, a share
-    /// 1 − rate·l/(depth−1) of them on average (the student's skip path). Lower than `backboneFlops`.
-    func executedBackboneFlops(size: Int, dropPathRate: Double) -> Double {
-        let d = Double(vit.embedDim), h = Double(vit.hiddenDim)
-        let n = Double((size / vit.patchSize) * (size / vit.patchSize) + 1)
-        let patch = 2 * (n - 1) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
-        var total = patch
-        for l in 0..<vit.depth {
-            let keep = vit.depth > 1 ? 1 - dropPathRate * Double(l) / Double(vit.depth - 1) : 1
-            let last = l == vit.depth - 1, queries = last ? 1 : n
-            let attention = 2 * n * 2 * d * d + 2 * queries * d * d + 2 * 2 * queries * n * d + 2 * queries * d * d
-            let mlp = 2 * queries * 2 * d * h
-            total += keep * (attention + mlp)
-        }
-        return total
-    }
-
-    /// FLOPs per step that this project computes (`executedBackboneFlops`; the head in full): what its
-    /// share of the sgemm peak is measured on. The timed step runs the class-token-only last block.
-    var executedFlopsPerStep: Double {
-        let b = Double(batch)
-        if !training { return b * executedBackboneFlops(size: globalSize, dropPathRate: 0) }
-        let student = 2 * (executedBackboneFlops(size: globalSize, dropPathRate: dropPathRate) + headFlops)
-            + Double(localCount) * (executedBackboneFlops(size: localSize, dropPathRate: dropPathRate) + headFlops)
-        let teacher = 2 * (executedBackboneFlops(size: globalSize, dropPathRate: 0) + headFlops)
+        func backbone(_ size: Int, _ rate: Double) -> Double { backboneFlops(size: size, executed: executed, dropPathRate: rate) }
+        if !training { return b * backbone(globalSize, 0) }
+        let student = 2 * (backbone(globalSize, dropPathRate) + headFlops) + Double(localCount) * (backbone(localSize, dropPathRate) + headFlops)
+        let teacher = 2 * (backbone(globalSize, 0) + headFlops)
         return b * (3 * student + teacher)
     }
 }
@@ -192,12 +174,12 @@ struct Bench: ParsableCommand {
             if i >= 2 { times.append(Date().timeIntervalSince(t)) }
         }
         let seconds = median(times)
-        let gflops = c.flopsPerStep / seconds / 1e9, executed = c.executedFlopsPerStep / seconds / 1e9
+        let gflops = c.flopsPerStep() / seconds / 1e9, executed = c.flopsPerStep(executed: true) / seconds / 1e9
         let result: [String: Any] = [
             "program": "dino", "config": c.name, "threads": threads, "batch": c.batch,
             "images_per_s": Double(c.batch) / seconds, "seconds_per_step": seconds, "gflops": gflops,
             "sgemm_peak_gflops": peak, "share_of_peak": gflops / peak, "peak_rss_mib": peakResidentMiB(),
-            "flops_per_step": c.flopsPerStep, "executed_flops_per_step": c.executedFlopsPerStep,
+            "flops_per_step": c.flopsPerStep(), "executed_flops_per_step": c.flopsPerStep(executed: true),
             "executed_gflops": executed, "executed_share_of_peak": executed / peak,
         ]
         if json {
