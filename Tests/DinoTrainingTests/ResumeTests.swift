@@ -152,44 +152,67 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertTrue(messages.contains { $0.contains("already at step 8, the end of the schedules max_minutes fitted") }, "\(messages)")
     }
 
-    /// The machine slows after the fit (1 s per step, then 1.5 s from step 3), 12 s of budget: fitted
-    /// after step 2 to 11 steps (2 + ⌊9.8/1⌋); at the end of epoch 1 (step 4, 5 s) the 7 steps left
-    /// would take 10.5 s more, so the schedules are fitted again to 8 steps (4 + ⌊6.86/1.5⌋), which
-    /// finish in 11 s: the schedules run to their end instead of being cut at step 9 of 11. A run split by
-    /// max_steps refits the same way and resumes to the same losses.
+    /// The machine slows after the fit (1 s per step over epoch 1, then 5 s), 33 s of budget: fitted at
+    /// the end of epoch 1 (step 4, 4 s) to all 12 steps (4 + ⌊28.42/1⌋, at most 3 epochs); at the end
+    /// of epoch 2 (step 8, 24 s) the 4 steps left would take 20 s more, so the schedules are fitted
+    /// again to 9 steps (8 + ⌊8.82/5⌋), which finish in 29 s instead of being cut at step 9 of 12. Runs
+    /// split by max_steps inside the pace's window (6) and at the refit (8) resume to the same losses.
     func testTimeBoxFitsAgainWhenTheStepsSlowDown() throws {
         let root = temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         var recipe = tinyRecipe()       // 3 epochs of 4 steps
-        recipe.max_minutes = 0.2
+        recipe.max_minutes = 0.55
         func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
             let t = try Trainer(recipe: recipe, output: folder, resume: resume)
-            t.clock = { [unowned t] in t.step <= 2 ? Double(t.step) : 2 + 1.5 * Double(t.step - 2) }
+            t.clock = { [unowned t] in t.step <= 4 ? Double(t.step) : 4 + 5 * Double(t.step - 4) }
             return t
         }
-        let straight = root.appendingPathComponent("straight"), split = root.appendingPathComponent("split")
+        let straight = root.appendingPathComponent("straight")
         var messages: [String] = []
         let summary = try trainer(recipe, straight).run { if case .message(let m) = $0 { messages.append(m) } }
-        XCTAssertEqual(summary.steps, 8)
+        XCTAssertEqual(summary.steps, 9)
         XCTAssertFalse(summary.timeBoxReached)
-        XCTAssertTrue(messages.contains { $0.contains("11 steps (2.75 epochs) fit") }, "\(messages)")
-        XCTAssertTrue(messages.contains { $0.contains("slowed to 1.500 s each") && $0.contains("end at step 8 (2.00 epochs) instead of 11") },
+        XCTAssertTrue(messages.contains { $0.contains("12 steps (3.00 epochs) fit") }, "\(messages)")
+        XCTAssertTrue(messages.contains { $0.contains("slowed to 5.000 s each") && $0.contains("end at step 9 (2.25 epochs) instead of 12") },
                       "\(messages)")
         func lr(_ iterations: Int) -> [Double] {
             Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
         }
         let log = try records(in: straight)
-        XCTAssertEqual(log.map(\.lr), Array(lr(12)[0..<2]) + Array(lr(11)[2..<4]) + Array(lr(8)[4..<8]))
+        XCTAssertEqual(log.map(\.lr), Array(lr(12)[0..<8]) + Array(lr(9)[8..<9]))
         let file = try SafeTensors.read(straight.appendingPathComponent("checkpoint.safetensors"))
-        XCTAssertEqual(file.metadata["dino.scheduled_steps"], "8")
+        XCTAssertEqual(file.metadata["dino.scheduled_steps"], "9")
 
-        var first = recipe
-        first.max_steps = 6
-        _ = try trainer(first, split).run()
-        let resumed = try trainer(recipe, split, resume: true)
-        XCTAssertEqual(resumed.scheduledSteps, 8)
-        _ = try resumed.run()
-        XCTAssertEqual(try losses(in: straight), try losses(in: split), "a resumed refitted run diverged")
+        for stop in [6, 8] {
+            let split = root.appendingPathComponent("split\(stop)")
+            var first = recipe
+            first.max_steps = stop
+            _ = try trainer(first, split).run()
+            let resumed = try trainer(recipe, split, resume: true)
+            XCTAssertEqual(resumed.scheduledSteps, stop == 6 ? 12 : 9)
+            XCTAssertEqual(resumed.paceStart?.step, stop == 6 ? 4 : 8)
+            _ = try resumed.run()
+            XCTAssertEqual(try losses(in: straight), try losses(in: split), "a refitted run resumed at step \(stop) diverged")
+        }
+    }
+
+    /// The fit comes mid-epoch (at 10% of a 12 s budget, step 2) and each epoch end costs 0.3 s of
+    /// evaluation: the epoch end two steps later must not read 1.15 s per step off those two steps and cut
+    /// the schedules; over a whole epoch (steps 2-8, 1.1 s per step) the 11 fitted steps still fit in
+    /// 11.6 s, so all of them run.
+    func testTimeBoxMeasuresThePaceOverAWholeEpoch() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()       // 3 epochs of 4 steps
+        recipe.max_minutes = 0.2
+        let t = try Trainer(recipe: recipe, output: root)
+        t.clock = { [unowned t] in Double(t.step) + 0.3 * Double(t.step / 4) }
+        var messages: [String] = []
+        let summary = try t.run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertTrue(messages.contains { $0.contains("11 steps (2.75 epochs) fit") }, "\(messages)")
+        XCTAssertFalse(messages.contains { $0.contains("slowed") }, "\(messages)")
+        XCTAssertEqual(summary.steps, 11)
+        XCTAssertFalse(summary.timeBoxReached)
     }
 
     /// The machine slows after the fit (1 s, then 3 s per step): the run stops at the limit with a

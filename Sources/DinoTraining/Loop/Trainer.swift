@@ -94,6 +94,10 @@ public final class Trainer {
     public internal(set) var scheduledSteps: Int?
     /// Training seconds spent up to the last checkpoint (or now, during `run`), which `max_minutes` counts.
     public internal(set) var trainedSeconds: Double = 0
+    /// With `max_minutes`, once fitted: the step and trained seconds the time box measures the pace of the
+    /// steps from (the fit, then each check), saved with the checkpoint so that a resumed run checks as
+    /// the whole run would.
+    public internal(set) var paceStart: (step: Int, seconds: Double)?
     /// Seconds on a monotonic clock; replaceable so tests can time-box deterministically.
     public var clock: () -> Double = { ProcessInfo.processInfo.systemUptime }
     let trainingData: any ImageDataset
@@ -242,14 +246,13 @@ public final class Trainer {
         }
         let started = clock(), secondsBefore = trainedSeconds
         let firstStep = step
-        // Where the pace of the steps is measured from: the run's start, then each fit or check.
-        var paceStep = step, paceSeconds = trainedSeconds
-        /// The time box's schedules now end at `fitted`. A checkpoint written at this step must carry
-        /// them, or a resume would fit again.
-        func applyFit(_ fitted: Int) throws {
+        // A checkpoint from before the pace was saved measures it from where it resumes.
+        if scheduledSteps != nil && paceStart == nil { paceStart = (step, trainedSeconds) }
+        /// The time box's schedules now end at `fitted`, and the pace is measured from here.
+        func applyFit(_ fitted: Int) {
             fitSchedules(to: fitted)
             total = totalSteps
-            if lastCheckpointStep == step { try saveCheckpoint() }
+            paceStart = (step, trainedSeconds)
         }
         while step < total {
             let batch = try loader.next(step: step, limit: total)
@@ -297,18 +300,9 @@ public final class Trainer {
                 progress(.warning(warning))
             }
 
-            // Checkpoints, evaluation, stop requests.
+            // Evaluation, the time box, checkpoints. The checkpoint comes last so that it carries this
+            // step's time box state (a fit or a pace check), and a resume continues exactly.
             let endOfEpoch = step % iterationsPerEpoch == 0, finishedEpoch = step / iterationsPerEpoch
-            if (recipe.checkpoint_every > 0 && step % recipe.checkpoint_every == 0) || endOfEpoch || step == total
-                || stopFlag.isRequested {
-                try saveCheckpoint()
-                lastCheckpointStep = step
-                if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
-                    let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
-                    try? FileManager.default.removeItem(at: numbered)
-                    try FileManager.default.copyItem(at: checkpointURL, to: numbered)
-                }
-            }
             if endOfEpoch {
                 if recipe.knn_every > 0 && finishedEpoch % recipe.knn_every == 0 {
                     try evaluateKNN(epoch: finishedEpoch, progress: progress, summary: &summary)
@@ -320,35 +314,49 @@ public final class Trainer {
 
             // The time box: fit the schedules once (the evaluations of the first epoch included in the
             // measured time); at the end of each later epoch, if the steps have slowed so that the
-            // schedules would not finish in the budget, fit them again, shorter, to the last epoch's pace
-            // (never longer: a fitted horizon only shrinks, so the lr never jumps up); stop at the limit
-            // whatever the schedules say.
+            // schedules would not finish in the budget, fit them again, shorter, to the pace since the
+            // last fit or check (never longer: a fitted horizon only shrinks, so the lr never jumps up);
+            // stop at the limit whatever the schedules say. The pace is taken over at least one whole
+            // epoch, so it holds one epoch's evaluations: a fit taken mid-epoch (at 10% of the budget)
+            // followed by an epoch end a few steps later would otherwise charge a whole k-NN check to
+            // those few steps and cut the schedules short for nothing.
             if budget > 0 {
                 trainedSeconds = secondsBefore + (clock() - started)
                 if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
                     let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
                                                      upperBound: recipe.epochs * iterationsPerEpoch)
-                    try applyFit(fitted)
-                    (paceStep, paceSeconds) = (step, trainedSeconds)
+                    applyFit(fitted)
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
-                } else if let scheduled = scheduledSteps, endOfEpoch, step > paceStep, step < scheduled, trainedSeconds < budget {
+                } else if let scheduled = scheduledSteps, let from = paceStart, endOfEpoch, step - from.step >= iterationsPerEpoch,
+                          step < scheduled, trainedSeconds < budget {
                     // Against the fitted horizon, not `max_steps`: a run split by max_steps refits as the whole run would.
-                    let pace = (trainedSeconds - paceSeconds) / Double(step - paceStep)
-                    (paceStep, paceSeconds) = (step, trainedSeconds)
+                    let pace = (trainedSeconds - from.seconds) / Double(step - from.step)
+                    paceStart = (step, trainedSeconds)
                     if trainedSeconds + Double(scheduled - step) * pace > budget {
                         let fitted = Trainer.fittedSteps(step: step, secondsPerStep: pace, elapsed: trainedSeconds, budget: budget,
                                                          upperBound: scheduled)
-                        try applyFit(fitted)
+                        applyFit(fitted)
                         progress(.message(String(format: "time box: the steps slowed to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
                     }
                 }
-                if trainedSeconds >= budget && step < total {
-                    if lastCheckpointStep != step { try saveCheckpoint(); lastCheckpointStep = step }
-                    summary.timeBoxReached = true
-                    progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than measured over the first epoch); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
-                    return summary
+            }
+            let timeSpent = budget > 0 && trainedSeconds >= budget && step < total
+
+            if (recipe.checkpoint_every > 0 && step % recipe.checkpoint_every == 0) || endOfEpoch || step == total
+                || stopFlag.isRequested || timeSpent {
+                try saveCheckpoint()
+                lastCheckpointStep = step
+                if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
+                    let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
+                    try? FileManager.default.removeItem(at: numbered)
+                    try FileManager.default.copyItem(at: checkpointURL, to: numbered)
                 }
+            }
+            if timeSpent {
+                summary.timeBoxReached = true
+                progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than measured over the first epoch); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
+                return summary
             }
             if stopFlag.isRequested {
                 summary.interrupted = true

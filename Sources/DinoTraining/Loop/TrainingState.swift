@@ -35,6 +35,10 @@ public struct TrainingCheckpoint {
             "dino.trained_seconds": String(trainer.trainedSeconds),
         ]
         if let steps = trainer.scheduledSteps { metadata["dino.scheduled_steps"] = String(steps) }
+        if let pace = trainer.paceStart {
+            metadata["dino.pace_step"] = String(pace.step)
+            metadata["dino.pace_seconds"] = String(pace.seconds)
+        }
         try SafeTensors.write(all, metadata: metadata, to: url)
     }
 
@@ -78,6 +82,10 @@ public struct TrainingCheckpoint {
         // Absent in checkpoints from before the time box; a run without max_minutes ignores both.
         trainer.trainedSeconds = Double(file.metadata["dino.trained_seconds"] ?? "") ?? 0
         trainer.scheduledSteps = trainer.recipe.max_minutes > 0 ? file.metadata["dino.scheduled_steps"].flatMap { Int($0) } : nil
+        if trainer.scheduledSteps != nil, let paceStep = file.metadata["dino.pace_step"].flatMap({ Int($0) }),
+           let paceSeconds = file.metadata["dino.pace_seconds"].flatMap({ Double($0) }) {
+            trainer.paceStart = (paceStep, paceSeconds)
+        }
     }
 }
 
