@@ -111,6 +111,18 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 0.5, elapsed: 40, budget: 100, upperBound: 1000), 127)
         XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 0.5, elapsed: 40, budget: 100, upperBound: 50), 50)
         XCTAssertEqual(Trainer.fittedSteps(step: 10, secondsPerStep: 5, elapsed: 99, budget: 100, upperBound: 50), 11)
+        // At step 10 of 70, 40 s spent of 100: the 60 steps left at 1.1 s overrun (106 s), so 63
+        // (10 + ⌊58.8/1.1⌋); at 1 s they finish at 100 s and at 0.95 s at 97 s, inside the band, so no
+        // refit; at 0.9 s they would leave 6 s (over 4%) unused, so 75 (10 + ⌊58.8/0.9⌋), or the upper bound.
+        func refit(_ pace: Double, upperBound: Int = 1000) -> Int? {
+            Trainer.refittedSteps(step: 10, scheduled: 70, secondsPerStep: pace, elapsed: 40, budget: 100, upperBound: upperBound)
+        }
+        XCTAssertEqual(refit(1.1), 63)
+        XCTAssertNil(refit(1.0))
+        XCTAssertNil(refit(0.95))
+        XCTAssertEqual(refit(0.9), 75)
+        XCTAssertEqual(refit(0.9, upperBound: 72), 72)
+        XCTAssertNil(refit(0.9, upperBound: 70))
     }
 
     /// 9 s of budget at 1 s per step: measured after step 1 (10% of the budget), 8 steps fit
@@ -194,6 +206,43 @@ final class TimeBoxTests: XCTestCase {
             _ = try resumed.run()
             XCTAssertEqual(try losses(in: straight), try losses(in: split), "a refitted run resumed at step \(stop) diverged")
         }
+    }
+
+    /// A slow stretch in epoch 2 (3 s per step, 1 s before and after), 33 s of budget, at most 8 epochs:
+    /// fitted at step 4 to all 32 steps; at step 8 (16 s) shortened to 13 (8 + ⌊16.66/3⌋); at step 12
+    /// (20 s) the 1 s pace would leave 12 s unused, so lengthened to 24 (12 + ⌊12.74/1⌋), which end at
+    /// 32 s instead of 21 s; a run split inside the slow stretch resumes to the same losses.
+    func testTimeBoxFitsLongerWhenTheStepsSpeedUpAgain() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()
+        recipe.epochs = 8               // 4 steps each
+        recipe.max_minutes = 0.55
+        func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
+            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
+            t.clock = { [unowned t] in Double(t.step) + 2 * Double(min(max(t.step - 4, 0), 4)) }
+            return t
+        }
+        let straight = root.appendingPathComponent("straight")
+        var messages: [String] = []
+        let summary = try trainer(recipe, straight).run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertEqual(summary.steps, 24)
+        XCTAssertFalse(summary.timeBoxReached)
+        XCTAssertTrue(messages.contains { $0.contains("slowed to 3.000 s each") && $0.contains("end at step 13 (3.25 epochs) instead of 32") },
+                      "\(messages)")
+        XCTAssertTrue(messages.contains { $0.contains("sped up to 1.000 s each") && $0.contains("end at step 24 (6.00 epochs) instead of 13") },
+                      "\(messages)")
+        func lr(_ iterations: Int) -> [Double] {
+            Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
+        }
+        XCTAssertEqual(try records(in: straight).map(\.lr), Array(lr(32)[0..<8]) + Array(lr(13)[8..<12]) + Array(lr(24)[12..<24]))
+
+        let split = root.appendingPathComponent("split")
+        var first = recipe
+        first.max_steps = 10
+        _ = try trainer(first, split).run()
+        _ = try trainer(recipe, split, resume: true).run()
+        XCTAssertEqual(try losses(in: straight), try losses(in: split), "a lengthened run resumed at step 10 diverged")
     }
 
     /// The fit comes mid-epoch (at 10% of a 12 s budget, step 2) and each epoch end costs 0.3 s of

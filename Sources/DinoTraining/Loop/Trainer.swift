@@ -188,6 +188,24 @@ public final class Trainer {
         return min(upperBound, step + max(1, more))
     }
 
+    /// At a time-box check: the steps to fit the schedules to again, or nil to keep `scheduled`. Shorter
+    /// when the steps left would overrun the budget at `secondsPerStep`; longer (at most `upperBound`)
+    /// when they would leave more than 4% of it unused, twice the fit's 2% drift allowance, so that a
+    /// pace that wanders inside that band does not refit back and forth.
+    public static func refittedSteps(step: Int, scheduled: Int, secondsPerStep: Double, elapsed: Double, budget: Double,
+                                     upperBound: Int) -> Int? {
+        let finish = elapsed + Double(scheduled - step) * secondsPerStep
+        if finish > budget {
+            return fittedSteps(step: step, secondsPerStep: secondsPerStep, elapsed: elapsed, budget: budget, upperBound: scheduled)
+        }
+        if finish < 0.96 * budget && scheduled < upperBound {
+            let fitted = fittedSteps(step: step, secondsPerStep: secondsPerStep, elapsed: elapsed, budget: budget,
+                                     upperBound: upperBound)
+            return fitted > scheduled ? fitted : nil
+        }
+        return nil
+    }
+
     static func normalization(recipe: Recipe, dataset: any ImageDataset) -> ([Float], [Float]) {
         if !recipe.mean.isEmpty { return (recipe.mean.map { Float($0) }, recipe.std.map { Float($0) }) }
         if dataset is FashionMNIST { return (FashionMNIST.mean, FashionMNIST.std) }
@@ -313,13 +331,13 @@ public final class Trainer {
             }
 
             // The time box: fit the schedules once (the evaluations of the first epoch included in the
-            // measured time); at the end of each later epoch, if the steps have slowed so that the
-            // schedules would not finish in the budget, fit them again, shorter, to the pace since the
-            // last fit or check (never longer: a fitted horizon only shrinks, so the lr never jumps up);
-            // stop at the limit whatever the schedules say. The pace is taken over at least one whole
-            // epoch, so it holds one epoch's evaluations: a fit taken mid-epoch (at 10% of the budget)
-            // followed by an epoch end a few steps later would otherwise charge a whole k-NN check to
-            // those few steps and cut the schedules short for nothing.
+            // measured time); at the end of each later epoch, fit them again to the pace since the last
+            // fit or check if at that pace they would overrun the budget (shorter), or leave more than 4%
+            // of it unused because the machine sped up again (longer: run D7 was shortened by a slow
+            // stretch and then left 5 of its 30 minutes unused); stop at the limit whatever the
+            // schedules say. The pace is taken over at least one whole epoch, so it holds one epoch's
+            // evaluations: a fit taken mid-epoch (at 10% of the budget) followed by an epoch end a few
+            // steps later would otherwise charge a whole k-NN check to those few steps.
             if budget > 0 {
                 trainedSeconds = secondsBefore + (clock() - started)
                 if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
@@ -333,11 +351,10 @@ public final class Trainer {
                     // Against the fitted horizon, not `max_steps`: a run split by max_steps refits as the whole run would.
                     let pace = (trainedSeconds - from.seconds) / Double(step - from.step)
                     paceStart = (step, trainedSeconds)
-                    if trainedSeconds + Double(scheduled - step) * pace > budget {
-                        let fitted = Trainer.fittedSteps(step: step, secondsPerStep: pace, elapsed: trainedSeconds, budget: budget,
-                                                         upperBound: scheduled)
+                    if let fitted = Trainer.refittedSteps(step: step, scheduled: scheduled, secondsPerStep: pace, elapsed: trainedSeconds,
+                                                          budget: budget, upperBound: recipe.epochs * iterationsPerEpoch) {
                         applyFit(fitted)
-                        progress(.message(String(format: "time box: the steps slowed to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
+                        progress(.message(String(format: "time box: the steps %@ to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", fitted < scheduled ? "slowed" : "sped up", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
                     }
                 }
             }
