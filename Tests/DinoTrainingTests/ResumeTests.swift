@@ -104,7 +104,19 @@ final class ResumeTests: XCTestCase {
     }
 }
 
-/// `max_minutes` on a clock that reads one second per step (so the fitted horizon is deterministic).
+/// A trainer whose clock reads `seconds(step)`, so a time-boxed run fits deterministically.
+func clockedTrainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false, seconds: @escaping (Int) -> Double) throws -> Trainer {
+    let t = try Trainer(recipe: recipe, output: folder, resume: resume)
+    t.clock = { [unowned t] in seconds(t.step) }
+    return t
+}
+
+/// The tiny recipe's lr cosine (batch 16, 1 warm-up epoch of 4 steps) over `iterations` steps.
+func learningRates(_ recipe: Recipe, iterations: Int) -> [Double] {
+    Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
+}
+
+/// `max_minutes` on test clocks (so the fitted horizon is deterministic).
 final class TimeBoxTests: XCTestCase {
     func testFittedStepsFollowTheBudget() {
         // 60 s left at 0.5 s per step, less 2%: 117 more steps.
@@ -134,9 +146,7 @@ final class TimeBoxTests: XCTestCase {
         recipe.max_minutes = 0.15
         let straight = root.appendingPathComponent("straight"), split = root.appendingPathComponent("split")
         func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
-            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
-            t.clock = { [unowned t] in Double(t.step) }
-            return t
+            try clockedTrainer(recipe, folder, resume: resume) { Double($0) }
         }
         var messages: [String] = []
         let summary = try trainer(recipe, straight).run { if case .message(let m) = $0 { messages.append(m) } }
@@ -144,8 +154,7 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertFalse(summary.timeBoxReached)
         XCTAssertTrue(messages.contains { $0.contains("8 steps (2.00 epochs) fit") }, "\(messages)")
         let log = try records(in: straight)
-        let fitted = Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: 8, warmupIterations: 4)
-        let planned = Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: 12, warmupIterations: 4)
+        let fitted = learningRates(recipe, iterations: 8), planned = learningRates(recipe, iterations: 12)
         XCTAssertEqual(log.map(\.lr), Array(planned[0..<1]) + Array(fitted[1..<8]), "step 1 ran before the fit, the rest on it")
         XCTAssertEqual(log.last!.momentum, Schedules.cosine(base: 0.99, final: 1, iterations: 8, warmupIterations: 0)[7])
 
@@ -175,9 +184,7 @@ final class TimeBoxTests: XCTestCase {
         var recipe = tinyRecipe()       // 3 epochs of 4 steps
         recipe.max_minutes = 0.55
         func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
-            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
-            t.clock = { [unowned t] in t.step <= 4 ? Double(t.step) : 4 + 5 * Double(t.step - 4) }
-            return t
+            try clockedTrainer(recipe, folder, resume: resume) { $0 <= 4 ? Double($0) : 4 + 5 * Double($0 - 4) }
         }
         let straight = root.appendingPathComponent("straight")
         var messages: [String] = []
@@ -187,9 +194,7 @@ final class TimeBoxTests: XCTestCase {
         XCTAssertTrue(messages.contains { $0.contains("12 steps (3.00 epochs) fit") }, "\(messages)")
         XCTAssertTrue(messages.contains { $0.contains("slowed to 5.000 s each") && $0.contains("end at step 9 (2.25 epochs) instead of 12") },
                       "\(messages)")
-        func lr(_ iterations: Int) -> [Double] {
-            Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
-        }
+        func lr(_ iterations: Int) -> [Double] { learningRates(recipe, iterations: iterations) }
         let log = try records(in: straight)
         XCTAssertEqual(log.map(\.lr), Array(lr(12)[0..<8]) + Array(lr(9)[8..<9]))
         let file = try SafeTensors.read(straight.appendingPathComponent("checkpoint.safetensors"))
@@ -219,9 +224,7 @@ final class TimeBoxTests: XCTestCase {
         recipe.epochs = 8               // 4 steps each
         recipe.max_minutes = 0.55
         func trainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false) throws -> Trainer {
-            let t = try Trainer(recipe: recipe, output: folder, resume: resume)
-            t.clock = { [unowned t] in Double(t.step) + 2 * Double(min(max(t.step - 4, 0), 4)) }
-            return t
+            try clockedTrainer(recipe, folder, resume: resume) { Double($0) + 2 * Double(min(max($0 - 4, 0), 4)) }
         }
         let straight = root.appendingPathComponent("straight")
         var messages: [String] = []
@@ -232,9 +235,7 @@ final class TimeBoxTests: XCTestCase {
                       "\(messages)")
         XCTAssertTrue(messages.contains { $0.contains("sped up to 1.000 s each") && $0.contains("end at step 24 (6.00 epochs) instead of 13") },
                       "\(messages)")
-        func lr(_ iterations: Int) -> [Double] {
-            Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
-        }
+        func lr(_ iterations: Int) -> [Double] { learningRates(recipe, iterations: iterations) }
         XCTAssertEqual(try records(in: straight).map(\.lr), Array(lr(32)[0..<8]) + Array(lr(13)[8..<12]) + Array(lr(24)[12..<24]))
 
         let split = root.appendingPathComponent("split")
@@ -254,8 +255,7 @@ final class TimeBoxTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: root) }
         var recipe = tinyRecipe()       // 3 epochs of 4 steps
         recipe.max_minutes = 0.2
-        let t = try Trainer(recipe: recipe, output: root)
-        t.clock = { [unowned t] in Double(t.step) + 0.3 * Double(t.step / 4) }
+        let t = try clockedTrainer(recipe, root) { Double($0) + 0.3 * Double($0 / 4) }
         var messages: [String] = []
         let summary = try t.run { if case .message(let m) = $0 { messages.append(m) } }
         XCTAssertTrue(messages.contains { $0.contains("11 steps (2.75 epochs) fit") }, "\(messages)")
@@ -271,8 +271,7 @@ final class TimeBoxTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: root) }
         var recipe = tinyRecipe()
         recipe.max_minutes = 0.15
-        let t = try Trainer(recipe: recipe, output: root)
-        t.clock = { [unowned t] in t.step <= 1 ? Double(t.step) : Double(1 + 3 * (t.step - 1)) }
+        let t = try clockedTrainer(recipe, root) { $0 <= 1 ? Double($0) : Double(1 + 3 * ($0 - 1)) }
         var messages: [String] = []
         let summary = try t.run { if case .message(let m) = $0 { messages.append(m) } }
         XCTAssertTrue(summary.timeBoxReached)
