@@ -264,6 +264,8 @@ public final class Trainer {
         }
         let started = clock(), secondsBefore = trainedSeconds
         let firstStep = step
+        // The time box never fits past the recipe's epochs.
+        let ceiling = recipe.epochs * iterationsPerEpoch
         // A checkpoint from before the pace was saved measures it from where it resumes.
         if scheduledSteps != nil && paceStart == nil { paceStart = (step, trainedSeconds) }
         /// The time box's schedules now end at `fitted`, and the pace is measured from here.
@@ -343,7 +345,7 @@ public final class Trainer {
                 if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
                     let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
-                                                     upperBound: recipe.epochs * iterationsPerEpoch)
+                                                     upperBound: ceiling)
                     applyFit(fitted)
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
                 } else if let scheduled = scheduledSteps, let from = paceStart, endOfEpoch, step - from.step >= iterationsPerEpoch,
@@ -352,7 +354,7 @@ public final class Trainer {
                     let pace = (trainedSeconds - from.seconds) / Double(step - from.step)
                     paceStart = (step, trainedSeconds)
                     if let fitted = Trainer.refittedSteps(step: step, scheduled: scheduled, secondsPerStep: pace, elapsed: trainedSeconds,
-                                                          budget: budget, upperBound: recipe.epochs * iterationsPerEpoch) {
+                                                          budget: budget, upperBound: ceiling) {
                         applyFit(fitted)
                         progress(.message(String(format: "time box: the steps %@ to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", fitted < scheduled ? "slowed" : "sped up", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
                     }
@@ -372,7 +374,7 @@ public final class Trainer {
             }
             if timeSpent {
                 summary.timeBoxReached = true
-                progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than measured over the first epoch); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
+                progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than the last fit measured); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
                 return summary
             }
             if stopFlag.isRequested {
