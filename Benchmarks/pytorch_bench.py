@@ -27,7 +27,7 @@ CONFIGS = {
     "features-small16": dict(arch="vit_small", size=224, patch=16, chans=3, local=0, nlocal=0, batch=64, out=0, training=False),
     "features-tiny4": dict(arch="vit_tiny", size=28, patch=4, chans=1, local=0, nlocal=0, batch=256, out=0, training=False),
     # Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term).
-    "fmnist-recipe": dict(arch="recipe96", size=28, patch=7, chans=1, local=14, nlocal=6, batch=64, out=1024, training=True,
+    "fmnist-recipe": dict(arch="recipe96", size=21, patch=7, chans=1, local=14, nlocal=6, batch=64, out=1024, training=True,
                           hidden=512, bottleneck=128, drop=0.0),
 }
 

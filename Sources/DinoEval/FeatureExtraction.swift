@@ -74,6 +74,10 @@ public struct FeatureExtractor {
         }
         self.batchSize = max(1, batchSize)
         self.inputSize = inputSize ?? checkpoint.config.imageSize
+        let patch = checkpoint.config.patchSize
+        guard self.inputSize >= patch else {
+            throw DinoError("the input size (\(self.inputSize)) is below the patch size \(patch): no patch would fit")
+        }
         if let resizeTo, resizeTo < self.inputSize {
             throw DinoError("the resize (\(resizeTo)) is below the input size \(self.inputSize): the center crop would not fit")
         }

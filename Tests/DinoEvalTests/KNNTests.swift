@@ -131,6 +131,26 @@ final class KNNTests: XCTestCase {
         XCTAssertThrowsError(try FeatureExtractor(checkpoint: backbone, resizeTo: 24), "a resize below the input size")
     }
 
+    /// A model trained on 21-px crops, evaluated at 28 px (`--input-size 28`): the 28-px images are used
+    /// as they are (no resize and crop to 21), there are 4×4 patch tokens, and the features differ from
+    /// the default 21-px evaluation; a size below the patch is refused.
+    func testInputSizeEvaluatesAtAnotherSizeThanTraining() throws {
+        let config = ViTConfig(arch: "custom", imageSize: 21, patchSize: 7, inChannels: 1, embedDim: 16, depth: 1, numHeads: 2)
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.25], seed: 2)
+        let native = try FeatureExtractor(checkpoint: backbone, inputSize: 28)
+        let pixels = (0..<(28 * 28)).map { UInt8(($0 * 53) % 256) }
+        XCTAssertEqual(native.preprocess(Image(width: 28, height: 28, channels: 1, pixels: pixels)),
+                       pixels.map { (Float($0) / 255 - 0.5) / 0.25 })
+        let images = DatasetSubset(try FashionMNIST(split: .test), indices: Array(0..<3))
+        let atNative = try native.extract(images, patchTokens: true)
+        XCTAssertEqual(atNative.patchTokens?.count, 3 * 16 * 16)
+        XCTAssertTrue(atNative.features.allSatisfy(\.isFinite))
+        let atTraining = try FeatureExtractor(checkpoint: backbone).extract(images)
+        XCTAssertEqual(atTraining.features.count, atNative.features.count)
+        XCTAssertNotEqual(atTraining.features, atNative.features)
+        XCTAssertThrowsError(try FeatureExtractor(checkpoint: backbone, inputSize: 6), "no 7-px patch fits in 6 px")
+    }
+
     func testLastBlocksFeaturesAreNormedClassTokensOfEachBlock() throws {
         // --n-last-blocks 3 on a 3-block model (+ avgpool), in batches of 3 over 5 images: each part is the
         // final norm (Double reference) of that block's CLS row from one whole-set training-mode forward.

@@ -25,8 +25,8 @@ struct BenchConfig {
         BenchConfig(name: "features-tiny4", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 0, localCount: 0, batch: 256, outDim: 0, training: false),
         // Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term): what users of the 30-minute recipe run.
         BenchConfig(name: "fmnist-recipe",
-                    vit: ViTConfig(arch: "custom", imageSize: 28, patchSize: 7, inChannels: 1, embedDim: 96, depth: 6, numHeads: 3),
-                    globalSize: 28, localSize: 14, localCount: 6, batch: 64, outDim: 1024, training: true,
+                    vit: ViTConfig(arch: "custom", imageSize: 21, patchSize: 7, inChannels: 1, embedDim: 96, depth: 6, numHeads: 3),
+                    globalSize: 21, localSize: 14, localCount: 6, batch: 64, outDim: 1024, training: true,
                     headHidden: 512, headBottleneck: 128, dropPathRate: 0),
     ]
 
