@@ -58,6 +58,8 @@ public struct FeatureExtractor {
     public var mean: [Float]
     public var std: [Float]
     public var batchSize: Int
+    /// The square size the model sees: the checkpoint's training size unless given (another size
+    /// interpolates the position embedding; at least the patch size).
     public var inputSize: Int
     /// The short side before the center crop; nil: size·256/224, and images already size×size untouched.
     /// Set, it applies to every image (the official transform on 28-px Fashion-MNIST is `resizeTo` 32).
