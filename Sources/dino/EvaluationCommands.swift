@@ -5,6 +5,14 @@ import DinoKernels
 import DinoModel
 import Foundation
 
+/// The evaluation transform's sizes, shared by `features`, `knn` and `linear`.
+struct EvaluationTransform: ParsableArguments {
+    @Option(help: "Resize the short side to this before the center crop, for every image (default: input size x 256/224, and images already at the input size as they are; 32 gives the official transform on 28-px Fashion-MNIST).")
+    var resize: Int?
+    @Option(name: .customLong("input-size"), help: "Evaluate at this square size (the position embedding interpolated bicubically; default: the checkpoint's training size). A model trained on smaller crops than the images, e.g. 21 px crops of 28-px Fashion-MNIST, can be evaluated at the images' own size.")
+    var inputSize: Int?
+}
+
 /// Features for a data argument: a cached `.npy`, raw pixels, or a checkpoint's frozen CLS features.
 struct FeatureSource: ParsableArguments {
     @Option(help: "Backbone or training checkpoint (omit with --raw-pixels or .npy inputs).") var checkpoint: String?
@@ -18,10 +26,7 @@ struct FeatureSource: ParsableArguments {
     var avgpool = false
     @Option(name: .customLong("n-last-blocks"), help: "Concatenate the normed CLS tokens of the last N blocks (as eval_linear.py's --n_last_blocks; 1 is the CLS output).")
     var lastBlocks = 1
-    @Option(help: "Resize the short side to this before the center crop, for every image (default: input size x 256/224, and images already at the input size as they are; 32 gives the official transform on 28-px Fashion-MNIST).")
-    var resize: Int?
-    @Option(name: .customLong("input-size"), help: "Evaluate at this square size (the position embedding interpolated bicubically; default: the checkpoint's training size). A model trained on smaller crops than the images, e.g. 21 px crops of 28-px Fashion-MNIST, can be evaluated at the images' own size.")
-    var inputSize: Int?
+    @OptionGroup var transform: EvaluationTransform
 
     func features(_ argument: String, what: String) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
@@ -43,7 +48,8 @@ struct FeatureSource: ParsableArguments {
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
         let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
-                                             batchSize: batchSize, inputSize: inputSize, resizeTo: resize)
+                                             batchSize: batchSize, inputSize: transform.inputSize,
+                                             resizeTo: transform.resize)
         let line = ProgressLine()
         let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
             line.update("\(what) features \(done)/\(total)", force: done == total)

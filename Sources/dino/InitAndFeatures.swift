@@ -58,10 +58,7 @@ struct Features: ParsableCommand {
     @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
     @Option(name: .customLong("batch-size")) var batchSize = 64
-    @Option(help: "Resize the short side to this before the center crop, for every image (default: input size x 256/224, and images already at the input size as they are).")
-    var resize: Int?
-    @Option(name: .customLong("input-size"), help: "Extract at this square size (the position embedding interpolated bicubically; default: the checkpoint's training size).")
-    var inputSize: Int?
+    @OptionGroup var transform: EvaluationTransform
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
     var onBadImage = "fail"
     @OptionGroup var threads: ThreadOptions
@@ -74,8 +71,8 @@ struct Features: ParsableCommand {
             }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
-                                                 std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: inputSize,
-                                                 resizeTo: resize)
+                                                 std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,
+                                                 resizeTo: transform.resize)
             let dataset = try openDataset(argument: data)
             let line = ProgressLine()
             let started = Date()
