@@ -1,5 +1,4 @@
 import ArgumentParser
-import CDinoKernels
 import COpenBLAS
 import DinoKernels
 import DinoModel
@@ -155,12 +154,9 @@ struct Bench: ParsableCommand {
     @Flag var json = false
     @Flag(help: "Time the last block for the class token only against the full last block, alternating in one process.")
     var compareLastBlock = false
-    @Flag(help: "Time steps on this package's GEMM kernel against OpenBLAS's sgemm, alternating in one process.")
-    var compareGEMM = false
 
     func run() throws {
         Parallel.setThreadCount(threads)
-        if ProcessInfo.processInfo.environment["DINO_GEMM"] == "openblas" { GEMM.usesOwnKernel = false }
         if config == "kernels" { return kernelBenchmarks() }
         if PipelineBenchmark.names.contains(config) {
             let result = try PipelineBenchmark(name: config, workers: threads, repeats: repeats, dataPath: data).run()
@@ -177,7 +173,6 @@ struct Bench: ParsableCommand {
             throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels, \(PipelineBenchmark.names.joined(separator: ", "))")
         }
         if compareLastBlock { return try lastBlockComparison(c) }
-        if compareGEMM { return try gemmComparison(c) }
         let peak = sgemmPeak(threads: threads)
         let step = makeTimedStep(c, classTokenOnly: true)
         var times: [Double] = []
@@ -188,6 +183,7 @@ struct Bench: ParsableCommand {
             try step()
             if i >= 2 { times.append(Date().timeIntervalSince(t)) }
         }
+        // Cores kept busy over the timed steps: 2.0 on 2 threads means no thread waits.
         let coresBusy = (processCPUSeconds() - cpuStart) / Date().timeIntervalSince(wallStart)
         let seconds = median(times)
         let gflops = c.flopsPerStep() / seconds / 1e9, executed = c.flopsPerStep(executed: true) / seconds / 1e9
@@ -225,32 +221,8 @@ struct Bench: ParsableCommand {
                      c.name as NSString, classOnly, Double(c.batch) / classOnly, full, Double(c.batch) / full, full / classOnly, median(pairs)))
     }
 
-    /// Seconds per step on `dino_gemm_tile` and on OpenBLAS's sgemm, alternately in one process.
-    func gemmComparison(_ c: BenchConfig) throws {
-        let step = makeTimedStep(c, classTokenOnly: true)
-        var times: [[Double]] = [[], []]
-        for i in 0..<(repeats + 2) {
-            for v in 0..<2 {
-                GEMM.usesOwnKernel = v == 0
-                let t = Date()
-                try step()
-                if i >= 2 { times[v].append(Date().timeIntervalSince(t)) }
-            }
-        }
-        GEMM.usesOwnKernel = true
-        let (own, blas) = (median(times[0]), median(times[1]))
-        let pairs = zip(times[0], times[1]).map { $1 / $0 }
-        print(String(format: "%@: own GEMM %.3f s/step (%.1f images/s), OpenBLAS %.3f s/step (%.1f images/s): %.3fx (per-pair ratios %@)",
-                     c.name as NSString, own, Double(c.batch) / own, blas, Double(c.batch) / blas, blas / own,
-                     pairs.map { String(format: "%.3f", $0) }.joined(separator: " ") as NSString))
-    }
-
     /// Kernel throughput at the model's shapes (ViT-T/4 at 28 px, batch 128 images of 50 tokens).
     func kernelBenchmarks() {
-        if let text = ProcessInfo.processInfo.environment["GEMM_BLOCKING"] {
-            let v = text.split(separator: ",").map { Int($0)! }
-            dino_gemm_blocking(v[0], v[1], v[2])
-        }
         let peak = sgemmPeak(threads: threads)
         print(String(format: "sgemm peak (OpenBLAS, own threading, best of 5 at 2048^3): %.1f GFLOP/s on %d thread(s)", peak, threads))
         let (b, n, d, h) = (128, 50, 192, 3)
@@ -264,38 +236,23 @@ struct Bench: ParsableCommand {
             return median(s)
         }
         let x = random(t * d), w = random(4 * d * d), out = FloatBuffer(count: t * 4 * d), hiddenGradient = random(t * 4 * d)
-        let bias = random(4 * d)
-        // Each product on this package's kernel and on OpenBLAS, alternately (this VM drifts between runs).
-        func alternate(_ body: () -> Void) -> (own: Double, blas: Double) {
-            var own: [Double] = [], blas: [Double] = []
-            for round in 0..<(2 * repeats + 2) {
-                GEMM.usesOwnKernel = round % 2 == 0
-                let start = Date()
-                body()
-                if round >= 2 { (round % 2 == 0 ? { own.append(Date().timeIntervalSince(start)) } : { blas.append(Date().timeIntervalSince(start)) })() }
-            }
-            GEMM.usesOwnKernel = true
-            return (median(own), median(blas))
-        }
-        func line(_ label: String, _ flops: Double, _ s: (own: Double, blas: Double)) {
-            print(String(format: "%@: %.1f GFLOP/s (%.0f%% of peak); OpenBLAS %.1f GFLOP/s", label as NSString,
-                         flops / s.own / 1e9, 100 * flops / s.own / 1e9 / peak, flops / s.blas / 1e9))
-        }
         for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
             let input = k == d ? x : out
-            let s = alternate { Linear.forward(output: out.pointer, input: input.pointer, weight: w.pointer, bias: bias.pointer, rows: t, inputSize: k, outputSize: m) }
-            line(String(format: "linear %@ (%d x %d) x (%d x %d)^T + bias", name, t, k, m, k), 2 * Double(t * k * m), s)
+            let s = time { Linear.forward(output: out.pointer, input: input.pointer, weight: w.pointer, bias: nil, rows: t, inputSize: k, outputSize: m) }
+            print(String(format: "linear %-4@ (%d x %d) x (%d x %d)^T: %.1f GFLOP/s (%.0f%% of peak)", name as NSString, t, k, m, k,
+                         2 * Double(t * k * m) / s / 1e9, 100 * 2 * Double(t * k * m) / s / 1e9 / peak))
         }
         let dInput = FloatBuffer(count: t * 4 * d), dWeight = FloatBuffer(count: 4 * d * d)
         for (name, k, m) in [("qkv", d, 3 * d), ("proj", d, d), ("fc1", d, 4 * d), ("fc2", 4 * d, d)] {
             let input = k == d ? x : out
-            // dInput (t × k) = dOutput (t × m) · W (m × k); dWeight (m × k) += dOutputᵀ · input (t × k).
-            let sx = alternate { GEMM.multiply(transposeA: false, transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m,
-                                               b: w.pointer, ldb: k, beta: 0, c: dInput.pointer, ldc: k) }
-            let sw = alternate { GEMM.multiply(transposeA: true, transposeB: false, m: m, n: k, k: t, a: hiddenGradient.pointer, lda: m,
-                                               b: input.pointer, ldb: k, beta: 1, c: dWeight.pointer, ldc: k) }
-            line("linear \(name) backward dInput", 2 * Double(t * k * m), sx)
-            line("linear \(name) backward dWeight", 2 * Double(t * k * m), sw)
+            // dInput (t × k) += dOutput (t × m) · W (m × k); dWeight (m × k) += dOutputᵀ · input (t × k).
+            let sx = time { GEMM.multiply(transposeA: false, transposeB: false, m: t, n: k, k: m, a: hiddenGradient.pointer, lda: m,
+                                          b: w.pointer, ldb: k, beta: 1, c: dInput.pointer, ldc: k) }
+            let sw = time { GEMM.multiply(transposeA: true, transposeB: false, m: m, n: k, k: t, a: hiddenGradient.pointer, lda: m,
+                                          b: input.pointer, ldb: k, beta: 1, c: dWeight.pointer, ldc: k) }
+            let flops = 2 * Double(t * k * m)
+            print(String(format: "linear %-4@ backward: dInput %.1f GFLOP/s, dWeight %.1f GFLOP/s (%.0f%%, %.0f%% of peak)", name as NSString,
+                         flops / sx / 1e9, flops / sw / 1e9, 100 * flops / sx / 1e9 / peak, 100 * flops / sw / 1e9 / peak))
         }
         withExtendedLifetime((dInput, dWeight)) {}
         let qkv = random(t * 3 * d), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: t * d)
@@ -321,7 +278,7 @@ struct Bench: ParsableCommand {
         let hidden = random(t * 4 * d)
         let sg = time { GELU.forward(output: out.pointer, input: hidden.pointer, count: t * 4 * d) }
         print(String(format: "gelu forward (%d values): %.1f GB/s, %.0f M values/s", t * 4 * d, 8 * Double(t * 4 * d) / sg / 1e9, Double(t * 4 * d) / sg / 1e6))
-        withExtendedLifetime((x, w, bias, out, hiddenGradient, qkv, probs, att, dqkv, mean, rstd, y, ones, hidden)) {}
+        withExtendedLifetime((x, w, out, hiddenGradient, qkv, probs, att, dqkv, mean, rstd, y, ones, hidden)) {}
     }
 }
 

@@ -1,6 +1,6 @@
 // Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
 // per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c), the
-// bias / LayerNorm parameter column sums (ColumnSums.c), GEMM tiles (GEMM.c) and the loss's softmax rows (Softmax.c).
+// bias / LayerNorm parameter column sums (ColumnSums.c) and the loss's softmax rows (Softmax.c).
 // Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), and a
 // portable scalar version. Both compute every
 // output element by a fixed sequence of operations, so results do not depend on how callers split
@@ -58,24 +58,6 @@ void dino_layernorm_backward_input(float *dIn, const float *dOut, const float *i
 /// (a linear layer's bias gradient). Each column sums its rows in order.
 void dino_column_sums(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
                       const float *rstd, long rows, long columns, long first, long last);
-
-/// Called on each finished block of C, rows [rowFirst, rowLast) × columns [columnFirst, columnLast).
-typedef void (*dino_gemm_epilogue)(void *context, long rowFirst, long rowLast, long columnFirst, long columnLast);
-
-/// Floats of scratch one `dino_gemm_tile` call needs (its packed panels).
-long dino_gemm_scratch_count(void);
-void dino_gemm_blocking(long kc, long mc, long nc);
-
-/// Rows [rowFirst, rowLast) × columns [columnFirst, columnLast) of C (rows at ldc) = init + op(A)·op(B),
-/// op(A) m×k (A stored m×k at lda, or k×m when transA), op(B) k×n (B stored k×n at ldb, or n×k when
-/// transB). init = C when accumulate is 1, else addend + bias (addend: m×n at ldc, bias: n values;
-/// either may be NULL for 0). Packed GotoBLAS-style into `scratch`; each element is one FMA chain over
-/// t = 0..<k in order from init, so the bits do not depend on the tile, the blocking or the thread
-/// (nor on AVX2 or the portable kernel). `epilogue`, when not NULL, runs on each finished block (GEMM.c).
-void dino_gemm_tile(float *c, long ldc, const float *a, long lda, int transA, const float *b, long ldb, int transB,
-                    long k, long rowFirst, long rowLast, long columnFirst, long columnLast,
-                    const float *bias, const float *addend, int accumulate, float *scratch,
-                    dino_gemm_epilogue epilogue, void *context);
 
 /// Row softmax of y = (in − shift)·inverseTemperature over rows of k floats (shift: k values or NULL),
 /// or with `logarithm` its logarithm y − log Σ exp y; logNormalizers (NULL or one per row) gets

@@ -1,4 +1,3 @@
-import CDinoKernels
 import COpenBLAS
 import Foundation
 
@@ -41,49 +40,6 @@ public enum GEMM {
         return k >= 4096 ? 4 : 2
     }
 
-    /// Whether products run on this package's GotoBLAS-style kernel (`dino_gemm_tile`) instead of
-    /// OpenBLAS's sgemm: the bias, residual or zero start of C is set inside the micro-kernel, where
-    /// sgemm needs a pass over C for it. Off for benchmarks that time both.
-    nonisolated(unsafe) public static var usesOwnKernel = true
-
-    /// The product on `dino_gemm_tile`: one tile per thread that can run now (inside a batch shard:
-    /// one), since every tile packs its own panels. The bits do not depend on the tiles.
-    static func ownMultiply(
-        transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
-        b: UnsafePointer<Float>, ldb: Int, accumulate: Bool, c: UnsafeMutablePointer<Float>, ldc: Int,
-        bias: UnsafePointer<Float>?, addend: UnsafePointer<Float>?, epilogue: ((Range<Int>, Range<Int>) -> Void)?
-    ) {
-        let threads = dino_thread_inside_shard() != 0 ? 1 : Parallel.threadCount
-        var (rowTiles, columnTiles) = (1, 1)
-        if threads > 1 {
-            if m >= 48 * threads { rowTiles = threads } else if n >= 32 * threads { columnTiles = threads }
-        }
-        let rows = roundUp((m + rowTiles - 1) / rowTiles, 6), columns = roundUp((n + columnTiles - 1) / columnTiles, 16)
-        let tilesM = (m + rows - 1) / rows, tilesN = (n + columns - 1) / columns
-        let scratchCount = dino_gemm_scratch_count()
-        let run = { (context: UnsafeMutableRawPointer?, callback: dino_gemm_epilogue?) in
-            Parallel.forEachRange(tilesM * tilesN) { tiles in
-                let scratch = ScratchPool.shared.take(count: scratchCount)
-                defer { ScratchPool.shared.give(scratch) }
-                for tile in tiles {
-                    let i0 = (tile / tilesN) * rows, j0 = (tile % tilesN) * columns
-                    dino_gemm_tile(c, ldc, a, lda, transposeA ? 1 : 0, b, ldb, transposeB ? 1 : 0, k,
-                                   i0, min(m, i0 + rows), j0, min(n, j0 + columns), bias, addend, accumulate ? 1 : 0,
-                                   scratch.pointer, callback, context)
-                }
-            }
-        }
-        guard let epilogue else { return run(nil, nil) }
-        withoutActuallyEscaping(epilogue) { body in
-            var box = body
-            withUnsafeMutablePointer(to: &box) { pointer in
-                run(UnsafeMutableRawPointer(pointer)) { context, r0, r1, c0, c1 in
-                    context!.assumingMemoryBound(to: ((Range<Int>, Range<Int>) -> Void).self).pointee(r0..<r1, c0..<c1)
-                }
-            }
-        }
-    }
-
     @inline(__always) static func roundUp(_ x: Int, _ multiple: Int) -> Int { (x + multiple - 1) / multiple * multiple }
 
     /// `C = α·op(A)·op(B) + β·C`, or with `bias` (n values, broadcast over the rows) and/or `addend`
@@ -101,11 +57,6 @@ public enum GEMM {
         if m == 0 || n == 0 { return }
         let initialized = bias != nil || addend != nil
         let beta: Float = initialized ? 1 : beta
-        if usesOwnKernel && alpha == 1 && (initialized || beta == 0 || beta == 1) {
-            ownMultiply(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                        accumulate: !initialized && beta == 1, c: c, ldc: ldc, bias: bias, addend: addend, epilogue: epilogue)
-            return
-        }
         let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
