@@ -13,10 +13,13 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "Tests", "Goldens"))
+# The reference builds the head's last layer with nn.utils.weight_norm, as the official DINO does.
+warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
 from reference import DINOHead, DINOLoss, MultiCropWrapper, VisionTransformer, clip_gradients, get_params_groups  # noqa: E402
 
 ARCH = {"vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "recipe96": (96, 6, 3)}

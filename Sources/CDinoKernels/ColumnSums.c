@@ -21,35 +21,41 @@ static void columnSumsPortable(float *dWeight, float *dBias, const float *dOut, 
 
 // MARK: - AVX2
 
-/// Columns in blocks of 32 (four vectors of dw and of db in registers), rows in order.
+/// Rows in order, each read once from start to end (sequential memory, which the prefetchers
+/// stream), into running sums of up to GROUP columns kept in L1 (8 KiB). Reading the matrix a 32-column block
+/// at a time instead (sums in registers, every row's block a stride apart) ran at half the speed on
+/// the MLP's 768-wide gradients, which come from memory, not cache: 2-3% of a training step.
+/// Each column's sums take the same operations in the same order either way: the same bits.
+enum { GROUP = 1024 };
+
 AVX2 static void columnSumsAVX2(float *dWeight, float *dBias, const float *dOut, const float *in, const float *mean,
                                 const float *rstd, long rows, long c, long first, long last) {
-    long j = first;
-    for (; j + 8 <= last; ) {
-        long width = last - j >= 32 ? 4 : 1;  // vectors in this block
-        __m256 w[4], b[4];
-        for (int v = 0; v < 4; v++) { w[v] = _mm256_setzero_ps(); b[v] = _mm256_setzero_ps(); }
+    long vectorEnd = first + (last - first) / 8 * 8;
+    for (long g0 = first; g0 < vectorEnd; g0 += GROUP) {
+        long vectors = (vectorEnd - g0 < GROUP ? vectorEnd - g0 : GROUP) / 8;
+        __m256 w[GROUP / 8], b[GROUP / 8];
+        for (long v = 0; v < vectors; v++) { w[v] = _mm256_setzero_ps(); b[v] = _mm256_setzero_ps(); }
         for (long r = 0; r < rows; r++) {
-            const float *dy = dOut + r * c + j;
+            const float *dy = dOut + r * c + g0;
             if (in) {
-                const float *x = in + r * c + j;
+                const float *x = in + r * c + g0;
                 __m256 mu = _mm256_set1_ps(mean[r]), s = _mm256_set1_ps(rstd[r]);
-                for (long v = 0; v < width; v++) {
+                for (long v = 0; v < vectors; v++) {
                     __m256 g = _mm256_loadu_ps(dy + 8 * v);
                     w[v] = _mm256_fmadd_ps(g, _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + 8 * v), mu), s), w[v]);
                     b[v] = _mm256_add_ps(b[v], g);
                 }
             } else {
-                for (long v = 0; v < width; v++) b[v] = _mm256_add_ps(b[v], _mm256_loadu_ps(dy + 8 * v));
+                for (long v = 0; v < vectors; v++) b[v] = _mm256_add_ps(b[v], _mm256_loadu_ps(dy + 8 * v));
             }
         }
-        for (long v = 0; v < width; v++) {
-            if (dWeight && in) _mm256_storeu_ps(dWeight + j + 8 * v, _mm256_add_ps(_mm256_loadu_ps(dWeight + j + 8 * v), w[v]));
-            if (dBias) _mm256_storeu_ps(dBias + j + 8 * v, _mm256_add_ps(_mm256_loadu_ps(dBias + j + 8 * v), b[v]));
+        for (long v = 0; v < vectors; v++) {
+            long j = g0 + 8 * v;
+            if (dWeight && in) _mm256_storeu_ps(dWeight + j, _mm256_add_ps(_mm256_loadu_ps(dWeight + j), w[v]));
+            if (dBias) _mm256_storeu_ps(dBias + j, _mm256_add_ps(_mm256_loadu_ps(dBias + j), b[v]));
         }
-        j += 8 * width;
     }
-    if (j < last) columnSumsPortable(dWeight, dBias, dOut, in, mean, rstd, rows, c, j, last);
+    if (vectorEnd < last) columnSumsPortable(dWeight, dBias, dOut, in, mean, rstd, rows, c, vectorEnd, last);
 }
 
 #endif

@@ -216,6 +216,46 @@ final class OptimizedKernelTests: XCTestCase {
         }
     }
 
+    func testColumnSums() {
+        // (rows, columns, first, last, rowStride): wider than one 1,024-column group with a scalar tail
+        // (2,100 = 2 groups + 48 + 4), a few columns, and a block of a wider matrix (the qkv bias: 2d..<3d of 3d).
+        for (rows, first, last, width) in [(50, 0, 2100, 2100), (7, 0, 13, 13), (33, 64, 96, 96)] {
+            let dy = randomArray(rows * width, seed: 40), x = randomArray(rows * width, seed: 41, scale: 3)
+            let mean = randomArray(rows, seed: 42), rstd = randomArray(rows, seed: 43).map { abs($0) + 0.5 }
+            var expectedBias = [Double](repeating: 1, count: width), expectedWeight = [Double](repeating: 1, count: width)
+            for r in 0..<rows {
+                for j in first..<last {
+                    expectedBias[j] += dy[r * width + j]
+                    expectedWeight[j] += dy[r * width + j] * (x[r * width + j] - mean[r]) * rstd[r]
+                }
+            }
+            var results: [[Float]] = []
+            forEachKernelVariant { variant in
+                for threads in [1, 2, 3] {
+                    Parallel.setThreadCount(threads)
+                    let dBias = kept(FloatBuffer(floats(Array(repeating: 1, count: width))))
+                    let dWeight = kept(FloatBuffer(floats(Array(repeating: 1, count: width))))
+                    let dBiasOnly = kept(FloatBuffer(floats(Array(repeating: 1, count: width))))
+                    ColumnSums.accumulate(dWeight: dWeight.pointer, dBias: dBias.pointer, dOutput: input(dy), input: input(x),
+                                          mean: input(mean), rstd: input(rstd), rows: rows, rowStride: width, columns: first..<last)
+                    ColumnSums.accumulate(dWeight: nil, dBias: dBiasOnly.pointer, dOutput: input(dy), rows: rows,
+                                          rowStride: width, columns: first..<last)
+                    let label = "column sums \(rows)x\(first)..<\(last) of \(width) \(variant) \(threads) thread(s)"
+                    // Sums of `rows` terms of order 1: float error ~rows·6e-8 of Σ|terms|.
+                    assertClose(dBias.array, expectedBias, tolerance: 1e-5, "\(label) bias")
+                    assertClose(dWeight.array, expectedWeight, tolerance: 1e-5, "\(label) weight")
+                    XCTAssertEqual(dBiasOnly.array, dBias.array, "\(label): the bias sums alone and with the weight sums")
+                    results.append(dBias.array + dWeight.array)
+                }
+            }
+            // The same bits on 1, 2 and 3 threads (splits at other multiples of 8 columns), for each variant.
+            for v in stride(from: 0, to: results.count, by: 3) {
+                XCTAssertEqual(results[v], results[v + 1], "column sums \(rows)x\(last): 1 and 2 threads")
+                XCTAssertEqual(results[v], results[v + 2], "column sums \(rows)x\(last): 1 and 3 threads")
+            }
+        }
+    }
+
     /// Runs `body` with the AVX2 kernels (where the CPU has them) and with the portable C kernels.
     func forEachKernelVariant(_ body: (String) -> Void) {
         body(dino_kernels_use_avx2() == 1 ? "avx2" : "portable")
