@@ -217,8 +217,9 @@ final class OptimizedKernelTests: XCTestCase {
     }
 
     func testColumnSums() {
-        // (rows, columns, first, last, rowStride): wider than one 1,024-column group with a scalar tail
-        // (2,100 = 2 groups + 48 + 4), a few columns, and a block of a wider matrix (the qkv bias: 2d..<3d of 3d).
+        // (rows, first, last, width = row stride): all of 2,100 columns (two 1,024-column groups, then 48
+        // in vectors and a scalar tail of 4), 13 columns (one vector and a tail), and a block of a wider
+        // matrix (columns 64..<96 of 96: the qkv bias's 2d..<3d of 3d at d = 32).
         for (rows, first, last, width) in [(50, 0, 2100, 2100), (7, 0, 13, 13), (33, 64, 96, 96)] {
             let dy = randomArray(rows * width, seed: 40), x = randomArray(rows * width, seed: 41, scale: 3)
             let mean = randomArray(rows, seed: 42), rstd = randomArray(rows, seed: 43).map { abs($0) + 0.5 }

@@ -276,15 +276,17 @@ struct Bench: ParsableCommand {
         let sl = time { LayerNorm.forward(output: y.pointer, mean: mean.pointer, rstd: rstd.pointer, input: x.pointer, weight: ones.pointer, bias: ones.pointer, rows: t, columns: d) }
         print(String(format: "layernorm forward (%d x %d): %.1f GB/s", t, d, 8 * Double(t * d) / sl / 1e9))
         for columns in [d, 4 * d] {  // the bias gradients of proj/fc2 and of fc1: Σ over 6,400 rows
-            let sums = FloatBuffer(count: columns), lnWeight = FloatBuffer(count: columns)
+            let sums = FloatBuffer(count: columns)
             let sb = time { ColumnSums.accumulate(dWeight: nil, dBias: sums.pointer, dOutput: hiddenGradient.pointer, rows: t, columns: columns) }
             print(String(format: "column sums (%d x %d, bias gradient): %.1f GB/s", t, columns, 4 * Double(t * columns) / sb / 1e9))
-            if columns == d {
-                let sl = time { ColumnSums.accumulate(dWeight: lnWeight.pointer, dBias: sums.pointer, dOutput: hiddenGradient.pointer,
+            if columns == d {  // LayerNorm's parameter gradients, with the statistics of its forward above
+                let lnWeight = FloatBuffer(count: columns)
+                let sw = time { ColumnSums.accumulate(dWeight: lnWeight.pointer, dBias: sums.pointer, dOutput: hiddenGradient.pointer,
                                                       input: x.pointer, mean: mean.pointer, rstd: rstd.pointer, rows: t, columns: columns) }
-                print(String(format: "column sums (%d x %d, LayerNorm weight and bias gradients): %.1f GB/s", t, columns, 8 * Double(t * columns) / sl / 1e9))
+                print(String(format: "column sums (%d x %d, LayerNorm weight and bias gradients): %.1f GB/s", t, columns, 8 * Double(t * columns) / sw / 1e9))
+                withExtendedLifetime(lnWeight) {}
             }
-            withExtendedLifetime((sums, lnWeight)) {}
+            withExtendedLifetime(sums) {}
         }
         let hidden = random(t * 4 * d)
         let sg = time { GELU.forward(output: out.pointer, input: hidden.pointer, count: t * 4 * d) }
