@@ -6,7 +6,8 @@
 # count for both programs); dino_exec: the FLOPs this project computes (the class-token-only last
 # block, drop path's skipped branches) per second, as a share of the peak: how busy the cores are.
 # pair_ratio: the median over rounds of each round's dino / PyTorch ratio (the two runs of a round
-# are minutes apart, so slow drift cancels within a pair).
+# are minutes apart, so slow drift cancels within a pair). blas: the OpenBLAS kernel set dino ran
+# (OpenBLAS picks it from the CPU, or from OPENBLAS_CORETYPE; AVX-512 ones can double GEMM speed).
 # Usage: [ROUNDS=3] bash Benchmarks/compare.sh [threads] [config...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ threads=${1:-2}; shift || true
 rounds=${ROUNDS:-3}
 configs=("$@"); [ ${#configs[@]} -gt 0 ] || configs=(fmnist-tiny cifar-tiny features-tiny4 features-small16 in-small16)
 swift build -c release --product dino-bench >/dev/null
-printf '%-17s %12s %12s %7s %10s %9s %9s %9s %10s %10s\n' config dino_img/s torch_img/s ratio pair_ratio dino_peak torch_peak dino_exec dino_MiB torch_MiB
+printf '%-17s %12s %12s %7s %10s %9s %9s %9s %10s %10s  %s\n' config dino_img/s torch_img/s ratio pair_ratio dino_peak torch_peak dino_exec dino_MiB torch_MiB blas
 for c in "${configs[@]}"; do
   results=()
   for ((r = 0; r < rounds; r++)); do
@@ -31,6 +32,6 @@ di, ti = med(d, "images_per_s"), med(t, "images_per_s")
 pairs = statistics.median(a["images_per_s"] / b["images_per_s"] for a, b in zip(d, t))
 print(f"{d[0]['config']:<17} {di:12.1f} {ti:12.1f} {di/ti:6.2f}x {pairs:9.2f}x "
       f"{100*med(d, 'share_of_peak'):8.0f}% {100*med(t, 'share_of_peak'):8.0f}% {100*med(d, 'executed_share_of_peak'):8.0f}% "
-      f"{max(r['peak_rss_mib'] for r in d):10.0f} {max(r['peak_rss_mib'] for r in t):10.0f}")
+      f"{max(r['peak_rss_mib'] for r in d):10.0f} {max(r['peak_rss_mib'] for r in t):10.0f}  {d[0].get('blas_core', '?')}")
 PY
 done

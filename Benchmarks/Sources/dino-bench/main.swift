@@ -193,6 +193,7 @@ struct Bench: ParsableCommand {
             "sgemm_peak_gflops": peak, "share_of_peak": gflops / peak, "peak_rss_mib": peakResidentMiB(),
             "flops_per_step": c.flopsPerStep(), "executed_flops_per_step": c.flopsPerStep(executed: true),
             "executed_gflops": executed, "executed_share_of_peak": executed / peak, "cores_busy": coresBusy,
+            "blas_core": Parallel.blasCoreName,
         ]
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
@@ -224,7 +225,7 @@ struct Bench: ParsableCommand {
     /// Kernel throughput at the model's shapes (ViT-T/4 at 28 px, batch 128 images of 50 tokens).
     func kernelBenchmarks() {
         let peak = sgemmPeak(threads: threads)
-        print(String(format: "sgemm peak (OpenBLAS, own threading, best of 5 at 2048^3): %.1f GFLOP/s on %d thread(s)", peak, threads))
+        print(String(format: "sgemm peak (OpenBLAS %@ kernels, own threading, best of 5 at 2048^3): %.1f GFLOP/s on %d thread(s)", Parallel.blasCoreName, peak, threads))
         let (b, n, d, h) = (128, 50, 192, 3)
         let t = b * n
         var g = RandomGenerator(seed: 2)

@@ -29,6 +29,11 @@ public enum Parallel {
         if let old = pool, old.threadCount != storedThreadCount { old.retire(); pool = nil }
     }
 
+    /// The kernel set OpenBLAS chose when it loaded (`openblas_get_corename`): from the CPU model, e.g.
+    /// "Cooperlake" or "SkylakeX" (AVX-512) or "Haswell" (AVX2), or from `OPENBLAS_CORETYPE` when set.
+    /// Part of every benchmark record, since it can halve or double GEMM throughput.
+    public static var blasCoreName: String { String(cString: openblas_get_corename()) }
+
     /// Worker threads alive in all pools (the callers, who take part in every job, not counted);
     /// for tests and diagnostics.
     public static var workerThreadsAlive: Int { WorkerPool.alive.load() }
