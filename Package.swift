@@ -50,7 +50,7 @@ let package = Package(
                           dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoEval",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "dino-bench",
-                          dependencies: ["COpenBLAS", "DinoKernels", "DinoModel", "DinoData", "DinoTraining",
+                          dependencies: ["CDinoKernels", "COpenBLAS", "DinoKernels", "DinoModel", "DinoData", "DinoTraining",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Benchmarks/Sources/dino-bench", swiftSettings: kernelSettings),
 

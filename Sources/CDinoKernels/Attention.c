@@ -113,8 +113,8 @@ void rowTile(const int R, float *out, long ldo, const float *a, long lda, const 
 /// broadcast, the rows of B loaded as vectors. Tiles of 6 rows × 16 columns (12 accumulators, 2 loads
 /// and 6 broadcasts per 12 FMAs), the last rows in one tile of exactly the rows left. Every element is
 /// one FMA chain over t in order from zero, added to out when accumulating, whatever the tile.
-AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
-                                 long rows, long columns, long inner, int accumulate) {
+AVX2 static void rowsTimesMatrixAVX2(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+                                     long rows, long columns, long inner, int accumulate) {
     long r0 = 0;
     for (; r0 + 6 <= rows; r0 += 6)
         rowTile(6, out + r0 * ldo, ldo, a + r0 * lda, lda, b, ldb, columns, inner, accumulate);
@@ -128,6 +128,65 @@ AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda,
     case 1: rowTile(1, o, ldo, ar, lda, b, ldb, columns, inner, accumulate); break;
     default: break;
     }
+}
+
+/// R rows of `rowsTimesMatrix` on AVX-512: 32-column tiles of R × 2 accumulators for the first
+/// `columns` (a multiple of 32). Each element is the same FMA chain as in `rowTile`: the same bits.
+AVX512 static inline __attribute__((always_inline))
+void rowTile32(const int R, float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+               long columns, long inner, int accumulate) {
+    const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
+#define FMA32(i) if (R > i) { __m512 x = _mm512_set1_ps(a##i[t]); \
+                   c##i##0 = _mm512_fmadd_ps(x, b0, c##i##0); c##i##1 = _mm512_fmadd_ps(x, b1, c##i##1); }
+#define STORE32(i) if (R > i) { float *o = out + i * ldo + c0; \
+        if (accumulate) { c##i##0 = _mm512_add_ps(c##i##0, _mm512_loadu_ps(o)); \
+                          c##i##1 = _mm512_add_ps(c##i##1, _mm512_loadu_ps(o + 16)); } \
+        _mm512_storeu_ps(o, c##i##0); _mm512_storeu_ps(o + 16, c##i##1); }
+    for (long c0 = 0; c0 < columns; c0 += 32) {
+        __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+        __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+        const float *bt = b + c0;
+        for (long t = 0; t < inner; t++, bt += ldb) {
+            __m512 b0 = _mm512_loadu_ps(bt), b1 = _mm512_loadu_ps(bt + 16);
+            FMA32(0) FMA32(1) FMA32(2) FMA32(3) FMA32(4) FMA32(5)
+        }
+        STORE32(0) STORE32(1) STORE32(2) STORE32(3) STORE32(4) STORE32(5)
+    }
+#undef FMA32
+#undef STORE32
+}
+
+/// `rowsTimesMatrix` with the columns up to a multiple of 32 in AVX-512 tiles and the rest in AVX2's.
+AVX512 static void rowsTimesMatrixAVX512(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+                                         long rows, long columns, long inner, int accumulate) {
+    long wide = columns & ~31L, rest = columns - wide;
+    long r0 = 0;
+    for (; r0 + 6 <= rows; r0 += 6) {
+        rowTile32(6, out + r0 * ldo, ldo, a + r0 * lda, lda, b, ldb, wide, inner, accumulate);
+        if (rest) rowTile(6, out + r0 * ldo + wide, ldo, a + r0 * lda, lda, b + wide, ldb, rest, inner, accumulate);
+    }
+    float *o = out + r0 * ldo;
+    const float *ar = a + r0 * lda;
+#define TAIL(R) rowTile32(R, o, ldo, ar, lda, b, ldb, wide, inner, accumulate); \
+                if (rest) rowTile(R, o + wide, ldo, ar, lda, b + wide, ldb, rest, inner, accumulate);
+    switch (rows - r0) {
+    case 5: TAIL(5) break;
+    case 4: TAIL(4) break;
+    case 3: TAIL(3) break;
+    case 2: TAIL(2) break;
+    case 1: TAIL(1) break;
+    default: break;
+    }
+#undef TAIL
+}
+
+/// rowsTimesMatrixAVX2 or, where allowed, its AVX-512 form (the same bits).
+AVX2 static void rowsTimesMatrix(float *out, long ldo, const float *a, long lda, const float *b, long ldb,
+                                 long rows, long columns, long inner, int accumulate) {
+    if (columns >= 32 && dino_kernels_use_avx512())
+        rowsTimesMatrixAVX512(out, ldo, a, lda, b, ldb, rows, columns, inner, accumulate);
+    else
+        rowsTimesMatrixAVX2(out, ldo, a, lda, b, ldb, rows, columns, inner, accumulate);
 }
 
 static inline long roundUp16(long n) { return (n + 15) & ~15L; }

@@ -257,28 +257,45 @@ final class OptimizedKernelTests: XCTestCase {
         }
     }
 
-    /// Runs `body` with the AVX2 kernels (where the CPU has them) and with the portable C kernels.
+    /// Runs `body` with each kernel variant the CPU has: AVX2 with its AVX-512 parts, AVX2 alone, and
+    /// the portable C kernels.
     func forEachKernelVariant(_ body: (String) -> Void) {
-        body(dino_kernels_use_avx2() == 1 ? "avx2" : "portable")
+        if dino_kernels_use_avx512() == 1 { body("avx512") }
+        dino_kernels_allow_avx512(0)
+        defer { dino_kernels_allow_avx512(1) }
+        if dino_kernels_use_avx2() == 1 { body("avx2") }
         dino_kernels_force_portable(1)
         defer { dino_kernels_force_portable(0) }
         body("portable")
     }
 
+    /// The AVX-512 parts compute each element by the AVX2 code's operations: the same bits, so the
+    /// goldens, the thread-count checks and resumed runs do not depend on which a CPU runs.
+    func assertAVX512MatchesAVX2(_ results: [String: [Float]], _ label: String) {
+        guard let wide = results["avx512"], let narrow = results["avx2"] else { return }
+        XCTAssertEqual(wide.count, narrow.count, label)
+        let differing = zip(wide, narrow).filter { $0.bitPattern != $1.bitPattern }.count
+        XCTAssertEqual(differing, 0, "\(label): \(differing) values differ between the AVX-512 and AVX2 kernels")
+    }
+
     func testGELU() {
         // erf as a rational polynomial has absolute error < 5e-7 (checked on a dense grid when it
         // was fitted); 1e-6 of max(1, |y|) covers it plus float rounding of the products.
-        let x = randomArray(1003, seed: 9, scale: 6), dy = randomArray(1003, seed: 10)
+        // Far tails and extremes included: the clamps and exp's underflow take the same path in every variant.
+        let x = randomArray(1003, seed: 9, scale: 6) + [-200, -87.5, -30, -9, 0, 9, 30, 87.5, 200]
+        let count = x.count, dy = randomArray(count, seed: 10)
+        var forward: [String: [Float]] = [:], backward: [String: [Float]] = [:], inPlaceResults: [String: [Float]] = [:]
         forEachKernelVariant { variant in
-            let y = kept(FloatBuffer(count: 1003)), dx = kept(FloatBuffer(count: 1003)), xb = kept(FloatBuffer(floats(x)))
-            GELU.forward(output: y.pointer, input: xb.pointer, count: 1003)
+            let y = kept(FloatBuffer(count: count)), dx = kept(FloatBuffer(count: count)), xb = kept(FloatBuffer(floats(x)))
+            GELU.forward(output: y.pointer, input: xb.pointer, count: count)
             assertClose(y.array, Reference.gelu(x), tolerance: 1e-6, "gelu forward (\(variant))")
-            dx.pointer.update(repeating: 1, count: 1003)  // backward accumulates
-            GELU.backward(dInput: dx.pointer, dOutput: input(dy), input: xb.pointer, count: 1003)
+            dx.pointer.update(repeating: 1, count: count)  // backward accumulates
+            GELU.backward(dInput: dx.pointer, dOutput: input(dy), input: xb.pointer, count: count)
             assertClose(dx.array, Reference.geluBackward(dy, x).map { $0 + 1 }, tolerance: 1e-6, "gelu backward (\(variant))")
             let inPlace = kept(FloatBuffer(floats(dy)))
-            GELU.backwardInPlace(gradient: inPlace.pointer, input: xb.pointer, count: 1003)
+            GELU.backwardInPlace(gradient: inPlace.pointer, input: xb.pointer, count: count)
             assertClose(inPlace.array, Reference.geluBackward(dy, x), tolerance: 1e-6, "gelu in place (\(variant))")
+            (forward[variant], backward[variant], inPlaceResults[variant]) = (y.array, dx.array, inPlace.array)
             // A value's result does not depend on where it sits (vector body or tail): what makes any
             // split over threads give the same bits.
             for i in [0, 7, 8, 1001, 1002] {
@@ -295,16 +312,21 @@ final class OptimizedKernelTests: XCTestCase {
             GELU.forward(output: tails.pointer, input: input([Float(-30), -9, 9, 30]), count: 4)
             XCTAssertEqual(tails.array, [0, 0, 9, 30], variant)
         }
+        assertAVX512MatchesAVX2(forward, "gelu forward")
+        assertAVX512MatchesAVX2(backward, "gelu backward")
+        assertAVX512MatchesAVX2(inPlaceResults, "gelu backward in place")
     }
 
     func testAttention() {
         // (tokens, channels, heads): head sizes 8, 32, 64 and 25 (a scalar column tail); token counts
         // across the 16-column tiles (1, 5, 17, 50) and the 4-row tiles.
-        for (n, c, h) in [(17, 24, 3), (1, 64, 2), (5, 64, 1), (50, 128, 2), (33, 50, 2)] {
+        // With AVX-512: 32-column tiles for widths ≥ 32, with 16- and 8-column rests (n 33 and 65, d 40).
+        for (n, c, h) in [(17, 24, 3), (1, 64, 2), (5, 64, 1), (50, 128, 2), (33, 50, 2), (65, 80, 2)] {
             let b = 3
             let qkv = randomArray(b * n * 3 * c, seed: 11, scale: 2), dOut = randomArray(b * n * c, seed: 12)
             let ref = Reference.attention(qkv, batch: b, tokens: n, channels: c, heads: h)
             let dRef = Reference.attentionBackward(dOut, qkv, batch: b, tokens: n, channels: c, heads: h)
+            var results: [String: [Float]] = [:]
             forEachKernelVariant { variant in
                 let label = "n \(n) d \(c / h) \(variant)"
                 let out = kept(FloatBuffer(count: b * n * c)), probs = kept(FloatBuffer(count: b * h * n * n)), qb = kept(FloatBuffer(floats(qkv)))
@@ -315,7 +337,9 @@ final class OptimizedKernelTests: XCTestCase {
                 Attention.backward(dQKV: dqkv.pointer, dOutput: input(dOut), qkv: qb.pointer,
                                    probabilities: probs.pointer, batch: b, tokens: n, channels: c, heads: h)
                 assertClose(dqkv.array, dRef.map { $0 + 1 }, tolerance: 1e-5, "attention dqkv \(label)")
+                results[variant] = out.array + probs.array + dqkv.array
             }
+            assertAVX512MatchesAVX2(results, "attention n \(n) d \(c / h)")
             // The first Q query rows alone (Q = 1: a class-token-only last block) against all n keys:
             // the same rows of output and probabilities, and the backward of a dOutput that is zero elsewhere.
             let d = c / h
@@ -328,6 +352,7 @@ final class OptimizedKernelTests: XCTestCase {
                     ref.probabilities[(block * n * n)..<(block * n * n + queries * n)]
                 }
                 let compactDOut = (0..<b).flatMap { image in dOut[(image * n * c)..<((image * n + queries) * c)] }
+                var rowResults: [String: [Float]] = [:]
                 forEachKernelVariant { variant in
                     let label = "n \(n) d \(d) queries \(queries) \(variant)"
                     let out = kept(FloatBuffer(count: b * queries * c)), probs = kept(FloatBuffer(count: b * h * n * n))
@@ -341,7 +366,9 @@ final class OptimizedKernelTests: XCTestCase {
                     Attention.backward(dQKV: dqkv.pointer, dOutput: input(compactDOut), qkv: qb.pointer, probabilities: probs.pointer,
                                        batch: b, tokens: n, channels: c, heads: h, queries: queries)
                     assertClose(dqkv.array, dRows.map { $0 + 1 }, tolerance: 1e-5, "attention dqkv \(label)")
+                    rowResults[variant] = out.array + written + dqkv.array
                 }
+                assertAVX512MatchesAVX2(rowResults, "attention n \(n) d \(d) queries \(queries)")
             }
         }
     }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CDinoKernels
 import COpenBLAS
 import DinoKernels
 import DinoModel
@@ -152,11 +153,19 @@ struct Bench: ParsableCommand {
     @Option(help: "pipeline-folder: a folder of images to use instead of synthetic JPEGs.") var data: String?
     @Option(help: "Timed repetitions (after 2 warm-up ones).") var repeats = 5
     @Flag var json = false
+    @Option(help: "The C kernels to run: auto (AVX-512 parts where the CPU has them), avx2 or portable.")
+    var kernels = "auto"
     @Flag(help: "Time the last block for the class token only against the full last block, alternating in one process.")
     var compareLastBlock = false
 
     func run() throws {
         Parallel.setThreadCount(threads)
+        switch kernels {
+        case "auto": break
+        case "avx2": dino_kernels_allow_avx512(0)
+        case "portable": dino_kernels_force_portable(1)
+        default: throw ValidationError("--kernels takes auto, avx2 or portable")
+        }
         if config == "kernels" { return kernelBenchmarks() }
         if PipelineBenchmark.names.contains(config) {
             let result = try PipelineBenchmark(name: config, workers: threads, repeats: repeats, dataPath: data).run()
@@ -194,6 +203,7 @@ struct Bench: ParsableCommand {
             "flops_per_step": c.flopsPerStep(), "executed_flops_per_step": c.flopsPerStep(executed: true),
             "executed_gflops": executed, "executed_share_of_peak": executed / peak, "cores_busy": coresBusy,
             "blas_core": Parallel.blasCoreName,
+            "kernels": dino_kernels_use_avx512() != 0 ? "avx512" : dino_kernels_use_avx2() != 0 ? "avx2" : "portable",
         ]
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))

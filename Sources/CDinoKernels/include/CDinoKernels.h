@@ -1,8 +1,8 @@
 // Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
 // per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c), the
 // bias / LayerNorm parameter column sums (ColumnSums.c) and the loss's softmax rows (Softmax.c).
-// Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), and a
-// portable scalar version. Both compute every
+// Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), some with
+// AVX-512 parts that give the same bits, and a portable scalar version. Each computes every
 // output element by a fixed sequence of operations, so results do not depend on how callers split
 // work over threads.
 #ifndef CDINO_KERNELS_H
@@ -16,6 +16,13 @@ extern "C" {
 int dino_kernels_use_avx2(void);
 /// Forces the portable kernels (1) or restores automatic selection (0); for tests and benchmarks.
 void dino_kernels_force_portable(int portable);
+/// 1 when the AVX2 kernels also run their AVX-512 parts: 16 lanes for the per-element operations
+/// and a 32-column tile for attention's small products, each lane or element computed by the same
+/// operations as in AVX2, so the results are the same bits.
+int dino_kernels_use_avx512(void);
+/// Allows the AVX-512 parts (1, the default, where the CPU has AVX-512 F) or keeps to AVX2 (0);
+/// for tests and benchmarks.
+void dino_kernels_allow_avx512(int allow);
 
 /// out[i] = x·Φ(x) with x = in[i], Φ the standard normal CDF (exact erf form). count values.
 void dino_gelu_forward(float *out, const float *in, long count);
