@@ -62,6 +62,8 @@ let package = Package(
         .testTarget(name: "DinoTrainingTests",
                     dependencies: ["DinoTraining", "DinoModel", "DinoData", "DinoEval", "TestSupport"]),
         .testTarget(name: "DinoEvalTests", dependencies: ["DinoEval", "DinoData", "DinoModel", "TestSupport"]),
+        // Runs the built `dino` executable as a process, as a user does.
+        .testTarget(name: "DinoCLITests", dependencies: ["DinoEval", "DinoData", "DinoModel", "DinoTraining", "DinoKernels"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -39,6 +39,30 @@ public struct AttentionExporter {
         self.size = size
     }
 
+    /// The most tokens an image may give: the attention matrices of the blocks grow with their square.
+    public static let maximumTokens = 4097
+
+    /// The size an image of `width`x`height` is resized to (with `size`), then cropped to: a multiple of
+    /// the patch size, at least one patch.
+    public func resized(width: Int, height: Int) -> (width: Int, height: Int) {
+        let p = checkpoint.config.patchSize
+        var (w, h) = (width, height)
+        if let size {
+            let scale = Double(size) / Double(min(w, h))
+            (w, h) = (max(p, Int((Double(w) * scale).rounded())), max(p, Int((Double(h) * scale).rounded())))
+        }
+        return (max(p, w - w % p), max(p, h - h % p))
+    }
+
+    /// Refuses an image that would give more than `maximumTokens` tokens, naming the option that helps.
+    public func checkSize(_ image: Image, name: String) throws {
+        let (w, h) = resized(width: image.width, height: image.height)
+        let p = checkpoint.config.patchSize, tokens = (w / p) * (h / p) + 1
+        guard tokens <= Self.maximumTokens else {
+            throw DinoError("\(name) gives \(tokens - 1) patches at \(w)x\(h) px (at most \(Self.maximumTokens - 1)): pass --size N to resize its short side, e.g. --size \(16 * p)")
+        }
+    }
+
     /// The attention of one image (any size: the position embedding is interpolated).
     public func attention(_ image: Image, name: String, foregroundMask: Image? = nil) -> AttentionMap {
         let c = checkpoint.config, p = c.patchSize
@@ -48,7 +72,7 @@ public struct AttentionExporter {
             let w = max(p, Int((Double(floats.width) * scale).rounded())), h = max(p, Int((Double(floats.height) * scale).rounded()))
             floats = Resample.resizedCrop(floats, x: 0, y: 0, width: floats.width, height: floats.height, outputWidth: w, outputHeight: h)
         }
-        let width = max(p, floats.width - floats.width % p), height = max(p, floats.height - floats.height % p)
+        let (width, height) = resized(width: image.width, height: image.height)
         if width != floats.width || height != floats.height {
             floats = Resample.resizedCrop(floats, x: 0, y: 0, width: min(width, floats.width), height: min(height, floats.height),
                                           outputWidth: width, outputHeight: height)
@@ -121,9 +145,14 @@ public struct AttentionExporter {
     public func export(_ images: [(String, Image)], to folder: URL, masks: [Image?]? = nil) throws -> [AttentionMap] {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var maps: [AttentionMap] = []
+        var stems: Set<String> = []
         for (index, (name, image)) in images.enumerated() {
             let map = attention(image, name: name, foregroundMask: masks?[index] ?? nil)
-            let stem = safeStem(name)
+            // photo.png and photo.jpg: the second keeps its extension in the name, so neither is overwritten.
+            var stem = safeStem(name)
+            if stems.contains(stem) { stem = safeStem(name.replacingOccurrences(of: ".", with: "_")) }
+            while stems.contains(stem) { stem += "_" }
+            stems.insert(stem)
             try ImageCodec.writePNG(map.image, to: folder.appendingPathComponent("\(stem)-image.png"))
             for (label, values) in map.heads.enumerated().map({ ("head\($0)", $1) }) + [("mean", map.mean)] {
                 let heat = heatmap(values, gridHeight: map.gridHeight, gridWidth: map.gridWidth, width: map.image.width, height: map.image.height)

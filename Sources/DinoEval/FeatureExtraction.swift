@@ -219,10 +219,20 @@ extension FeatureSet {
     /// Reads features written by `write(to:)` (labels from `.labels.npy` when present).
     public static func read(from url: URL) throws -> FeatureSet {
         let (values, shape) = try Npy.read(url)
-        guard shape.count == 2 else { throw DinoError("\(url.path) holds shape \(shape); features are (N, D)") }
+        guard shape.count == 2, shape[1] >= 1 else {
+            throw DinoError("\(url.path) holds shape \(shape); features are (N, D) with D at least 1")
+        }
+        guard values.allSatisfy(\.isFinite) else { throw DinoError("\(url.path) holds NaN or infinite features") }
         let base = url.deletingPathExtension()
         let labelsURL = URL(fileURLWithPath: base.path + ".labels.npy")
-        let labels = (try? Npy.read(labelsURL))?.values.map { Int($0) } ?? Array(repeating: -1, count: shape[0])
+        var labels = Array(repeating: -1, count: shape[0])
+        if FileManager.default.fileExists(atPath: labelsURL.path) {
+            let (values, labelShape) = try Npy.read(labelsURL)
+            guard labelShape == [shape[0]], values.allSatisfy({ $0 == $0.rounded() && $0 >= -1 && $0 < 1_000_000 }) else {
+                throw DinoError("\(labelsURL.path) must hold \(shape[0]) integer class labels in 0..<1000000 (-1: none) to go with \(url.path)")
+            }
+            labels = values.map { Int($0) }
+        }
         let names = (try? String(contentsOf: base.appendingPathExtension("txt"), encoding: .utf8))?
             .split(separator: "\n").map(String.init) ?? (0..<shape[0]).map { "row[\($0)]" }
         return FeatureSet(features: values, dimension: shape[1], patchTokens: nil, names: names, labels: labels,

@@ -8,6 +8,33 @@ struct Dino: ParsableCommand {
         commandName: "dino",
         abstract: "Self-supervised Vision Transformers (DINO) on the CPU: train, look at attention, evaluate features.",
         subcommands: [Quickstart.self, Train.self, Features.self, KNN.self, Linear.self, Attention.self, Init.self])
+
+    /// Every failure ends as one line on stderr, `error: WHAT` (with `see 'dino SUB --help'` when the
+    /// command line itself is wrong), and a non-zero exit code: 1 for a failed run, 64 for a bad command
+    /// line. ArgumentParser's default would print the usage text after the message.
+    static func main() {
+        signal(SIGXFSZ, SIG_IGN)  // past a file-size limit a write fails with an error instead of killing the process
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)  // already reported by runReportingErrors
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }  // --help, --version
+            let message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+            let arguments = CommandLine.arguments.dropFirst()
+            let sub = configuration.subcommands.map { $0._commandName }.first { arguments.first == $0 }
+            let hint = code.rawValue == 64 ? "; see 'dino\(sub.map { " " + $0 } ?? "") --help'" : ""
+            FileHandle.standardError.write(Data("error: \(message)\(hint)\n".utf8))
+            Foundation.exit(code.rawValue)
+        }
+    }
+}
+
+/// Fails validation with `message` unless `condition` holds.
+func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
+    if !condition { throw ValidationError(message()) }
 }
 
 /// Options every compute-heavy command takes.
@@ -15,11 +42,12 @@ struct ThreadOptions: ParsableArguments {
     @Option(help: "Threads for the kernels (default: all cores, or DINO_THREADS).")
     var threads: Int?
 
+    func validate() throws {
+        try require(threads.map { (1...1024).contains($0) } ?? true, "--threads must be 1...1024")
+    }
+
     func apply() throws {
-        if let threads {
-            guard threads > 0 else { throw ValidationError("--threads must be at least 1") }
-            Parallel.setThreadCount(threads)
-        }
+        if let threads { Parallel.setThreadCount(threads) }
     }
 }
 
@@ -29,14 +57,20 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     do { try body() } catch let error as DinoError {
         FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
         throw ExitCode.failure
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        // Foundation's errors (a folder that cannot be created, a file that cannot be written) as one line.
+        FileHandle.standardError.write(Data("error: \(error.localizedDescription)\n".utf8))
+        throw ExitCode.failure
     }
 }
 
 func parseFloats(_ text: String?, name: String) throws -> [Float]? {
     guard let text else { return nil }
     let values = text.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) }
-    guard !values.isEmpty, values.allSatisfy({ $0 != nil }) else {
-        throw ValidationError("\(name) takes comma-separated numbers, e.g. 0.485,0.456,0.406")
+    guard !values.isEmpty, values.allSatisfy({ $0?.isFinite ?? false }) else {
+        throw DinoError("\(name) takes comma-separated numbers, e.g. 0.485,0.456,0.406")
     }
     return values.compactMap { $0 }
 }

@@ -11,6 +11,11 @@ struct EvaluationTransform: ParsableArguments {
     var resize: Int?
     @Option(name: .customLong("input-size"), help: "Evaluate at this square size (the position embedding interpolated bicubically; default: the checkpoint's training size). A model trained on smaller crops than the images, e.g. 21 px crops of 28-px Fashion-MNIST, can be evaluated at the images' own size.")
     var inputSize: Int?
+
+    func validate() throws {
+        try require((resize ?? 1) >= 1, "--resize must be a positive number of pixels")
+        try require((inputSize ?? 1) >= 1, "--input-size must be a positive number of pixels")
+    }
 }
 
 /// Features for a data argument: a cached `.npy`, raw pixels, or a checkpoint's frozen CLS features.
@@ -27,6 +32,13 @@ struct FeatureSource: ParsableArguments {
     @Option(name: .customLong("n-last-blocks"), help: "Concatenate the normed CLS tokens of the last N blocks (as eval_linear.py's --n_last_blocks; 1 is the CLS output).")
     var lastBlocks = 1
     @OptionGroup var transform: EvaluationTransform
+
+    func validate() throws {
+        try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
+        try require((limit ?? 1) >= 1, "--limit must be at least 1")
+        try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
+        try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
+    }
 
     func features(_ argument: String, what: String) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
@@ -75,6 +87,12 @@ struct KNN: ParsableCommand {
     @Option(help: "Vote temperature T (weights exp(sim/T)).") var temperature: Float = 0.07
     @Flag(help: "Print one JSON object instead of tables.") var json = false
     @OptionGroup var threads: ThreadOptions
+
+    func validate() throws {
+        try require(temperature > 0 && temperature.isFinite, "--temperature must be a positive number")
+        let values = k.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        try require(!values.isEmpty && values.allSatisfy { ($0 ?? 0) > 0 }, "--k takes comma-separated positive integers, e.g. 10,20")
+    }
 
     func run() throws {
         try threads.apply()
@@ -139,6 +157,13 @@ struct Linear: ParsableCommand {
     @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        try require((1...100_000).contains(epochs), "--epochs must be 1...100000")
+        try require(lr > 0 && lr.isFinite, "--lr must be a positive number")
+        try require((1...65536).contains(probeBatchSize), "--probe-batch-size must be 1...65536")
+        try require(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must be 0 or more")
+    }
+
     func run() throws {
         try threads.apply()
         try runReportingErrors {
@@ -179,18 +204,25 @@ struct Attention: ParsableCommand {
     var pngLimit = 100
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        try require(threshold > 0 && threshold <= 1, "--threshold must be in (0, 1]")
+        try require(pngLimit >= 0, "--png-limit must be 0 or more")
+        try require(fashionMNISTTest >= 0, "--fashion-mnist-test must be 0 or more")
+        try require((size ?? 1) >= 1, "--size must be a positive number of pixels")
+    }
+
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            guard threshold > 0 && threshold <= 1 else { throw DinoError("--threshold must be in (0, 1]") }
-            guard pngLimit >= 0 else { throw DinoError("--png-limit must be 0 or more") }
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
             let channels = backbone.config.inChannels
             var inputs: [(String, DinoData.Image)] = try image.map {
                 (($0 as NSString).lastPathComponent, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: channels))
             }
-            var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
+            // One optional mask per image, nil where none was given.
+            var masks: [DinoData.Image?] = mask.isEmpty ? Array(repeating: nil, count: inputs.count)
+                : try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
             if fashionMNISTTest > 0 {
                 let test = try FashionMNIST(split: .test)
                 for i in 0..<min(fashionMNISTTest, test.count) {
@@ -200,6 +232,7 @@ struct Attention: ParsableCommand {
             }
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
+            for (name, picture) in inputs { try exporter.checkSize(picture, name: name) }
             // PNGs (13 per image for 3 heads) for the first pngLimit images; shares for all of them.
             let written = summaryOnly ? 0 : min(pngLimit, inputs.count)
             var maps = written > 0

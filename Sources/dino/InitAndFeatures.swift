@@ -63,6 +63,12 @@ struct Features: ParsableCommand {
     var onBadImage = "fail"
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
+        try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
+        try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
+    }
+
     func run() throws {
         try threads.apply()
         try runReportingErrors {

@@ -15,6 +15,10 @@ struct Quickstart: ParsableCommand {
     @Flag(help: "Continue an interrupted quick-start run.") var resume = false
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        try require(knnTrainSize >= 1 && knnTestSize >= 1, "--knn-train-size and --knn-test-size must be at least 1")
+    }
+
     func run() throws {
         try threads.apply()
         try runReportingErrors {

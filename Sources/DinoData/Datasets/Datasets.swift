@@ -63,6 +63,9 @@ public struct FashionMNIST: ImageDataset {
         guard images.shape[1] == 28, images.shape[2] == 28, images.shape[0] == labels.shape[0] else {
             throw DinoError("\(imagesPath) and \(labelsPath) do not describe the same 28x28 images (\(images.shape) vs \(labels.shape))")
         }
+        if let bad = labels.data.first(where: { Int($0) >= Self.classes.count }) {
+            throw DinoError("\(labelsPath) holds label \(bad); Fashion-MNIST labels are 0...9")
+        }
         pixels = images.data
         labelValues = labels.data
     }
@@ -72,30 +75,63 @@ public struct FashionMNIST: ImageDataset {
         return Image(width: 28, height: 28, channels: 1, pixels: plane).converted(to: channels)
     }
 
-    /// Reads a gzip-compressed IDX file of unsigned bytes: magic `00 00 08 ndim`, big-endian sizes, data.
+    /// Reads an IDX file of unsigned bytes, gzip-compressed or not.
     public static func readIDX(_ path: String, dimensions: Int) throws -> (shape: [Int], data: [UInt8]) {
-        guard let file = gzopen(path, "rb") else { throw DinoError("cannot open \(path)") }
-        defer { gzclose(file) }
-        var bytes = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { gzread(file, $0.baseAddress, UInt32($0.count)) }
-            if n < 0 { throw DinoError("\(path) is not a readable gzip file (truncated or corrupt)") }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<Int(n)])
-        }
+        let file = try readInputFile(URL(fileURLWithPath: path), what: "IDX file")
+        return try parseIDX(gunzipIfCompressed(file, name: path), dimensions: dimensions, name: path)
+    }
+
+    /// Parses IDX bytes: magic `00 00 08 ndim`, big-endian sizes, then the data, checked to be all there.
+    public static func parseIDX(_ bytes: [UInt8], dimensions: Int, name: String) throws -> (shape: [Int], data: [UInt8]) {
         guard bytes.count >= 4 + 4 * dimensions, bytes[0] == 0, bytes[1] == 0, bytes[2] == 8, Int(bytes[3]) == dimensions else {
-            throw DinoError("\(path) is not an IDX file of unsigned bytes with \(dimensions) dimensions")
+            throw DinoError("\(name) is not an IDX file of unsigned bytes with \(dimensions) dimensions")
         }
         var shape: [Int] = []
         for d in 0..<dimensions {
             let o = 4 + 4 * d
             shape.append(Int(bytes[o]) << 24 | Int(bytes[o + 1]) << 16 | Int(bytes[o + 2]) << 8 | Int(bytes[o + 3]))
         }
-        let start = 4 + 4 * dimensions, count = shape.reduce(1, *)
-        guard bytes.count - start >= count else { throw DinoError("\(path) is truncated: \(bytes.count - start) of \(count) bytes") }
+        let start = 4 + 4 * dimensions
+        guard let count = checkedElementCount(shape, limit: bytes.count - start) else {
+            throw DinoError("\(name) is truncated: its shape \(shape) needs more than the \(bytes.count - start) bytes it holds")
+        }
         return (shape, Array(bytes[start..<(start + count)]))
     }
+}
+
+/// The bytes of `data`, inflated when it is gzip (at most `InputLimits.maximumDecompressedBytes`).
+public func gunzipIfCompressed(_ data: Data, name: String) throws -> [UInt8] {
+    guard data.count >= 2, data[data.startIndex] == 0x1F, data[data.startIndex + 1] == 0x8B else { return [UInt8](data) }
+    var stream = z_stream()
+    guard inflateInit2_(&stream, 16 + MAX_WBITS, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
+        throw DinoError("zlib could not start inflating \(name)")
+    }
+    defer { inflateEnd(&stream) }
+    var output = [UInt8]()
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    var input = [UInt8](data)
+    let status: Int32 = input.withUnsafeMutableBufferPointer { source in
+        stream.next_in = source.baseAddress
+        stream.avail_in = UInt32(source.count)
+        while true {
+            let result = chunk.withUnsafeMutableBufferPointer { out -> Int32 in
+                stream.next_out = out.baseAddress
+                stream.avail_out = UInt32(out.count)
+                return inflate(&stream, Z_NO_FLUSH)
+            }
+            let produced = chunk.count - Int(stream.avail_out)
+            guard output.count + produced <= InputLimits.maximumDecompressedBytes else { return Z_MEM_ERROR }
+            output.append(contentsOf: chunk[0..<produced])
+            if result == Z_STREAM_END { return Z_OK }
+            if result != Z_OK || (produced == 0 && stream.avail_in == 0) { return result == Z_OK ? Z_BUF_ERROR : result }
+        }
+    }
+    guard status == Z_OK else {
+        throw DinoError(status == Z_MEM_ERROR
+                        ? "\(name) inflates to more than \(InputLimits.maximumDecompressedBytes) bytes; it is not an IDX data set"
+                        : "\(name) is not a readable gzip file (truncated or corrupt)")
+    }
+    return output
 }
 
 // MARK: - Image folders

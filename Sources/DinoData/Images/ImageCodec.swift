@@ -41,14 +41,19 @@ public enum ImageCodec {
     ///   whose short side is still at least this many pixels: far fewer pixels to decode when the
     ///   pipeline needs far fewer than the file has.
     public static func decode(contentsOf url: URL, channels: Int, minimumShortSide: Int? = nil) throws -> Image {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DinoError("cannot read image \(url.path): \(error.localizedDescription)")
+        try decode(readInputFile(url, what: "image"), channels: channels, minimumShortSide: minimumShortSide, name: url.path)
+    }
+
+    /// Refuses declared sizes that are empty or larger than `InputLimits.maximumImagePixels`, before
+    /// the pixels are allocated (a 100000x100000 header in a few bytes).
+    static func checkDimensions(width: Int, height: Int, name: String) throws {
+        guard width > 0, height > 0, checkedElementCount([width, height], limit: InputLimits.maximumImagePixels) != nil else {
+            throw DinoError("\(name) declares \(width)x\(height) pixels: not an image this tool decodes (at most \(InputLimits.maximumImagePixels) pixels); the file may be corrupt")
         }
-        return try decode(data, channels: channels, minimumShortSide: minimumShortSide, name: url.path)
     }
 
     public static func decode(_ data: Data, channels: Int, minimumShortSide: Int? = nil, name: String = "image") throws -> Image {
+        precondition(channels == 1 || channels == 3, "images decode to 1 or 3 channels")
         if data.count >= 3 && data[data.startIndex] == 0xFF && data[data.startIndex + 1] == 0xD8 {
             return try decodeJPEG(data, channels: channels, minimumShortSide: minimumShortSide, name: name)
         }
@@ -70,6 +75,7 @@ public enum ImageCodec {
             guard tjDecompressHeader3(handle, bytes, UInt(data.count), &width, &height, &subsampling, &colorspace) == 0 else {
                 throw failure("header")
             }
+            try checkDimensions(width: Int(width), height: Int(height), name: name)
             var outWidth = Int(width), outHeight = Int(height)
             if let minimumShortSide {
                 var count: Int32 = 0
@@ -109,6 +115,7 @@ public enum ImageCodec {
         guard ok != 0 else { throw DinoError("\(name) is not a readable PNG (\(message(&image))); the file may be corrupt") }
         image.format = channels == 3 ? UInt32(PNG_FORMAT_RGB) : UInt32(PNG_FORMAT_GRAY)
         let width = Int(image.width), height = Int(image.height)
+        do { try checkDimensions(width: width, height: height, name: name) } catch { png_image_free(&image); throw error }
         var pixels = [UInt8](repeating: 0, count: width * height * channels)
         let finished = pixels.withUnsafeMutableBytes { out in
             png_image_finish_read(&image, nil, out.baseAddress, Int32(width * channels), nil)

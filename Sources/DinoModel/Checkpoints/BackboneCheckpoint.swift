@@ -59,15 +59,25 @@ public struct BackboneCheckpoint {
             ?? (config.inChannels == 3 ? imageNetMean : [0.5])
         let std = try file.metadata["dino.std"].map { try decodeJSON([Float].self, $0, what: "dino.std") }
             ?? (config.inChannels == 3 ? imageNetStd : [0.5])
+        try validateNormalization(mean: mean, std: std, channels: config.inChannels, path: url.path)
+        try checkParameterCount(file, prefix: prefix, layout: .backbone(config), path: url.path)
         let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
         try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
                         path: url.path, ignoring: ["head.", "mask_token"])
         return checkpoint
     }
 
+    /// Per-channel statistics from a file: 1 or `channels` finite values each, every std positive.
+    static func validateNormalization(mean: [Float], std: [Float], channels: Int, path: String) throws {
+        guard [1, channels].contains(mean.count), [1, channels].contains(std.count),
+              mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw DinoError("\(path): dino.mean and dino.std must hold 1 or \(channels) finite values (std positive), not \(mean) and \(std)")
+        }
+    }
+
     static func inferConfig(_ file: SafeTensors.File, prefix: String, path: String) throws -> ViTConfig {
         guard let patch = file.tensor(prefix + "patch_embed.proj.weight"), patch.shape.count == 4,
-              let pos = file.tensor(prefix + "pos_embed"), pos.shape.count == 3 else {
+              let pos = file.tensor(prefix + "pos_embed"), pos.shape.count == 3, pos.shape[1] >= 2 else {
             throw DinoError("\(path) has no ViT backbone (no \(prefix)patch_embed.proj.weight / \(prefix)pos_embed) and no dino.config metadata")
         }
         let depth = Set(file.tensors.compactMap { t -> Int? in
@@ -108,6 +118,15 @@ public func loadTensors(_ file: SafeTensors.File, prefix: String, into parameter
     let unexpected = byName.keys.filter { name in !ignoredPrefixes.contains { name.hasPrefix($0) } }.sorted()
     if let first = unexpected.first {
         throw DinoError("\(path) does not match the architecture: it has tensor '\(prefix)\(first)' that the model has no place for (\(unexpected.count) such tensors)")
+    }
+}
+
+/// Refuses a file whose metadata declares more parameters under `prefix` than its tensors hold, before
+/// anything of that size is allocated (a hostile `dino.config` cannot make the reader allocate).
+public func checkParameterCount(_ file: SafeTensors.File, prefix: String, layout: ParameterLayout, path: String) throws {
+    let held = file.tensors.reduce(0) { $0 + ($1.name.hasPrefix(prefix) ? $1.values.count : 0) }
+    guard layout.count <= held else {
+        throw DinoError("\(path) does not match the architecture its metadata declares: \(layout.count) parameters are needed under '\(prefix)', the file holds \(held)")
     }
 }
 

@@ -23,51 +23,83 @@ public enum SafeTensors {
 
     /// Reads F32, F64 (converted to Float), and I64 and U8 (as Float, for labels and pixels).
     public static func read(_ url: URL) throws -> File {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw DinoError("cannot read \(url.path): \(error.localizedDescription)")
+        try read(readInputFile(url, what: "checkpoint"), name: url.path)
+    }
+
+    /// The element widths of the dtypes read, in bytes.
+    static let widths = ["F32": 4, "F64": 8, "I64": 8, "U8": 1]
+
+    /// Parses a safetensors file held in memory. Every declared size (header length, shapes, offsets)
+    /// is checked against the bytes present before a tensor is allocated, so a corrupt or hostile file
+    /// is refused with an error naming `name`, never a crash or an absurd allocation.
+    public static func read(_ data: Data, name: String) throws -> File {
+        func refuse(_ why: String) -> DinoError {
+            DinoError("\(name) is not a readable safetensors file: \(why); the file may be truncated or corrupt")
         }
-        guard data.count >= 8 else { throw DinoError("\(url.path) is not a safetensors file (only \(data.count) bytes)") }
-        let headerLength = data.prefix(8).withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard headerLength > 0, 8 + headerLength <= data.count,
-              let header = try? JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + headerLength))) as? [String: Any]
-        else { throw DinoError("\(url.path) is not a safetensors file (bad header)") }
-        let base = 8 + headerLength
-        var tensors: [NamedTensor] = []
+        guard data.count >= 8 else { throw refuse("only \(data.count) bytes") }
+        let declared = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard declared >= 2, declared <= UInt64(min(data.count - 8, InputLimits.maximumHeaderBytes)) else {
+            throw refuse("its header declares \(declared) bytes of the \(data.count - 8) that follow")
+        }
+        let base = 8 + Int(declared)
+        let headerBytes = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + base))
+        guard let header = (try? JSONSerialization.jsonObject(with: headerBytes)) as? [String: Any] else {
+            throw refuse("its header is not a JSON object")
+        }
+        var entries: [(name: String, dtype: String, shape: [Int], start: Int)] = []
         var metadata: [String: String] = [:]
-        for (name, value) in header {
-            if name == "__metadata__" { metadata = value as? [String: String] ?? [:]; continue }
+        for (key, value) in header {
+            if key == "__metadata__" {
+                guard let m = value as? [String: String] else { throw refuse("__metadata__ is not a map of strings") }
+                metadata = m
+                continue
+            }
             guard let entry = value as? [String: Any], let dtype = entry["dtype"] as? String,
-                  let shape = entry["shape"] as? [Int], let offsets = entry["data_offsets"] as? [Int], offsets.count == 2
-            else { throw DinoError("\(url.path): malformed entry for tensor '\(name)'") }
-            let count = shape.reduce(1, *)
-            let start = base + offsets[0], end = base + offsets[1]
-            let width = ["F32": 4, "F64": 8, "I64": 8, "U8": 1][dtype]
-            guard let width else { throw DinoError("\(url.path): tensor '\(name)' has unsupported dtype \(dtype) (F32, F64, I64, U8 are read)") }
-            guard end <= data.count, end - start == count * width else {
-                throw DinoError("\(url.path): tensor '\(name)' is truncated or its size does not match its shape \(shape)")
+                  let shape = integers(entry["shape"]), let offsets = integers(entry["data_offsets"]), offsets.count == 2
+            else { throw refuse("tensor '\(key)' has no dtype, shape and data_offsets") }
+            guard let width = widths[dtype] else {
+                throw DinoError("\(name): tensor '\(key)' has dtype \(dtype), which is not read (F32, F64, I64 and U8 are)")
             }
-            var values = [Float](repeating: 0, count: count)
-            data.withUnsafeBytes { raw in
-                let bytes = raw.baseAddress! + start
-                for i in 0..<count {
-                    switch dtype {
-                    case "F32": values[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-                    case "F64": values[i] = Float(Double(bitPattern: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
-                    case "U8": values[i] = Float(bytes.load(fromByteOffset: i, as: UInt8.self))
-                    default: values[i] = Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
-                    }
-                }
+            let available = data.count - base
+            guard let count = checkedElementCount(shape, limit: available / width),
+                  offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= available,
+                  offsets[1] - offsets[0] == count * width else {
+                throw refuse("tensor '\(key)' of shape \(shape) does not fit its data_offsets \(offsets) in \(available) data bytes")
             }
-            tensors.append(NamedTensor(name: name, shape: shape, values: values))
+            entries.append((key, dtype, shape, base + offsets[0]))
         }
-        // Keep the file's data order, so layouts read back in the order they were written.
-        let order = Dictionary(uniqueKeysWithValues: header.compactMap { k, v -> (String, Int)? in
-            guard let e = v as? [String: Any], let o = e["data_offsets"] as? [Int] else { return nil }
-            return (k, o[0])
-        })
-        tensors.sort { order[$0.name, default: 0] < order[$1.name, default: 0] }
+        // The file's data order, so layouts read back in the order they were written.
+        entries.sort { $0.start != $1.start ? $0.start < $1.start : $0.name < $1.name }
+        let tensors = data.withUnsafeBytes { raw -> [NamedTensor] in
+            entries.map { e in
+                let count = checkedElementCount(e.shape)!   // checked above
+                let bytes = raw.baseAddress! + e.start
+                let values = [Float](unsafeUninitializedCapacity: count) { out, initialized in
+                    for i in 0..<count {
+                        switch e.dtype {
+                        case "F32": out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
+                        case "F64": out[i] = Float(Double(bitPattern: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
+                        case "U8": out[i] = Float(bytes.load(fromByteOffset: i, as: UInt8.self))
+                        default: out[i] = Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
+                        }
+                    }
+                    initialized = count
+                }
+                return NamedTensor(name: e.name, shape: e.shape, values: values)
+            }
+        }
         return File(tensors: tensors, metadata: metadata)
+    }
+
+    /// A JSON array of integers (JSONSerialization's numbers), or nil.
+    static func integers(_ value: Any?) -> [Int]? {
+        guard let list = value as? [Any] else { return nil }
+        var out: [Int] = []
+        for v in list {
+            guard let n = v as? NSNumber, let i = Int(exactly: n.doubleValue), Double(n.int64Value) == n.doubleValue else { return nil }
+            out.append(i)
+        }
+        return out
     }
 
     /// Writes F32 tensors atomically: to a temporary file in the same folder, then renamed over `url`.
@@ -91,6 +123,14 @@ public enum SafeTensors {
                 .assumingMemoryBound(to: UInt8.self), count: 4 * $0.count)) }
         }
         try writeAtomically(file, to: url)
+    }
+}
+
+/// Removes the temporary files `writeAtomically` leaves when a process is killed mid-write.
+public func removeStaleTemporaryFiles(in folder: URL) {
+    for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+    where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+        try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
     }
 }
 

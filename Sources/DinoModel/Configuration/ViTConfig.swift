@@ -65,13 +65,20 @@ public struct ViTConfig: Codable, Equatable, Sendable {
         return config
     }
 
+    /// Upper bounds on the sizes, far above any published ViT (ViT-g: 1536 wide, 40 blocks), so that a
+    /// corrupt recipe or checkpoint is refused before its sizes are allocated.
+    public static let maximumEmbedDim = 8192, maximumDepth = 128, maximumPatchSize = 256, maximumImageSize = 8192
+
     public func validate() throws {
-        guard patchSize > 0, imageSize >= patchSize else {
-            throw DinoError("patch_size \(patchSize) does not fit img_size \(imageSize)")
+        guard patchSize > 0, patchSize <= Self.maximumPatchSize, imageSize >= patchSize, imageSize <= Self.maximumImageSize else {
+            throw DinoError("patch_size \(patchSize) does not fit img_size \(imageSize) (patch_size 1...\(Self.maximumPatchSize), img_size up to \(Self.maximumImageSize))")
         }
         guard inChannels == 1 || inChannels == 3 else { throw DinoError("in_chans must be 1 or 3, not \(inChannels)") }
         guard embedDim > 0, depth > 0, numHeads > 0, embedDim % numHeads == 0 else {
             throw DinoError("embed_dim \(embedDim) must be a positive multiple of num_heads \(numHeads)")
+        }
+        guard embedDim <= Self.maximumEmbedDim, depth <= Self.maximumDepth, mlpRatio >= 1, mlpRatio <= 16 else {
+            throw DinoError("embed_dim \(embedDim), depth \(depth) or mlp_ratio \(mlpRatio) is out of range (embed_dim up to \(Self.maximumEmbedDim), depth up to \(Self.maximumDepth), mlp_ratio 1...16)")
         }
     }
 
@@ -110,6 +117,9 @@ public struct HeadConfig: Codable, Equatable, Sendable {
     public func validate() throws {
         guard outDim > 0, hiddenDim > 0, bottleneckDim > 0, layerCount >= 1 else {
             throw DinoError("head sizes must be positive (out_dim \(outDim), hidden \(hiddenDim), bottleneck \(bottleneckDim), nlayers \(layerCount))")
+        }
+        guard outDim <= 1 << 20, hiddenDim <= 1 << 15, bottleneckDim <= 1 << 14, layerCount <= 16, inDim > 0, inDim <= 1 << 14 else {
+            throw DinoError("head sizes are out of range (out_dim up to 1048576, hidden up to 32768, bottleneck up to 16384, nlayers up to 16)")
         }
     }
 }

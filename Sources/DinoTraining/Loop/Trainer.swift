@@ -152,7 +152,13 @@ public final class Trainer {
                                  teacherTargets: recipe.teacherTargets, patchMasking: recipe.patchMasking)
         model.initialize(seed: UInt64(recipe.seed))
 
-        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        do { try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true) } catch {
+            throw DinoError("cannot create the run folder \(output.path): \(error.localizedDescription); choose another --output")
+        }
+        guard FileManager.default.isWritableFile(atPath: output.path) else {
+            throw DinoError("the run folder \(output.path) is not writable: choose another --output")
+        }
+        removeStaleTemporaryFiles(in: output)
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             try TrainingCheckpoint.restore(from: checkpointURL, into: self)
             if let scheduledSteps { fitSchedules(to: scheduledSteps) }
@@ -231,8 +237,14 @@ public final class Trainer {
         try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml"))
 
         let logURL = output.appendingPathComponent("log.jsonl")
+        // A run killed after its last checkpoint logged steps that the resumed run repeats (and perhaps
+        // half a line): keep only the complete lines up to the checkpoint's step.
+        try keepLogLines(logURL, upToStep: step)
+        try keepLogLines(output.appendingPathComponent("knn.jsonl"), upToStep: step)
         if !FileManager.default.fileExists(atPath: logURL.path) { _ = FileManager.default.createFile(atPath: logURL.path, contents: nil) }
-        let log = try FileHandle(forWritingTo: logURL)
+        guard let log = try? FileHandle(forWritingTo: logURL) else {
+            throw DinoError("cannot write \(logURL.path): check that \(output.path) is writable")
+        }
         defer { try? log.close() }
         _ = try? log.seekToEnd()
         let encoder = JSONEncoder()
@@ -311,7 +323,9 @@ public final class Trainer {
                                     kl: stats.kullbackLeibler, koleo: stats.koleo, ibot: stats.maskedPatch, lr: lr, wd: wd, momentum: momentum,
                                     teacher_temp: teacherTemperature, images_per_s: imagesPerSecond, seconds: elapsed,
                                     eta_s: Double((total - step) * b) / max(imagesPerSecond, 1e-9))
-            log.write(try encoder.encode(record) + Data("\n".utf8))
+            do { try log.write(contentsOf: try encoder.encode(record) + Data("\n".utf8)) } catch {
+                throw DinoError("cannot append to \(logURL.path) (\(error.localizedDescription)): free disk space, then continue with --resume")
+            }
             progress(.step(record, totalSteps: total))
             summary.finalLoss = stats.loss
             summary.steps = step
@@ -368,8 +382,7 @@ public final class Trainer {
                 lastCheckpointStep = step
                 if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
                     let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
-                    try? FileManager.default.removeItem(at: numbered)
-                    try FileManager.default.copyItem(at: checkpointURL, to: numbered)
+                    try writeAtomically(readInputFile(checkpointURL, what: "checkpoint"), to: numbered)
                 }
             }
             if timeSpent {
@@ -400,8 +413,31 @@ public final class Trainer {
         progress(.knn(epoch: epoch, step: step, top1: result.top1))
         let line = "{\"epoch\":\(epoch),\"step\":\(step),\"knn_k\":\(recipe.knn_k),\"knn_top1\":\(String(format: "%.2f", result.top1)),\"knn_top5\":\(String(format: "%.2f", result.top5))}\n"
         let url = output.appendingPathComponent("knn.jsonl")
-        if let handle = try? FileHandle(forWritingTo: url) { _ = try? handle.seekToEnd(); handle.write(Data(line.utf8)); try? handle.close() }
-        else { try Data(line.utf8).write(to: url) }
+        if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
+        do {
+            let handle = try FileHandle(forWritingTo: url)
+            defer { try? handle.close() }
+            _ = try handle.seekToEnd()
+            try handle.write(contentsOf: Data(line.utf8))
+        } catch {
+            throw DinoError("cannot append to \(url.path) (\(error.localizedDescription)): free disk space, then continue with --resume")
+        }
+    }
+
+    /// Rewrites a JSON-lines log to its complete lines whose `"step"` is at most `step` (atomically; a
+    /// missing log is left missing).
+    func keepLogLines(_ url: URL, upToStep step: Int) throws {
+        guard let data = FileManager.default.contents(atPath: url.path), !data.isEmpty else { return }
+        let text = String(decoding: data, as: UTF8.self)
+        var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if !text.hasSuffix("\n") { lines.removeLast() }   // a line cut off by a kill
+        let kept = lines.filter { line in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let lineStep = object["step"] as? Int else { return false }
+            return lineStep <= step
+        }
+        let rewritten = kept.map { $0 + "\n" }.joined()
+        if rewritten.utf8.count != data.count { try writeAtomically(Data(rewritten.utf8), to: url) }
     }
 
     /// The held-out check's memory bank and queries, both cut from the training data by

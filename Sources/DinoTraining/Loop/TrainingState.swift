@@ -75,15 +75,23 @@ public struct TrainingCheckpoint {
         }
         trainer.optimizer.steps = try decodeJSON([Int].self, file.metadata["dino.optimizer_steps"] ?? "",
                                                  what: "dino.optimizer_steps in \(url.path)")
-        guard trainer.optimizer.steps.count == layout.entries.count, let step = Int(file.metadata["dino.step"] ?? "") else {
-            throw DinoError("\(url.path): optimizer state does not match the model")
+        let allSteps = trainer.recipe.epochs * trainer.iterationsPerEpoch
+        guard trainer.optimizer.steps.count == layout.entries.count, let step = Int(file.metadata["dino.step"] ?? ""),
+              (0...allSteps).contains(step), trainer.optimizer.steps.allSatisfy({ (0...step).contains($0) }) else {
+            throw DinoError("\(url.path): its step and optimizer state do not fit this recipe (at most \(allSteps) steps); the checkpoint may be corrupt")
         }
         trainer.step = step
         // Absent in checkpoints from before the time box; a run without max_minutes ignores both.
-        trainer.trainedSeconds = Double(file.metadata["dino.trained_seconds"] ?? "") ?? 0
-        trainer.scheduledSteps = trainer.recipe.max_minutes > 0 ? file.metadata["dino.scheduled_steps"].flatMap { Int($0) } : nil
+        let seconds = Double(file.metadata["dino.trained_seconds"] ?? "") ?? 0
+        let scheduled = trainer.recipe.max_minutes > 0 ? file.metadata["dino.scheduled_steps"].flatMap { Int($0) } : nil
+        guard seconds.isFinite, seconds >= 0, scheduled.map({ (max(1, step)...allSteps).contains($0) }) ?? true else {
+            throw DinoError("\(url.path): its time-box state (dino.trained_seconds, dino.scheduled_steps) is out of range; the checkpoint may be corrupt")
+        }
+        trainer.trainedSeconds = seconds
+        trainer.scheduledSteps = scheduled
         if trainer.scheduledSteps != nil, let paceStep = file.metadata["dino.pace_step"].flatMap({ Int($0) }),
-           let paceSeconds = file.metadata["dino.pace_seconds"].flatMap({ Double($0) }) {
+           let paceSeconds = file.metadata["dino.pace_seconds"].flatMap({ Double($0) }),
+           (0...step).contains(paceStep), paceSeconds.isFinite, paceSeconds >= 0 {
             trainer.paceStart = (paceStep, paceSeconds)
         }
     }

@@ -234,8 +234,12 @@ public struct Recipe: Equatable, Sendable {
     public static func load(path: String?, overrides: [String] = []) throws -> Recipe {
         var recipe = Recipe()
         if let path {
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw DinoError("cannot read recipe \(path)")
+            guard let text = String(data: try readInputFile(URL(fileURLWithPath: path), what: "recipe"), encoding: .utf8) else {
+                throw DinoError("recipe \(path) is not UTF-8 text: give a YAML file")
+            }
+            // Parsed to nothing (empty, or comments only): a mistake, not a request for the default recipe.
+            if case .some(.none) = try? Yams.load(yaml: text) {
+                throw DinoError("recipe \(path) is empty: give at least one key (Recipes/README.md lists them)")
             }
             try recipe.apply(yaml: text, source: path)
         }
@@ -288,6 +292,29 @@ public struct Recipe: Equatable, Sendable {
         try check(max_minutes >= 0 && max_minutes.isFinite, "max_minutes must be 0 (off) or a positive number of minutes")
         try check(out_dim >= 2 && head_nlayers >= 1, "out_dim must be at least 2 and head_nlayers at least 1")
         try check(drop_path_rate >= 0 && drop_path_rate < 1, "drop_path_rate must be in [0, 1)")
+        // Ranges that keep every size and schedule finite: a typo must not become a crash or an allocation.
+        try check(batch_size <= 65536, "batch_size must be at most 65536")
+        try check(epochs <= 1_000_000 && local_crops_number <= 64, "epochs (at most 1000000) or local_crops_number (at most 64) is out of range")
+        try check(global_crop_size <= 4096 && local_crop_size >= 1 && local_crop_size <= 4096, "crop sizes must be 1...4096")
+        try check([lr, min_lr, weight_decay, weight_decay_end, clip_grad].allSatisfy { $0 >= 0 && $0.isFinite },
+                  "lr, min_lr, weight_decay, weight_decay_end and clip_grad must be finite and 0 or more")
+        try check((0...1).contains(momentum_teacher) && (0...1).contains(center_momentum),
+                  "momentum_teacher and center_momentum must be in [0, 1]")
+        try check([teacher_temp, warmup_teacher_temp, student_temp, koleo_loss_weight].allSatisfy(\.isFinite),
+                  "temperatures and loss weights must be finite")
+        try check([flip_prob, color_jitter_prob, grayscale_prob, solarization_prob].allSatisfy { (0...1).contains($0) }
+                  && blur_prob.allSatisfy { (0...1).contains($0) }, "probabilities (flip_prob, *_prob) must be in [0, 1]")
+        try check(color_jitter.allSatisfy { $0 >= 0 && $0.isFinite } && color_jitter[3] <= 0.5,
+                  "color_jitter must be 4 finite values of 0 or more, hue at most 0.5")
+        try check(blur_sigma[0] > 0 && blur_sigma[0] <= blur_sigma[1] && blur_sigma[1] <= 100, "blur_sigma must be 0 < low <= high <= 100")
+        try check(mean.allSatisfy(\.isFinite) && std.allSatisfy { $0 > 0 && $0.isFinite }, "mean must be finite and std positive")
+        try check([warmup_epochs, warmup_teacher_temp_epochs, freeze_last_layer, seed, train_subset, num_workers, max_steps,
+                   checkpoint_every, saveckp_freq, threads, knn_every, knn_eval_size, knn_train_size, attention_every,
+                   attention_images].allSatisfy { $0 >= 0 },
+                  "counts (warmup_epochs, freeze_last_layer, seed, train_subset, num_workers, max_steps, checkpoint_every, saveckp_freq, threads, knn_*, attention_*) must be 0 or more")
+        try check(num_workers <= 256 && threads <= 1024 && attention_images <= 1000, "num_workers (at most 256), threads (at most 1024) or attention_images (at most 1000) is out of range")
+        try check(knn_k >= 1, "knn_k must be at least 1")
+        try check(patch_size >= 1 && patch_size <= 256, "patch_size must be 1...256")
     }
 }
 

@@ -1,0 +1,41 @@
+import Foundation
+
+/// Reading untrusted files: every size a file declares is checked against what the file holds and
+/// against these limits before anything is allocated for it.
+public enum InputLimits {
+    /// The most pixels a decoded image may have: PIL's decompression-bomb limit (2 × 89,478,485).
+    public static let maximumImagePixels = 178_956_970
+    /// The most bytes a decompressed file (gzip IDX) may have.
+    public static let maximumDecompressedBytes = 1 << 31
+    /// The largest safetensors JSON header (the format's own limit is 100 MB).
+    public static let maximumHeaderBytes = 100_000_000
+}
+
+/// The number of elements of a tensor of shape `dimensions`: nil when a dimension is negative or the
+/// product exceeds `limit` (or `Int.max`), so that a declared shape never becomes an absurd allocation.
+public func checkedElementCount(_ dimensions: [Int], limit: Int = Int.max) -> Int? {
+    var count = 1
+    for d in dimensions {
+        guard d >= 0 else { return nil }
+        let (product, overflow) = count.multipliedReportingOverflow(by: d)
+        guard !overflow, product <= limit else { return nil }
+        count = product
+    }
+    return count
+}
+
+/// The bytes of the file at `url`, or an error that says what is wrong with the path: missing, a
+/// folder, unreadable. `what` names the file's role ("checkpoint", "image", "recipe").
+public func readInputFile(_ url: URL, what: String) throws -> Data {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+        throw DinoError("\(what) \(url.path) does not exist: check the path")
+    }
+    guard !isDirectory.boolValue else {
+        throw DinoError("\(what) \(url.path) is a folder: give the file itself")
+    }
+    guard FileManager.default.isReadableFile(atPath: url.path), let data = try? Data(contentsOf: url) else {
+        throw DinoError("cannot read \(what) \(url.path): check its permissions")
+    }
+    return data
+}

@@ -1,0 +1,310 @@
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+import XCTest
+
+/// `dino init`, `features`, `knn`, `linear` and `attention` run as a user runs them: the good paths
+/// check what was written, the bad inputs a one-line error, a non-zero exit and no output file.
+final class EvaluationCommandTests: XCTestCase {
+    // MARK: init
+
+    func testInitWritesALoadableBackbone() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("b.safetensors").path
+        let result = runDino(["init", "--arch", "custom", "--embed-dim", "24", "--depth", "1", "--num-heads", "2",
+                              "--patch-size", "4", "--img-size", "12", "--in-chans", "1", "--output", out])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("custom 24-wide, depth 1"))
+        let loaded = try BackboneCheckpoint.load(from: URL(fileURLWithPath: out))
+        XCTAssertEqual(loaded.config.embedDim, 24)
+        XCTAssertEqual(loaded.config.inChannels, 1)
+        XCTAssertEqual(loaded.mean, FashionMNIST.mean)
+    }
+
+    func testInitRefusesBadArchitectures() {
+        let out = makeTemporaryFolder().appendingPathComponent("b.safetensors")
+        assertRefused(runDino(["init", "--arch", "vit_huge", "--output", out.path]), "unknown arch 'vit_huge'")
+        assertRefused(runDino(["init", "--in-chans", "2", "--output", out.path]), "in_chans must be 1 or 3")
+        assertRefused(runDino(["init", "--patch-size", "0", "--output", out.path]), "patch_size 0")
+        assertRefused(runDino(["init", "--arch", "custom", "--embed-dim", "30", "--depth", "1", "--num-heads", "4",
+                               "--output", out.path]), "multiple of num_heads")
+        assertRefused(runDino(["init", "--arch", "custom", "--embed-dim", "1000000", "--depth", "1", "--num-heads", "1",
+                               "--output", out.path]), "out of range")
+        assertRefused(runDino(["init", "--mean", "a,b", "--output", out.path]), "--mean")
+        assertRefused(runDino(["init", "--seed", "-1", "--output", out.path]), "--seed", status: 64)
+        assertRefused(runDino(["init"]), "--output", status: 64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        assertRefused(runDino(["init", "--arch", "vit_tiny", "--patch-size", "16", "--output", "/proc/no/b.safetensors"]), "/proc/no")
+    }
+
+    // MARK: features
+
+    func testFeaturesWriteTheStatedArrays() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("f.npy")
+        let result = runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,
+                              "--output", out.path, "--patch-tokens", "--batch-size", "5"])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("16 x 32 features"), result.stdout)
+        XCTAssertEqual(try Npy.read(out).shape, [16, 32])
+        XCTAssertEqual(try Npy.read(folder.appendingPathComponent("f.labels.npy")).values, (0..<16).map { Float($0 / 8) })
+        // 20x24 images, short side resized to 16 x 256/224 = 18, center crop 16: 4x4 patches.
+        XCTAssertEqual(try Npy.read(folder.appendingPathComponent("f.patches.npy")).shape, [16, 16, 32])
+        let names = try String(contentsOf: folder.appendingPathComponent("f.txt"), encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(names.first, "dark/0.png")
+        XCTAssertEqual(names.count, 16)
+
+        // A gray model reads the RGB images (converted to luma), with the average-pooled patch tokens.
+        let gray = folder.appendingPathComponent("g.npy")
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.grayBackbone.path, "--data", Inputs.labelledFolder.path,
+                                 "--output", gray.path, "--avgpool", "--n-last-blocks", "2"]))
+        XCTAssertEqual(try Npy.read(gray).shape, [16, 96])
+    }
+
+    func testFeaturesOfImagesSmallerThanAPatch() throws {
+        let folder = makeTemporaryFolder()
+        let images = folder.appendingPathComponent("tiny")
+        try FileManager.default.createDirectory(at: images, withIntermediateDirectories: true)
+        for (i, side) in [1, 2, 3].enumerated() {
+            try ImageCodec.encodePNG(Image(width: side, height: side, channels: 3, pixels: .init(repeating: UInt8(40 * i), count: 3 * side * side)))
+                .write(to: images.appendingPathComponent("\(i).png"))
+        }
+        let out = folder.appendingPathComponent("f.npy")
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", images.path, "--output", out.path]))
+        XCTAssertEqual(try Npy.read(out).shape, [3, 32])
+        let attention = folder.appendingPathComponent("attention")
+        assertSucceeded(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", images.appendingPathComponent("1.png").path,
+                                 "--output", attention.path]))
+        XCTAssertEqual(try ImageCodec.decode(contentsOf: attention.appendingPathComponent("1-image.png"), channels: 3).width, 4)
+    }
+
+    func testFeaturesRefuseBadCheckpoints() {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("f.npy")
+        func features(_ checkpoint: String) -> ProcessResult {
+            runDino(["features", "--checkpoint", checkpoint, "--data", Inputs.labelledFolder.path, "--output", out.path])
+        }
+        assertRefused(features(folder.appendingPathComponent("missing.safetensors").path), "missing.safetensors", "does not exist")
+        assertRefused(features(folder.path), "is a folder")
+        assertRefused(features(Inputs.file("empty.safetensors", Data()).path), "empty.safetensors", "only 0 bytes")
+        assertRefused(features(Inputs.truncated(Inputs.rgbBackbone, as: "half.safetensors").path), "half.safetensors")
+        assertRefused(features(Inputs.file("text.safetensors", Data("hello, this is not a checkpoint".utf8)).path), "text.safetensors")
+        var huge = Data(); withUnsafeBytes(of: UInt64.max.littleEndian) { huge.append(contentsOf: $0) }; huge.append(Data("{}".utf8))
+        assertRefused(features(Inputs.file("huge-header.safetensors", huge).path), "huge-header.safetensors", "header declares")
+        let hostileShape = #"{"pos_embed":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}}"#
+        var hostile = Data(); withUnsafeBytes(of: UInt64(hostileShape.utf8.count).littleEndian) { hostile.append(contentsOf: $0) }
+        hostile.append(Data(hostileShape.utf8))
+        assertRefused(features(Inputs.file("hostile.safetensors", hostile).path), "hostile.safetensors", "does not fit")
+        // A metadata architecture far bigger than the tensors: refused before allocating it.
+        let big = try! SafeTensors.read(Inputs.rgbBackbone)
+        var metadata = big.metadata
+        metadata["dino.config"] = #"{"arch":"custom","img_size":224,"patch_size":16,"in_chans":3,"embed_dim":8192,"depth":128,"num_heads":64,"mlp_ratio":4}"#
+        let liar = folder.appendingPathComponent("liar.safetensors")
+        try! SafeTensors.write(big.tensors, metadata: metadata, to: liar)
+        assertRefused(features(liar.path), "liar.safetensors", "parameters are needed")
+        // Another architecture's tensors under this metadata.
+        let wrong = folder.appendingPathComponent("wrong.safetensors")
+        metadata["dino.config"] = #"{"arch":"custom","img_size":16,"patch_size":4,"in_chans":3,"embed_dim":16,"depth":2,"num_heads":4,"mlp_ratio":4}"#
+        try! SafeTensors.write(big.tensors, metadata: metadata, to: wrong)
+        assertRefused(features(wrong.path), "wrong.safetensors", "does not match the architecture")
+        // Other formats given as a checkpoint.
+        assertRefused(features(Inputs.photo.path), "photo.png")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "a failed run left \(out.path)")
+    }
+
+    func testFeaturesRefuseBadDataAndOptions() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("f.npy")
+        func features(_ data: String, _ extra: [String] = []) -> ProcessResult {
+            runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", data, "--output", out.path] + extra)
+        }
+        let empty = folder.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        assertRefused(features(empty.path), "no JPEG or PNG images under")
+        assertRefused(features(folder.appendingPathComponent("nowhere").path), "does not exist")
+        assertRefused(features("fashion-mnist:bogus"), "fashion-mnist:train or fashion-mnist:test")
+
+        // A folder with one bad image of each kind: fail names it; skip counts them.
+        let bad = folder.appendingPathComponent("bad")
+        try FileManager.default.createDirectory(at: bad, withIntermediateDirectories: true)
+        try Inputs.bytes(of: Inputs.photo).write(to: bad.appendingPathComponent("a-good.png"))
+        try Data().write(to: bad.appendingPathComponent("b-empty.png"))
+        try Inputs.bytes(of: Inputs.photo).prefix(60).write(to: bad.appendingPathComponent("c-truncated.png"))
+        try Data([0xFF, 0xD8, 0xFF, 0xE0, 1, 2, 3, 4, 5]).write(to: bad.appendingPathComponent("d-corrupt.jpg"))
+        try Inputs.bytes(of: Inputs.pngHeader(width: 100_000, height: 100_000, name: "huge.png")).write(to: bad.appendingPathComponent("e-huge.png"))
+        assertRefused(features(bad.path), "b-empty.png", "--on-bad-image skip")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        let skipped = features(bad.path, ["--on-bad-image", "skip"])
+        assertSucceeded(skipped)
+        XCTAssertTrue(skipped.stdout.contains("skipped 4 unreadable image(s)"), skipped.stdout)
+        XCTAssertEqual(try Npy.read(out).shape, [1, 32])
+        try FileManager.default.removeItem(at: out)
+
+        assertRefused(features(Inputs.labelledFolder.path, ["--batch-size", "0"]), "--batch-size", status: 64)
+        assertRefused(features(Inputs.labelledFolder.path, ["--on-bad-image", "ignore"]), "--on-bad-image", status: 64)
+        assertRefused(features(Inputs.labelledFolder.path, ["--n-last-blocks", "3"]), "last blocks must be 1...2")
+        assertRefused(features(Inputs.labelledFolder.path, ["--input-size", "2"]), "below the patch size")
+        assertRefused(features(Inputs.labelledFolder.path, ["--resize", "0"]), "--resize", status: 64)
+        assertRefused(features(Inputs.labelledFolder.path, ["--threads", "0"]), "--threads", status: 64)
+        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5,0.5"]), "mean/std")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        // IDX data: a gzip that is truncated, and one that holds no IDX.
+        let idx = folder.appendingPathComponent("idx")
+        try FileManager.default.createDirectory(at: idx, withIntermediateDirectories: true)
+        try Data([0x1F, 0x8B, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2]).write(to: idx.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
+        assertRefused(features("fashion-mnist:test@\(idx.path)"), "t10k-images-idx3-ubyte.gz", "gzip")
+        try Data([0, 0, 8, 3, 0, 0, 0x27, 0x10, 0, 0, 0, 28, 0, 0, 0, 28]).write(to: idx.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
+        assertRefused(features("fashion-mnist:test@\(idx.path)"), "is truncated")
+        try Data("not idx".utf8).write(to: idx.appendingPathComponent("t10k-images-idx3-ubyte.gz"))
+        assertRefused(features("fashion-mnist:test@\(idx.path)"), "not an IDX file")
+        assertRefused(features("fashion-mnist:test@\(folder.path)"), "apt-get install dataset-fashion-mnist")
+    }
+
+    // MARK: knn and linear
+
+    /// Features of the labelled folder as `.npy` (with labels beside them), made by `dino features`.
+    func labelledFeatures(in folder: URL) -> URL {
+        let out = folder.appendingPathComponent("train.npy")
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,
+                                 "--output", out.path]))
+        return out
+    }
+
+    func testKNNOnFoldersAndCachedFeatures() throws {
+        let folder = makeTemporaryFolder()
+        let result = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", Inputs.labelledFolder.path,
+                              "--test", Inputs.labelledFolder.path, "--k", "1,3", "--json"])
+        assertSucceeded(result)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(json["train_images"] as? Int, 16)
+        let results = try XCTUnwrap(json["results"] as? [[String: Any]])
+        XCTAssertEqual(results.map { $0["k"] as? Int }, [1, 3])
+        XCTAssertEqual(results[0]["top1"] as? Double, 100, "each image is its own nearest neighbour")
+        XCTAssertEqual(json["classes"] as? [String], ["dark", "light"])
+
+        let cached = labelledFeatures(in: folder)
+        let table = runDino(["knn", "--train", cached.path, "--test", cached.path, "--k", "1"])
+        assertSucceeded(table)
+        XCTAssertTrue(table.stdout.contains("    1  100.00%"), table.stdout)
+        assertSucceeded(runDino(["knn", "--train", cached.path, "--validation", "--k", "3"]))
+        let pixels = runDino(["knn", "--raw-pixels", "--train", Inputs.labelledFolder.path, "--validation", "--k", "1", "--json"])
+        assertSucceeded(pixels)
+        XCTAssertEqual((try JSONSerialization.jsonObject(with: Data(pixels.stdout.utf8)) as? [String: Any])?["dimension"] as? Int, 32 * 32)
+    }
+
+    func testKNNRefusesBadFeatureFiles() throws {
+        let folder = makeTemporaryFolder()
+        let good = labelledFeatures(in: folder)
+        func knn(_ train: String, _ extra: [String] = ["--test", good.path]) -> ProcessResult {
+            runDino(["knn", "--train", train] + extra)
+        }
+        assertRefused(knn(folder.appendingPathComponent("missing.npy").path), "missing.npy", "does not exist")
+        assertRefused(knn(Inputs.file("empty.npy", Data()).path), "empty.npy", "no NUMPY magic")
+        assertRefused(knn(Inputs.truncated(good, as: "half.npy").path), "half.npy", "does not fit")
+        let header = Npy.header(descr: "<f4", shape: [1 << 40, 1 << 30])
+        assertRefused(knn(Inputs.file("huge.npy", header).path), "huge.npy", "does not fit")
+        assertRefused(knn(Inputs.file("bytes.npy", Npy.header(descr: "|u1", shape: [2, 2]) + Data([1, 2, 3, 4])).path), "bytes.npy", "float32")
+        var version = Npy.header(descr: "<f4", shape: [1, 1]) + Data(count: 4); version[6] = 9
+        assertRefused(knn(Inputs.file("version.npy", version).path), "version.npy", "version 9")
+        var long = Npy.header(descr: "<f4", shape: [1, 1]) + Data(count: 4); long[8] = 0xFF; long[9] = 0xFF
+        assertRefused(knn(Inputs.file("long.npy", long).path), "long.npy", "past the end")
+        // Features without labels, labels that do not fit, other widths.
+        let unlabelled = folder.appendingPathComponent("unlabelled.npy")
+        try Npy.write([Float](repeating: 1, count: 32 * 16), shape: [16, 32], to: unlabelled)
+        assertRefused(knn(unlabelled.path), "k-NN needs label")
+        let mislabelled = folder.appendingPathComponent("mislabelled.npy")
+        try Npy.write([Float](repeating: 1, count: 32 * 16), shape: [16, 32], to: mislabelled)
+        try Npy.write([Int64](repeating: 1 << 50, count: 16), shape: [16], to: folder.appendingPathComponent("mislabelled.labels.npy"))
+        assertRefused(knn(mislabelled.path), "mislabelled.labels.npy", "integer class labels")
+        let narrow = folder.appendingPathComponent("narrow.npy")
+        try Npy.write([Float](repeating: 1, count: 8 * 16), shape: [16, 8], to: narrow)
+        try Npy.write((0..<16).map { Int64($0 % 2) }, shape: [16], to: folder.appendingPathComponent("narrow.labels.npy"))
+        assertRefused(knn(narrow.path), "8-dimensional")
+        let nan = folder.appendingPathComponent("nan.npy")
+        try Npy.write([Float](repeating: .nan, count: 32 * 16), shape: [16, 32], to: nan)
+        assertRefused(knn(nan.path), "NaN")
+        // Options.
+        assertRefused(knn(good.path, ["--test", good.path, "--k", "0"]), "--k", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--temperature", "-1"]), "--temperature", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--validation"]), "not both")
+        assertRefused(knn(good.path, []), "give --test")
+        assertRefused(knn(good.path, ["--test", good.path, "--avgpool"]), "--avgpool")
+        assertRefused(knn(Inputs.labelledFolder.path, ["--test", good.path]), "give --checkpoint")
+        assertRefused(knn(good.path, ["--test", good.path, "--limit", "0"]), "--limit", status: 64)
+    }
+
+    func testLinearProbe() throws {
+        let folder = makeTemporaryFolder()
+        let good = labelledFeatures(in: folder)
+        let result = runDino(["linear", "--train", good.path, "--test", good.path, "--epochs", "5", "--probe-batch-size", "4"])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("linear probe on 32-d features"), result.stdout)
+        assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--epochs", "0"]), "--epochs", status: 64)
+        assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--lr", "nan"]), "--lr", status: 64)
+        assertRefused(runDino(["linear", "--train", good.path, "--test", Inputs.file("bad.npy", Data("x".utf8)).path]), "bad.npy")
+        assertRefused(runDino(["linear", "--train", good.path]), "--test", status: 64)
+    }
+
+    // MARK: attention
+
+    func testAttentionOnAPhotoWithoutAMask() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("maps")
+        let jpeg = Inputs.file("photo.jpg", try ImageCodec.encodeJPEG(ImageCodec.decode(contentsOf: Inputs.photo, channels: 3)))
+        let result = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path, jpeg.path,
+                              "--output", out.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("photo.png: 10x12 patches"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("wrote 32 PNGs"), result.stdout)
+        let written = files(in: out)
+        XCTAssertEqual(written.count, 32, "1 + 3 x (4 heads + mean) per image, names kept apart: \(written)")
+        for name in ["photo-image.png", "photo-attn-mean.png", "photo-attn-head3.png", "photo-overlay-mean.png", "photo-mask60-head0.png",
+                     "photo_jpg-image.png"] {
+            XCTAssertTrue(written.contains(name), "\(name) missing from \(written)")
+            let image = try ImageCodec.decode(contentsOf: out.appendingPathComponent(name), channels: 3)
+            XCTAssertEqual([image.width, image.height], [48, 40], name)
+        }
+        // With a mask per image, and a gray model on the RGB photo; summary-only writes nothing.
+        let mask = Inputs.file("mask.png", try ImageCodec.encodePNG(Image(width: 48, height: 40, channels: 1, pixels: (0..<(48 * 40)).map { i in
+            (12..<28).contains(i / 48) && (16..<32).contains(i % 48) ? 255 : 0 })))
+        let masked = runDino(["attention", "--checkpoint", Inputs.grayBackbone.path, "--image", Inputs.photo.path, "--mask", mask.path,
+                              "--output", folder.appendingPathComponent("masked").path, "--size", "24"])
+        assertSucceeded(masked)
+        XCTAssertTrue(masked.stdout.contains("photo.png: 6x7 patches"), masked.stdout)
+        let summary = folder.appendingPathComponent("summary")
+        assertSucceeded(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
+                                 "--output", summary.path, "--summary-only"]))
+        XCTAssertEqual(files(in: summary), [])
+    }
+
+    func testAttentionRefusesBadImagesAndOptions() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("maps")
+        func attention(_ images: [String], _ extra: [String] = []) -> ProcessResult {
+            runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image"] + images + ["--output", out.path] + extra)
+        }
+        assertRefused(attention([folder.appendingPathComponent("missing.jpg").path]), "missing.jpg", "does not exist")
+        assertRefused(attention([Inputs.photo.path, Inputs.file("empty.jpg", Data()).path]), "empty.jpg", "neither a JPEG nor a PNG")
+        assertRefused(attention([Inputs.truncated(Inputs.photo, as: "half.png").path]), "half.png", "truncated or corrupt")
+        assertRefused(attention([Inputs.corrupted(Inputs.photo, as: "noise.png").path]), "noise.png")
+        let jpeg = Inputs.file("photo-for-noise.jpg", try ImageCodec.encodeJPEG(ImageCodec.decode(contentsOf: Inputs.photo, channels: 3)))
+        assertRefused(attention([Inputs.truncated(jpeg, as: "half.jpg").path]), "half.jpg", "not a readable JPEG")
+        assertRefused(attention([Inputs.pngHeader(width: 100_000, height: 100_000, name: "bomb.png").path]), "bomb.png", "100000x100000")
+        assertRefused(attention([Inputs.pngHeader(width: 0, height: 7, name: "zero.png").path]), "zero.png")
+        assertRefused(attention([folder.path]), "is a folder")
+        // Too many patches for the attention matrices: the error names --size.
+        let big = Inputs.file("big.png", try ImageCodec.encodePNG(Image(width: 400, height: 300, channels: 1, pixels: .init(repeating: 9, count: 120_000))))
+        assertRefused(attention([big.path]), "big.png", "--size")
+        assertSucceeded(attention([big.path], ["--size", "32", "--summary-only"]))
+        assertRefused(attention([Inputs.photo.path], ["--mask", Inputs.photo.path, Inputs.photo.path]), "one --mask per --image")
+        assertRefused(attention([Inputs.photo.path], ["--threshold", "0"]), "--threshold", status: 64)
+        assertRefused(attention([Inputs.photo.path], ["--size", "0"]), "--size", status: 64)
+        assertRefused(attention([Inputs.photo.path], ["--fashion-mnist-test", "-1"]), "--fashion-mnist-test", status: 64)
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--output", out.path]), "give --image")
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.file("bad.safetensors", Data(count: 100)).path,
+                               "--image", Inputs.photo.path, "--output", out.path]), "bad.safetensors")
+        XCTAssertEqual(files(in: out), [], "a refused run wrote files")
+    }
+}
