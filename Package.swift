@@ -56,6 +56,10 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "TestSupport", dependencies: ["DinoKernels", "DinoModel"], path: "Tests/TestSupport"),
+        // The readers of untrusted input as fuzz targets, their seed corpora, and libFuzzer's driver (Tests/Fuzz/fuzz.sh).
+        .target(name: "FuzzTargets", dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoEval", "DinoTraining"],
+                path: "Tests/Fuzz/Targets"),
+        .executableTarget(name: "dino-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
         .testTarget(name: "DinoKernelsTests", dependencies: ["DinoKernels", "CDinoKernels", "TestSupport"]),
         .testTarget(name: "DinoModelTests", dependencies: ["DinoKernels", "DinoModel", "TestSupport"]),
         .testTarget(name: "DinoDataTests", dependencies: ["DinoData", "TestSupport"]),
@@ -63,7 +67,7 @@ let package = Package(
                     dependencies: ["DinoTraining", "DinoModel", "DinoData", "DinoEval", "TestSupport"]),
         .testTarget(name: "DinoEvalTests", dependencies: ["DinoEval", "DinoData", "DinoModel", "TestSupport"]),
         // Runs the built `dino` executable as a process, as a user does.
-        .testTarget(name: "DinoCLITests", dependencies: ["DinoEval", "DinoData", "DinoModel", "DinoTraining", "DinoKernels"]),
+        .testTarget(name: "DinoCLITests", dependencies: ["DinoEval", "DinoData", "DinoModel", "DinoTraining", "DinoKernels", "FuzzTargets"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -29,11 +29,12 @@ let dinoExecutable: URL = {
 }()
 
 /// Runs `dino ARGUMENTS` in `directory` and waits at most `timeout` seconds (then kills it and fails).
-/// With `shellPrefix`, runs `sh -c 'PREFIX; exec dino ...'` (e.g. `ulimit -f 64`).
+/// With `shellPrefix`, runs `sh -c 'PREFIX; exec dino ...'` (e.g. `ulimit -f 64`); with `launcher`,
+/// runs `LAUNCHER... dino ...` (e.g. setpriv to drop root).
 @discardableResult
 func runDino(_ arguments: [String], in directory: URL? = nil, timeout: Double = 300, shellPrefix: String? = nil,
-             file: StaticString = #filePath, line: UInt = #line) -> ProcessResult {
-    let process = startDino(arguments, in: directory, shellPrefix: shellPrefix)
+             launcher: [String] = [], file: StaticString = #filePath, line: UInt = #line) -> ProcessResult {
+    let process = startDino(arguments, in: directory, shellPrefix: shellPrefix, launcher: launcher)
     let deadline = Date().addingTimeInterval(timeout)
     while process.process.isRunning && Date() < deadline { usleep(20_000) }
     if process.process.isRunning {
@@ -63,7 +64,7 @@ final class RunningDino {
     }
 }
 
-func startDino(_ arguments: [String], in directory: URL? = nil, shellPrefix: String? = nil) -> RunningDino {
+func startDino(_ arguments: [String], in directory: URL? = nil, shellPrefix: String? = nil, launcher: [String] = []) -> RunningDino {
     let id = UUID().uuidString
     let running = RunningDino(stdoutURL: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-\(id).out"),
                               stderrURL: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-\(id).err"))
@@ -74,6 +75,9 @@ func startDino(_ arguments: [String], in directory: URL? = nil, shellPrefix: Str
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         let quoted = ([dinoExecutable.path] + arguments).map { "'" + $0.replacingOccurrences(of: "'", with: "'\\''") + "'" }
         p.arguments = ["-c", "\(shellPrefix); exec \(quoted.joined(separator: " "))"]
+    } else if let first = launcher.first {
+        p.executableURL = URL(fileURLWithPath: first)
+        p.arguments = launcher.dropFirst() + [dinoExecutable.path] + arguments
     } else {
         p.executableURL = dinoExecutable
         p.arguments = arguments

@@ -21,7 +21,7 @@ public func checkedElementCount(_ dimensions: [Int], limit: Int = Int.max) -> In
         guard !overflow, product <= limit else { return nil }
         count = product
     }
-    return count
+    return count <= limit ? count : nil   // a scalar (no dimensions) is one element, which must fit too
 }
 
 /// The bytes of the file at `url`, or an error that says what is wrong with the path: missing, a

@@ -46,7 +46,12 @@ public struct BackboneCheckpoint {
     /// A file without `dino.config` (e.g. converted from an official PyTorch checkpoint) has its
     /// architecture inferred from the tensor shapes, with 64-wide heads and ImageNet statistics.
     public static func load(from url: URL) throws -> BackboneCheckpoint {
-        let file = try SafeTensors.read(url)
+        try load(SafeTensors.read(url), path: url.path)
+    }
+
+    /// Loads a backbone from a safetensors file already read; `path` names it in errors.
+    public static func load(_ file: SafeTensors.File, path: String) throws -> BackboneCheckpoint {
+        let url = URL(fileURLWithPath: path)
         let prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
         let config: ViTConfig
         if let text = file.metadata["dino.config"] {

@@ -45,7 +45,10 @@ public struct TrainingCheckpoint {
     /// Restores the training state from `url` into `trainer`, checking that it was made by the same
     /// architecture and schedule.
     static func restore(from url: URL, into trainer: Trainer) throws {
-        let file = try SafeTensors.read(url)
+        try restore(SafeTensors.read(url), url: url, into: trainer)
+    }
+
+    static func restore(_ file: SafeTensors.File, url: URL, into trainer: Trainer) throws {
         guard file.metadata["dino.kind"] == "training" else {
             throw DinoError("\(url.path) is not a training checkpoint (dino.kind is \(file.metadata["dino.kind"] ?? "missing"))")
         }
@@ -94,6 +97,14 @@ public struct TrainingCheckpoint {
            (0...step).contains(paceStep), paceSeconds.isFinite, paceSeconds >= 0 {
             trainer.paceStart = (paceStep, paceSeconds)
         }
+    }
+}
+
+extension Trainer {
+    /// Restores the training state from a checkpoint file already read (`path` names it in errors);
+    /// a file of another architecture or schedule, or with out-of-range state, is an error.
+    public func restore(_ file: SafeTensors.File, path: String) throws {
+        try TrainingCheckpoint.restore(file, url: URL(fileURLWithPath: path), into: self)
     }
 }
 

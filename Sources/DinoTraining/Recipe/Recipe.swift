@@ -1,5 +1,6 @@
 import DinoData
 import DinoKernels
+import Dispatch
 import Foundation
 import Yams
 
@@ -173,7 +174,8 @@ public struct Recipe: Equatable, Sendable {
     public mutating func set(_ key: String, _ value: Any, source: String) throws {
         let f = try Self.field(key)
         func wrong(_ expected: String) -> DinoError {
-            DinoError("\(source): key '\(key)' expects \(expected), got \(value) (\(type(of: value)))")
+            let got = value is [Any] ? "a list" : value is [AnyHashable: Any] ? "a mapping" : "\(value)".prefix(40) + " (\(type(of: value)))"
+            return DinoError("\(source): key '\(key)' expects \(expected), got \(got)")
         }
         func number(_ v: Any) -> Double? {
             if let d = v as? Double { return d }
@@ -206,12 +208,62 @@ public struct Recipe: Equatable, Sendable {
         }
     }
 
+    /// The largest recipe read, in bytes.
+    static let maximumYAMLBytes = 256 * 1024
+
+    /// Parses YAML into plain values on a thread with a 512 MiB stack: Yams's parser and constructor
+    /// recurse once per nesting level, and `- - - - ...` nests a level every two bytes, so the 256 KiB a
+    /// recipe may have could overflow an ordinary stack.
+    static func parseYAML(_ text: String, source: String) throws -> Any? {
+        guard text.utf8.count <= maximumYAMLBytes else {
+            throw DinoError("\(source) is larger than \(maximumYAMLBytes / 1024) KiB: not a recipe")
+        }
+        nonisolated(unsafe) var result: Result<Any?, Error> = .success(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            result = Result { try parseYAMLOnThisThread(text, source: source) }
+            done.signal()
+        }
+        thread.stackSize = 512 << 20
+        thread.start()
+        done.wait()
+        return try result.get()
+    }
+
+    /// The document as plain values, built only from what a recipe holds: a mapping of names to scalars
+    /// or flat lists of scalars (or, for `--set`, one such value). Anything nested deeper is refused
+    /// here, so that neither Yams's `load` (which traps on a key that is not a scalar) nor a deep tree's
+    /// recursive release runs on the caller's stack.
+    static func parseYAMLOnThisThread(_ text: String, source: String) throws -> Any? {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw DinoError("\(source) is not valid YAML: \(String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " "))")
+        }
+        guard let node else { return nil }
+        let tooDeep = DinoError("\(source): a recipe holds key: value lines whose values are numbers, strings or flat lists")
+        func flat(_ node: Node) throws -> Any {
+            switch node {
+            case .scalar: return node.any
+            case .sequence(let items):
+                return try items.map { item -> Any in
+                    guard case .scalar = item else { throw tooDeep }
+                    return item.any
+                }
+            case .mapping: throw tooDeep
+            }
+        }
+        guard case .mapping(let pairs) = node else { return try flat(node) }
+        var mapping: [String: Any] = [:]
+        for pair in pairs {
+            guard case .scalar(let key) = pair.key else { throw DinoError("\(source): every key must be a plain name (key: value)") }
+            mapping[key.string] = try flat(pair.value)
+        }
+        return mapping
+    }
+
     /// Applies a YAML mapping: every key must be known and well-typed.
     public mutating func apply(yaml text: String, source: String) throws {
-        let parsed: Any?
-        do { parsed = try Yams.load(yaml: text) } catch {
-            throw DinoError("\(source) is not valid YAML: \(error)")
-        }
+        let parsed = try Self.parseYAML(text, source: source)
         guard let parsed else { return }
         guard let mapping = parsed as? [String: Any] else { throw DinoError("\(source) must be a mapping of key: value") }
         for key in mapping.keys.sorted() where !key.hasPrefix("_") {   // `_comment` and friends are notes
@@ -226,7 +278,7 @@ public struct Recipe: Equatable, Sendable {
         }
         let key = String(text[..<eq]).trimmingCharacters(in: .whitespaces)
         let raw = String(text[text.index(after: eq)...])
-        let value: Any = (try? Yams.load(yaml: raw)).flatMap { $0 } ?? raw
+        let value: Any = (try? Self.parseYAML(raw, source: "--set")).flatMap { $0 } ?? raw
         try set(key, value, source: "--set \(text)")
     }
 
@@ -238,7 +290,7 @@ public struct Recipe: Equatable, Sendable {
                 throw DinoError("recipe \(path) is not UTF-8 text: give a YAML file")
             }
             // Parsed to nothing (empty, or comments only): a mistake, not a request for the default recipe.
-            if case .some(.none) = try? Yams.load(yaml: text) {
+            if case .some(.none) = try? Self.parseYAML(text, source: path) {
                 throw DinoError("recipe \(path) is empty: give at least one key (Recipes/README.md lists them)")
             }
             try recipe.apply(yaml: text, source: path)

@@ -1,0 +1,279 @@
+import DinoData
+import DinoKernels
+import DinoModel
+import DinoTraining
+import Foundation
+import XCTest
+
+/// `dino train` and `dino quickstart` as processes: a tiny run's outputs, bad recipes and data, and
+/// crash safety (SIGKILL at random points, a full disk, a read-only folder).
+final class TrainingCommandTests: XCTestCase {
+    /// 32 gray 16x16 PNGs in two classes (dark and light blobs on noise).
+    static let dataFolder: URL = {
+        let folder = makeTemporaryFolder("dino-cli-train-data")
+        var generator = RandomGenerator(seed: 11)
+        for c in 0..<2 {
+            let classFolder = folder.appendingPathComponent("class\(c)")
+            try! FileManager.default.createDirectory(at: classFolder, withIntermediateDirectories: true)
+            for i in 0..<16 {
+                let pixels = (0..<256).map { p -> UInt8 in
+                    let (x, y) = (p % 16, p / 16)
+                    let inside = abs(x - 4 - i % 8) < 3 + c && abs(y - 8) < 3 + 2 * c
+                    return UInt8(inside ? 200 : 0) &+ UInt8(generator.next() % 40)
+                }
+                try! ImageCodec.encodePNG(Image(width: 16, height: 16, channels: 1, pixels: pixels))
+                    .write(to: classFolder.appendingPathComponent("\(i).png"))
+            }
+        }
+        return folder
+    }()
+
+    /// A 1-block, 16-wide ViT on the folder: 4 steps per epoch, k-NN and attention during training,
+    /// a checkpoint every step.
+    static func recipe(epochs: Int = 4, extra: String = "") -> URL {
+        let text = """
+        arch: custom
+        embed_dim: 16
+        depth: 1
+        num_heads: 2
+        patch_size: 4
+        in_chans: 1
+        out_dim: 32
+        head_hidden_dim: 32
+        bottleneck_dim: 16
+        global_crop_size: 16
+        local_crop_size: 8
+        local_crops_number: 2
+        batch_size: 8
+        epochs: \(epochs)
+        warmup_epochs: 1
+        lr: 0.002
+        dataset: folder
+        data_path: \(dataFolder.path)
+        num_workers: 1
+        knn_every: 1
+        knn_train_size: 24
+        knn_eval_size: 8
+        knn_k: 5
+        attention_every: 2
+        attention_images: 2
+        checkpoint_every: 1
+        seed: 3
+        \(extra)
+        """
+        let url = makeTemporaryFolder("dino-cli-recipe").appendingPathComponent("tiny.yaml")
+        try! Data(text.utf8).write(to: url)
+        return url
+    }
+
+    /// (step, loss, KL, teacher entropy) of every line of a run's log.
+    func logged(_ run: URL) throws -> [[Double]] {
+        try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8).split(separator: "\n").map { line in
+            let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return try ["step", "loss", "kl", "teacher_entropy"].map { try XCTUnwrap(object[$0] as? Double, "\($0) in \(line)") }
+        }
+    }
+
+    func teacher(_ run: URL) throws -> [Float] {
+        try SafeTensors.read(run.appendingPathComponent("checkpoint.safetensors")).tensors
+            .filter { $0.name.hasPrefix("teacher.") }.flatMap(\.values)
+    }
+
+    func testTrainWritesARun() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        let result = runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("finished 8 steps"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("epoch 1 (step 4): teacher k-NN top-1"), result.stdout)
+        let log = try logged(run)
+        XCTAssertEqual(log.map { Int($0[0]) }, Array(1...8))
+        XCTAssertTrue(log.allSatisfy { $0[1].isFinite })
+        // The k-NN at random init (epoch 0), then after each epoch.
+        XCTAssertEqual(try String(contentsOf: run.appendingPathComponent("knn.jsonl"), encoding: .utf8).split(separator: "\n").count, 3)
+        let backbone = try BackboneCheckpoint.load(from: run.appendingPathComponent("teacher_backbone.safetensors"))
+        XCTAssertEqual(backbone.config.embedDim, 16)
+        XCTAssertTrue(try String(contentsOf: run.appendingPathComponent("recipe.yaml"), encoding: .utf8).contains("embed_dim: 16"))
+        XCTAssertFalse(files(in: run.appendingPathComponent("attention")).isEmpty)
+        XCTAssertFalse(files(in: run).contains { $0.hasSuffix(".tmp") }, "\(files(in: run))")
+        // The run folder holds a run: without --resume it is refused, with it there is nothing left to do.
+        assertRefused(runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path]), "--resume")
+        let again = runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path, "--resume"])
+        assertSucceeded(again)
+        XCTAssertTrue(again.stdout.contains("nothing to train"), again.stdout)
+    }
+
+    func testTrainRefusesBadRecipesAndData() throws {
+        let folder = makeTemporaryFolder()
+        let run = folder.appendingPathComponent("run")
+        func train(_ recipe: URL, _ extra: [String] = []) -> ProcessResult {
+            runDino(["train", "--recipe", recipe.path, "--output", run.path] + extra)
+        }
+        func recipeFile(_ name: String, _ text: String) -> URL { Inputs.file(name, Data(text.utf8)) }
+        assertRefused(train(folder.appendingPathComponent("missing.yaml")), "missing.yaml", "does not exist")
+        assertRefused(train(recipeFile("empty.yaml", "")), "empty.yaml", "is empty")
+        assertRefused(train(recipeFile("comments.yaml", "# nothing here\n")), "comments.yaml", "is empty")
+        assertRefused(train(recipeFile("binary.yaml", String(decoding: [0xFF, 0xFE, 0x00, 0x41], as: UTF8.self))), "binary.yaml")
+        assertRefused(train(recipeFile("broken.yaml", "arch: [custom\nlr: {")), "broken.yaml", "not valid YAML")
+        assertRefused(train(recipeFile("list.yaml", "- arch\n- lr\n")), "list.yaml", "mapping")
+        assertRefused(train(recipeFile("typo.yaml", "learning_rate: 0.1\n")), "unknown recipe key 'learning_rate'")
+        assertRefused(train(recipeFile("type.yaml", "batch_size: many\n")), "batch_size", "integer")
+        assertRefused(train(Self.recipe(), ["--set", "batch_size=0"]), "batch_size must be at least 1")
+        assertRefused(train(Self.recipe(), ["--set", "batch_size=100000000"]), "batch_size must be at most")
+        assertRefused(train(Self.recipe(), ["--set", "lr=-1"]), "lr")
+        assertRefused(train(Self.recipe(), ["--set", "lr=.nan"]), "lr")
+        assertRefused(train(Self.recipe(), ["--set", "seed=-4"]), "must be 0 or more")
+        assertRefused(train(Self.recipe(), ["--set", "embed_dim=100000000"]), "out of range")
+        assertRefused(train(Self.recipe(), ["--set", "out_dim=1000000000"]), "out of range")
+        assertRefused(train(Self.recipe(), ["--set", "global_crop_size=2"]), "patch_size")
+        assertRefused(train(Self.recipe(), ["--set", "in_chans=2"]), "in_chans must be 1 or 3")
+        assertRefused(train(Self.recipe(), ["--set", "momentum_teacher=2"]), "momentum_teacher")
+        assertRefused(train(Self.recipe(), ["--set", "noequals"]), "key=value")
+        assertRefused(train(Self.recipe(), ["--threads", "0"]), "--threads", status: 64)
+        // Data: missing, empty, too small for a batch, not images.
+        assertRefused(train(Self.recipe(), ["--set", "data_path=\(folder.appendingPathComponent("none").path)"]), "does not exist")
+        let empty = folder.appendingPathComponent("empty")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        assertRefused(train(Self.recipe(), ["--set", "data_path=\(empty.path)"]), "no JPEG or PNG images")
+        assertRefused(train(Self.recipe(), ["--set", "batch_size=64"]), "fewer than one batch")
+        assertRefused(train(Self.recipe(), ["--set", "dataset=cifar"]), "unknown dataset 'cifar'")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoint.safetensors").path))
+        // An output path under a file.
+        let file = Inputs.file("a-file", Data("x".utf8))
+        assertRefused(runDino(["train", "--recipe", Self.recipe().path, "--output", file.appendingPathComponent("run").path]), "run folder")
+    }
+
+    func testResumeRefusesBadCheckpointsAndKeepsThem() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        let recipe = Self.recipe(epochs: 2)
+        assertSucceeded(runDino(["train", "--recipe", recipe.path, "--output", run.path, "--set", "max_steps=3"]))
+        let checkpoint = run.appendingPathComponent("checkpoint.safetensors")
+        let good = try Data(contentsOf: checkpoint)
+        func resume(_ extra: [String] = []) -> ProcessResult {
+            runDino(["train", "--recipe", recipe.path, "--output", run.path, "--resume"] + extra)
+        }
+        for (name, bytes) in [("truncated", good.prefix(good.count / 2)), ("empty", Data()), ("noise", Data(count: 4096))] {
+            try bytes.write(to: checkpoint)
+            assertRefused(resume(), "checkpoint.safetensors")
+            XCTAssertEqual(try Data(contentsOf: checkpoint), bytes, "a refused resume changed the \(name) checkpoint")
+        }
+        try good.write(to: checkpoint)
+        assertRefused(resume(["--set", "embed_dim=32", "--set", "num_heads=4"]), "different architecture")
+        assertRefused(resume(["--set", "batch_size=4"]), "steps per epoch")
+        // A backbone file where the training checkpoint should be.
+        try Data(contentsOf: run.appendingPathComponent("teacher_backbone.safetensors")).write(to: checkpoint)
+        assertRefused(resume(), "not a training checkpoint")
+        try good.write(to: checkpoint)
+        assertSucceeded(resume())
+    }
+
+    /// SIGKILL at random points (steps, checkpoint writes, the per-epoch k-NN and attention export),
+    /// then `--resume`, until the run ends: the same losses and the same teacher as a run never killed,
+    /// and after every kill a checkpoint that reads whole (or none yet).
+    func testKilledRunsResumeToTheSameResult() throws {
+        let root = makeTemporaryFolder()
+        let recipe = Self.recipe(epochs: 16)
+        let straight = root.appendingPathComponent("straight"), killed = root.appendingPathComponent("killed")
+        assertSucceeded(runDino(["train", "--recipe", recipe.path, "--output", straight.path]))
+        // Eight kill points: once the log reaches a random step (64 in all), a further 0-15 ms, which lands
+        // in that step's checkpoint write, the next step, or an epoch's k-NN and attention export.
+        var generator = RandomGenerator(seed: 42)
+        var targets = Set<Int>()
+        while targets.count < 8 { targets.insert(1 + Int(generator.next() % 60)) }
+        var pending = targets.sorted()
+        var kills = 0, resumed = false, killedAt: [String] = []
+        let log = killed.appendingPathComponent("log.jsonl")
+        func lastLoggedStep() -> Int {
+            guard let text = try? String(contentsOf: log, encoding: .utf8),
+                  let line = text.split(separator: "\n").last(where: { $0.hasSuffix("}") }),
+                  let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return 0 }
+            return object["step"] as? Int ?? 0
+        }
+        while true {
+            let process = startDino(["train", "--recipe", recipe.path, "--output", killed.path] + (resumed ? ["--resume"] : []))
+            if let target = pending.first {
+                let deadline = Date().addingTimeInterval(120)
+                while process.process.isRunning && lastLoggedStep() < target && Date() < deadline { usleep(2_000) }
+                usleep(UInt32(generator.next() % 15_000))
+                if process.process.isRunning { kill(process.process.processIdentifier, SIGKILL) }
+                pending.removeFirst()
+            }
+            let result = process.finish()
+            resumed = true
+            if result.signal == nil {
+                assertSucceeded(result)
+                break
+            }
+            XCTAssertEqual(result.signal, SIGKILL)
+            kills += 1
+            let checkpoint = killed.appendingPathComponent("checkpoint.safetensors")
+            if FileManager.default.fileExists(atPath: checkpoint.path) {
+                XCTAssertNoThrow(try SafeTensors.read(checkpoint), "a kill left a checkpoint that does not read")
+                let step = (try? SafeTensors.read(checkpoint))?.metadata["dino.step"] ?? "?"
+                let temporary = files(in: killed).contains { $0.hasSuffix(".tmp") } ? " (mid-write)" : ""
+                killedAt.append("after step \(step)\(temporary)")
+            } else {
+                killedAt.append("before the first checkpoint")
+            }
+        }
+        print("killed \(kills) times: \(killedAt.joined(separator: ", "))")
+        XCTAssertGreaterThanOrEqual(kills, 5, "the kills should interrupt the run several times")
+        XCTAssertEqual(try logged(killed), try logged(straight), "the losses differ after \(kills) kills")
+        XCTAssertEqual(try teacher(killed), try teacher(straight), "the teacher differs after \(kills) kills")
+        XCTAssertEqual(try String(contentsOf: killed.appendingPathComponent("knn.jsonl"), encoding: .utf8),
+                       try String(contentsOf: straight.appendingPathComponent("knn.jsonl"), encoding: .utf8))
+        XCTAssertFalse(files(in: killed).contains { $0.hasSuffix(".tmp") }, "\(files(in: killed))")
+    }
+
+    /// A disk that fills (a file-size limit) and a folder that cannot be written: a clear error, and the
+    /// last good checkpoint stays, from which the run continues to the same losses.
+    func testFullDiskAndReadOnlyFolderKeepTheLastCheckpoint() throws {
+        let root = makeTemporaryFolder()
+        let recipe = Self.recipe(epochs: 2)
+        let straight = root.appendingPathComponent("straight"), run = root.appendingPathComponent("run")
+        assertSucceeded(runDino(["train", "--recipe", recipe.path, "--output", straight.path]))
+        assertSucceeded(runDino(["train", "--recipe", recipe.path, "--output", run.path, "--set", "max_steps=3"]))
+        let checkpoint = run.appendingPathComponent("checkpoint.safetensors")
+        let good = try Data(contentsOf: checkpoint)
+
+        // sh's ulimit -f counts 512-byte blocks: 40 KiB, less than one checkpoint.
+        let full = runDino(["train", "--recipe", recipe.path, "--output", run.path, "--resume"], shellPrefix: "ulimit -f 80")
+        assertRefused(full, "cannot write", "checkpoint.safetensors")
+        XCTAssertEqual(try Data(contentsOf: checkpoint), good, "the last good checkpoint was changed")
+        XCTAssertFalse(files(in: run).contains { $0.hasSuffix(".tmp") }, "\(files(in: run))")
+
+        // Read-only: as root (who writes anywhere) the run is started as nobody, who owns the folder.
+        let asRoot = getuid() == 0
+        if asRoot { XCTAssertEqual(chown(run.path, 65534, 65534), 0) }
+        XCTAssertEqual(chmod(run.path, 0o555), 0)
+        let readOnly = runDino(["train", "--recipe", recipe.path, "--output", run.path, "--resume"],
+                               launcher: asRoot ? ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [])
+        XCTAssertEqual(chmod(run.path, 0o755), 0)
+        if asRoot { XCTAssertEqual(chown(run.path, 0, 0), 0) }
+        assertRefused(readOnly, "not writable")
+        XCTAssertEqual(try Data(contentsOf: checkpoint), good)
+
+        assertSucceeded(runDino(["train", "--recipe", recipe.path, "--output", run.path, "--resume"]))
+        XCTAssertEqual(try logged(run), try logged(straight))
+        XCTAssertEqual(try teacher(run), try teacher(straight))
+    }
+
+    /// The quick start, shortened: a tiny model for a few steps, then its k-NN and attention report.
+    func testQuickstartInShortForm() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("quick")
+        let overrides = ["embed_dim=16", "depth=1", "num_heads=2", "out_dim=32", "head_hidden_dim=32", "bottleneck_dim=16",
+                         "train_subset=256", "batch_size=32", "epochs=1", "local_crops_number=2", "knn_eval_size=100", "knn_train_size=400"]
+        let result = runDino(["quickstart", "--output", run.path, "--knn-train-size", "500", "--knn-test-size", "200"]
+                             + overrides.flatMap { ["--set", $0] })
+        assertSucceeded(result)
+        for line in ["== quick start: done", "teacher weighted 20-NN top-1:", "raw-pixel floor:", "attention on the object:"] {
+            XCTAssertTrue(result.stdout.contains(line), "missing '\(line)': \(result.stdout)")
+        }
+        XCTAssertTrue(result.stdout.contains("(500 train / 200 test images)"), result.stdout)
+        let attention = files(in: run.appendingPathComponent("attention"))
+        XCTAssertEqual(attention.count, 8 * (1 + 3 * 3), "8 images x (image + 3 x (2 heads + mean))")
+        let image = try ImageCodec.decode(contentsOf: run.appendingPathComponent("attention").appendingPathComponent(attention[0]), channels: 3)
+        XCTAssertEqual([image.width, image.height], [28, 28])
+        assertRefused(runDino(["quickstart", "--output", run.path, "--set", "bogus=1"]), "unknown recipe key 'bogus'")
+        assertRefused(runDino(["quickstart", "--output", run.path, "--knn-train-size", "0"]), "--knn-train-size", status: 64)
+    }
+}
