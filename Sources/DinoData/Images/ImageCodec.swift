@@ -48,7 +48,7 @@ public enum ImageCodec {
     /// the pixels are allocated (a 100000x100000 header in a few bytes).
     static func checkDimensions(width: Int, height: Int, name: String) throws {
         guard width > 0, height > 0, checkedElementCount([width, height], limit: InputLimits.maximumImagePixels) != nil else {
-            throw DinoError("\(name) declares \(width)x\(height) pixels: not an image this tool decodes (at most \(InputLimits.maximumImagePixels) pixels); the file may be corrupt")
+            throw DinoError("\(name) is not a readable image: it declares \(width)x\(height) pixels (at most \(InputLimits.maximumImagePixels) are decoded); the file may be truncated or corrupt")
         }
     }
 

@@ -29,10 +29,10 @@ public func checkedElementCount(_ dimensions: [Int], limit: Int = Int.max) -> In
 public func readInputFile(_ url: URL, what: String) throws -> Data {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
-        throw DinoError("\(what) \(url.path) does not exist: check the path")
+        throw DinoError("cannot read \(what) \(url.path): it does not exist; check the path")
     }
     guard !isDirectory.boolValue else {
-        throw DinoError("\(what) \(url.path) is a folder: give the file itself")
+        throw DinoError("cannot read \(what) \(url.path): it is a folder; give the file itself")
     }
     guard FileManager.default.isReadableFile(atPath: url.path), let data = try? Data(contentsOf: url) else {
         throw DinoError("cannot read \(what) \(url.path): check its permissions")

@@ -34,7 +34,7 @@ public enum SafeTensors {
     /// is refused with an error naming `name`, never a crash or an absurd allocation.
     public static func read(_ data: Data, name: String) throws -> File {
         func refuse(_ why: String) -> DinoError {
-            DinoError("\(name) is not a readable safetensors file: \(why); the file may be truncated or corrupt")
+            DinoError("\(name) is not a safetensors file: \(why); the file may be truncated or corrupt")
         }
         guard data.count >= 8 else { throw refuse("only \(data.count) bytes") }
         let declared = data.prefix(8).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
