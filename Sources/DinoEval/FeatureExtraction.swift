@@ -84,6 +84,9 @@ public struct FeatureExtractor {
             throw DinoError("the resize (\(resizeTo)) is below the input size \(self.inputSize): the center crop would not fit")
         }
         self.resizeTo = resizeTo
+        let tokens = (self.inputSize / patch) * (self.inputSize / patch) + 1
+        try checkpoint.config.checkMemory(bytes: checkpoint.config.activationBytes(batch: self.batchSize, tokens: tokens, keptBlocks: 1),
+                                          advice: "lower --batch-size or --input-size")
     }
 
     /// The normalized CHW input for one decoded image.

@@ -147,6 +147,7 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(features(Inputs.labelledFolder.path, ["--n-last-blocks", "3"]), "last blocks must be 1...2")
         assertRefused(features(Inputs.labelledFolder.path, ["--input-size", "2"]), "below the patch size")
         assertRefused(features(Inputs.labelledFolder.path, ["--resize", "0"]), "--resize", status: 64)
+        assertRefused(features(Inputs.labelledFolder.path, ["--batch-size", "65536", "--input-size", "4096"]), "GiB of activations")
         assertRefused(features(Inputs.labelledFolder.path, ["--threads", "0"]), "--threads", status: 64)
         assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5,0.5"]), "mean/std")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))

@@ -125,6 +125,8 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "embed_dim=100000000"]), "out of range")
         assertRefused(train(Self.recipe(), ["--set", "out_dim=1000000000"]), "out of range")
         assertRefused(train(Self.recipe(), ["--set", "global_crop_size=2"]), "patch_size")
+        assertRefused(train(Self.recipe(), ["--set", "batch_size=65536", "--set", "global_crop_size=4096"]),
+                      "GiB of activations", "lower batch_size")
         assertRefused(train(Self.recipe(), ["--set", "in_chans=2"]), "in_chans must be 1 or 3")
         assertRefused(train(Self.recipe(), ["--set", "momentum_teacher=2"]), "momentum_teacher")
         assertRefused(train(Self.recipe(), ["--set", "noequals"]), "key=value")

@@ -1,4 +1,5 @@
 import DinoKernels
+import Foundation
 
 /// A Vision Transformer's shape, named after the official `vision_transformer.py` arguments.
 public struct ViTConfig: Codable, Equatable, Sendable {
@@ -79,6 +80,26 @@ public struct ViTConfig: Codable, Equatable, Sendable {
         }
         guard embedDim <= Self.maximumEmbedDim, depth <= Self.maximumDepth, mlpRatio >= 1, mlpRatio <= 16 else {
             throw DinoError("embed_dim \(embedDim), depth \(depth) or mlp_ratio \(mlpRatio) is out of range (embed_dim up to \(Self.maximumEmbedDim), depth up to \(Self.maximumDepth), mlp_ratio 1...16)")
+        }
+    }
+
+    /// A lower bound on the bytes of activations a pass over `batch` images of `tokens` tokens (class
+    /// token included) holds: per kept block, the token rows (7 widths of the stream, norms, q/k/v and
+    /// branches, and 2 of the MLP's hidden width) and the attention probabilities
+    /// (batch · heads · tokens²); training keeps all `depth` blocks, inference one.
+    public func activationBytes(batch: Int, tokens: Int, keptBlocks: Int) -> Double {
+        let rows = Double(batch) * Double(tokens)
+        return 4 * Double(keptBlocks) * (rows * Double(7 * embedDim + 2 * hiddenDim)
+                                         + Double(batch) * Double(numHeads) * Double(tokens) * Double(tokens))
+    }
+
+    /// Refuses a pass whose activations alone (`activationBytes`) would not fit in this machine's memory,
+    /// before anything is allocated; `advice` says which option lowers it.
+    public func checkMemory(bytes: Double, advice: String) throws {
+        let available = Double(ProcessInfo.processInfo.physicalMemory)
+        guard bytes <= 0.9 * available else {
+            throw DinoError(String(format: "this model and batch need at least %.1f GiB of activations, and this machine has %.1f GiB: %@",
+                                   bytes / 1_073_741_824, available / 1_073_741_824, advice))
         }
     }
 

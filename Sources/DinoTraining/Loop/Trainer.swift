@@ -127,6 +127,14 @@ public final class Trainer {
                           bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
                           normLastLayer: recipe.norm_last_layer)
         try head.validate()
+        // The student keeps every block of every crop for the backward pass; the teacher one block of the global crops.
+        let patch = config.patchSize
+        func tokens(_ size: Int) -> Int { (size / patch) * (size / patch) + 1 }
+        let b = recipe.batch_size
+        let activations = config.activationBytes(batch: 2 * b, tokens: tokens(recipe.global_crop_size), keptBlocks: config.depth + 1)
+            + config.activationBytes(batch: recipe.local_crops_number * b, tokens: tokens(recipe.local_crop_size), keptBlocks: config.depth)
+            + 4 * Double(b) * Double(2 + recipe.local_crops_number) * Double(head.outDim + head.hiddenDim) * 3
+        try config.checkMemory(bytes: activations, advice: "lower batch_size, the crop sizes or local_crops_number")
 
         var data = try dataset ?? openDataset(kind: recipe.dataset, path: recipe.data_path.isEmpty ? nil : recipe.data_path)
         if recipe.train_subset > 0 && recipe.train_subset < data.count {

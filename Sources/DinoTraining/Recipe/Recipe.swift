@@ -243,11 +243,11 @@ public struct Recipe: Equatable, Sendable {
         let tooDeep = DinoError("\(source): a recipe holds key: value lines whose values are numbers, strings or flat lists")
         func flat(_ node: Node) throws -> Any {
             switch node {
-            case .scalar: return node.any
+            case .scalar(let scalar): return plainValue(scalar)
             case .sequence(let items):
                 return try items.map { item -> Any in
-                    guard case .scalar = item else { throw tooDeep }
-                    return item.any
+                    guard case .scalar(let scalar) = item else { throw tooDeep }
+                    return plainValue(scalar)
                 }
             case .mapping: throw tooDeep
             }
@@ -259,6 +259,23 @@ public struct Recipe: Equatable, Sendable {
             mapping[key.string] = try flat(pair.value)
         }
         return mapping
+    }
+
+    /// A scalar's value: quoted text stays text; otherwise YAML 1.1's booleans and nulls, decimal
+    /// integers, floats (with `.inf` and `.nan`), or text. (Yams's constructor is not used: it traps on
+    /// sexagesimal integers that overflow, such as `8888888888000000000:0`.)
+    static func plainValue(_ scalar: Node.Scalar) -> Any {
+        let text = scalar.string
+        if scalar.style == .singleQuoted || scalar.style == .doubleQuoted { return text }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        case "", "~", "null": return NSNull()
+        case ".inf", "+.inf": return Double.infinity
+        case "-.inf": return -Double.infinity
+        case ".nan": return Double.nan
+        default: return Int(text) ?? Double(text) ?? text
+        }
     }
 
     /// Applies a YAML mapping: every key must be known and well-typed.
