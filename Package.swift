@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "DinoData", targets: ["DinoData"]),
         .library(name: "DinoTraining", targets: ["DinoTraining"]),
         .library(name: "DinoEval", targets: ["DinoEval"]),
+        .library(name: "DinoPictures", targets: ["DinoPictures"]),
         .executable(name: "dino", targets: ["dino"]),
         .executable(name: "dino-bench", targets: ["dino-bench"]),
     ],
@@ -39,10 +40,11 @@ let package = Package(
         .target(name: "DinoData", dependencies: ["DinoKernels", "CTurboJPEG", "CPNG", "CZlib"],
                 swiftSettings: kernelSettings),
         .target(name: "DinoTraining",
-                dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoEval",
+                dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoEval", "DinoPictures",
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: kernelSettings),
-        .target(name: "DinoEval", dependencies: ["DinoKernels", "DinoModel", "DinoData"],
+        .target(name: "DinoPictures", dependencies: ["DinoData"]),
+        .target(name: "DinoEval", dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoPictures"],
                 swiftSettings: kernelSettings),
 
         // MARK: Executables
@@ -66,6 +68,7 @@ let package = Package(
         .testTarget(name: "DinoTrainingTests",
                     dependencies: ["DinoTraining", "DinoModel", "DinoData", "DinoEval", "TestSupport"]),
         .testTarget(name: "DinoEvalTests", dependencies: ["DinoEval", "DinoData", "DinoModel", "TestSupport"]),
+        .testTarget(name: "DinoPicturesTests", dependencies: ["DinoPictures", "DinoData"]),
         // Runs the built `dino` executable as a process, as a user does.
         .testTarget(name: "DinoCLITests", dependencies: ["DinoEval", "DinoData", "DinoModel", "DinoTraining", "DinoKernels", "FuzzTargets"]),
     ],

@@ -1,6 +1,7 @@
 import DinoData
 import DinoKernels
 import DinoModel
+import DinoPictures
 import Foundation
 
 /// The last block's CLS-to-patch attention of one image (official `visualize_attention.py`:
@@ -63,8 +64,9 @@ public struct AttentionExporter {
         }
     }
 
-    /// The attention of one image (any size: the position embedding is interpolated).
-    public func attention(_ image: Image, name: String, foregroundMask: Image? = nil) -> AttentionMap {
+    /// What the model sees of `image` (resized with `size`, cropped to whole patches) as 8-bit pixels,
+    /// and the same normalized as the network's CHW input.
+    public func prepare(_ image: Image) -> (display: Image, input: [Float]) {
         let c = checkpoint.config, p = c.patchSize
         var floats = FloatImage(image.converted(to: c.inChannels))
         if let size {
@@ -84,6 +86,14 @@ public struct AttentionExporter {
                             })
         var input = floats.values
         normalize(&input, channels: c.inChannels, plane: width * height, mean: mean, std: std)
+        return (display, input)
+    }
+
+    /// The attention of one image (any size: the position embedding is interpolated).
+    public func attention(_ image: Image, name: String, foregroundMask: Image? = nil) -> AttentionMap {
+        let c = checkpoint.config, p = c.patchSize
+        let (display, input) = prepare(image)
+        let (width, height) = (display.width, display.height)
         let activations = checkpoint.transformer.makeActivations(batch: 1, imageHeight: height, imageWidth: width, training: false,
                                                                  classTokenOnly: true)  // the CLS row of attention alone
         let buffer = FloatBuffer(input)
@@ -140,19 +150,17 @@ public struct AttentionExporter {
         return keep
     }
 
-    /// Writes, per image: `NAME-attn-headH.png` and `NAME-attn-mean.png` (heatmaps), `NAME-overlay-*.png`,
-    /// `NAME-mask-*.png` (the threshold masks over the image) and `NAME-image.png`.
+    /// Writes, per image: `NAME-sheet.png` (everything below on one page, see `sheet(for:)`),
+    /// `NAME-attn-headH.png` and `NAME-attn-mean.png` (heatmaps), `NAME-overlay-*.png`,
+    /// `NAME-mask-*.png` (the threshold masks over the image) and `NAME-image.png`, at the image's own
+    /// size; with more than one image, `attention-overview.png` (`overview(_:)`).
     public func export(_ images: [(String, Image)], to folder: URL, masks: [Image?]? = nil) throws -> [AttentionMap] {
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var maps: [AttentionMap] = []
         var stems: Set<String> = []
         for (index, (name, image)) in images.enumerated() {
             let map = attention(image, name: name, foregroundMask: masks?[index] ?? nil)
-            // photo.png and photo.jpg: the second keeps its extension in the name, so neither is overwritten.
-            var stem = safeStem(name)
-            if stems.contains(stem) { stem = safeStem(name.replacingOccurrences(of: ".", with: "_")) }
-            while stems.contains(stem) { stem += "_" }
-            stems.insert(stem)
+            let stem = uniqueStem(name, among: &stems)
             try ImageCodec.writePNG(map.image, to: folder.appendingPathComponent("\(stem)-image.png"))
             for (label, values) in map.heads.enumerated().map({ ("head\($0)", $1) }) + [("mean", map.mean)] {
                 let heat = heatmap(values, gridHeight: map.gridHeight, gridWidth: map.gridWidth, width: map.image.width, height: map.image.height)
@@ -162,9 +170,57 @@ public struct AttentionExporter {
                 try ImageCodec.writePNG(masked(map.image, keep: keep, gridWidth: map.gridWidth),
                                         to: folder.appendingPathComponent("\(stem)-mask\(Int(threshold * 100))-\(label).png"))
             }
+            try ImageCodec.writePNG(sheet(for: map), to: folder.appendingPathComponent("\(stem)-sheet.png"))
             maps.append(map)
         }
+        if maps.count > 1 { try ImageCodec.writePNG(overview(maps), to: folder.appendingPathComponent("attention-overview.png")) }
         return maps
+    }
+
+    /// The heatmap, the overlay and the threshold mask of one map (mean or a head), at the image's size.
+    func views(_ map: AttentionMap, _ values: [Float]) -> (heat: Image, overlay: Image, mask: Image) {
+        let heat = heatmap(values, gridHeight: map.gridHeight, gridWidth: map.gridWidth, width: map.image.width, height: map.image.height)
+        return (heat, blend(map.image, heat),
+                masked(map.image, keep: Self.mask(values, threshold: threshold), gridWidth: map.gridWidth))
+    }
+
+    /// One image's attention on one page: a column per map (the input, the mean over heads, each head),
+    /// a row each for the heatmap (viridis), the heatmap over the image, and the threshold mask;
+    /// every picture scaled by a whole factor (nearest neighbour) to at least 224 px on its short side.
+    public func sheet(for map: AttentionMap) -> Image {
+        let maps = [("mean", map.mean)] + map.heads.enumerated().map { ("head \($0)", $1) }
+        let columns = maps.map { label, values in (label, views(map, values)) }
+        let percent = "\(Int((threshold * 100).rounded()))%"
+        let rows: [[ContactSheet.Cell?]] = [
+            [ContactSheet.Cell(map.image, "input")] + columns.map { ContactSheet.Cell($0.1.heat, "\($0.0)") },
+            [nil] + columns.map { ContactSheet.Cell($0.1.overlay, "\($0.0) over image") },
+            [nil] + columns.map { ContactSheet.Cell($0.1.mask, "\($0.0) \(percent) mass") },
+        ]
+        let title = String(format: "%@: last-layer CLS attention, %dx%d patches, %.0f%% on the foreground",
+                           map.name, map.gridWidth, map.gridHeight, 100 * map.foregroundShare)
+        return ContactSheet(title: title, rows: rows).render()
+    }
+
+    /// Many images on one page, a row each: the input, the mean map's heatmap, overlay and mask, then
+    /// each head's overlay.
+    public func overview(_ maps: [AttentionMap]) -> Image {
+        let rows: [[ContactSheet.Cell?]] = maps.map { map in
+            let mean = views(map, map.mean)
+            return [ContactSheet.Cell(map.image, map.name), ContactSheet.Cell(mean.heat, "mean"),
+                    ContactSheet.Cell(mean.overlay, "mean over image"), ContactSheet.Cell(mean.mask, "mean mask")]
+                + map.heads.enumerated().map { h, values in ContactSheet.Cell(views(map, values).overlay, "head \(h)") }
+        }
+        return ContactSheet(title: "last-layer CLS attention of \(maps.count) images", rows: rows).render()
+    }
+
+    /// A file-name stem for `name` not yet in `stems` (then added): photo.png and photo.jpg give `photo`
+    /// and `photo_jpg`, so neither's pictures overwrite the other's.
+    func uniqueStem(_ name: String, among stems: inout Set<String>) -> String {
+        var stem = safeStem(name)
+        if stems.contains(stem) { stem = safeStem(name.replacingOccurrences(of: ".", with: "_")) }
+        while stems.contains(stem) { stem += "_" }
+        stems.insert(stem)
+        return stem
     }
 
     func safeStem(_ name: String) -> String {
@@ -202,13 +258,8 @@ public struct AttentionExporter {
     }
 }
 
-/// Matplotlib's viridis sampled at 11 points, linearly interpolated: perceptually uniform, readable in gray.
+/// Matplotlib's viridis (`ColorMap.viridis`): perceptually uniform, readable in gray.
 public func viridis(_ t: Float) -> (UInt8, UInt8, UInt8) {
-    let table: [(Float, Float, Float)] = [(68, 1, 84), (72, 36, 117), (65, 68, 135), (53, 95, 141), (42, 120, 142),
-                                          (33, 145, 140), (34, 168, 132), (68, 191, 112), (122, 209, 81), (189, 223, 38),
-                                          (253, 231, 37)]
-    let x = min(max(t.isFinite ? t : 0, 0), 1) * 10
-    let i = min(Int(x), 9), f = x - Float(i)
-    let a = table[i], b = table[i + 1]
-    return (UInt8((a.0 + (b.0 - a.0) * f).rounded()), UInt8((a.1 + (b.1 - a.1) * f).rounded()), UInt8((a.2 + (b.2 - a.2) * f).rounded()))
+    let c = ColorMap.viridis.color(t)
+    return (c.red, c.green, c.blue)
 }

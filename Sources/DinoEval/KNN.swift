@@ -10,6 +10,8 @@ public struct KNNResult: Sendable, Codable {
     /// Top-1 accuracy per class in percent (NaN-free: classes without test images report 0 with count 0).
     public var perClass: [Double]
     public var perClassCount: [Int]
+    /// Counts of (true class, predicted class): row `t`, column `p`.
+    public var confusion: [[Int]]
 }
 
 /// Weighted k-NN classification on frozen features (official `eval_knn.py`, `knn_classifier`):
@@ -82,6 +84,7 @@ public enum KNN {
             let k = min(kRequested, n)
             var top1 = 0, top5 = 0
             var correct = [Int](repeating: 0, count: classes), total = [Int](repeating: 0, count: classes)
+            var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
             var scores = [Double](repeating: 0, count: classes)
             for r in 0..<m {
                 for c in 0..<classes { scores[c] = 0 }
@@ -92,12 +95,13 @@ public enum KNN {
                 let ranked = (0..<classes).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
                 let truth = testLabels[r]
                 total[truth] += 1
+                confusion[truth][ranked[0]] += 1
                 if ranked[0] == truth { top1 += 1; correct[truth] += 1 }
                 if ranked.prefix(min(5, k)).contains(truth) { top5 += 1 }
             }
             return KNNResult(k: kRequested, top1: 100 * Double(top1) / Double(m), top5: 100 * Double(top5) / Double(m),
                              perClass: (0..<classes).map { total[$0] == 0 ? 0 : 100 * Double(correct[$0]) / Double(total[$0]) },
-                             perClassCount: total)
+                             perClassCount: total, confusion: confusion)
         }
     }
 

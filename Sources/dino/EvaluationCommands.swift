@@ -185,7 +185,8 @@ struct Attention: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the last layer's CLS attention per head (and their mean) as PNG heatmaps, overlays and masks.",
         discussion: """
-        For each image: NAME-image.png, NAME-attn-headH.png / NAME-attn-mean.png (viridis), NAME-overlay-*.png, \
+        For each image: NAME-sheet.png (every map on one page, upsampled to at least 224 px), NAME-image.png, \
+        NAME-attn-headH.png / NAME-attn-mean.png (viridis), NAME-overlay-*.png, \
         and NAME-mask60-*.png (the smallest set of patches holding 60% of the attention mass, as the paper). \
         Prints the share of attention on the foreground: inside --mask images when given, otherwise on \
         patches with any pixel above 10% intensity (Fashion-MNIST's objects on black).
@@ -216,20 +217,13 @@ struct Attention: ParsableCommand {
         try runReportingErrors {
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
             let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
-            let channels = backbone.config.inChannels
-            var inputs: [(String, DinoData.Image)] = try image.map {
-                (($0 as NSString).lastPathComponent, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: channels))
-            }
+            var inputs = try loadImages(image, fashionMNISTTest: 0, channels: backbone.config.inChannels)
             // One optional mask per image, nil where none was given.
             var masks: [DinoData.Image?] = mask.isEmpty ? Array(repeating: nil, count: inputs.count)
                 : try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
-            if fashionMNISTTest > 0 {
-                let test = try FashionMNIST(split: .test)
-                for i in 0..<min(fashionMNISTTest, test.count) {
-                    inputs.append(("fmnist-test\(i)", try test.image(at: i, channels: channels, minimumShortSide: nil)))
-                    masks.append(nil)
-                }
-            }
+            let fashion = try loadImages([], fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            inputs += fashion
+            masks += Array(repeating: nil, count: fashion.count)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
             for (name, picture) in inputs { try exporter.checkSize(picture, name: name) }
@@ -249,7 +243,9 @@ struct Attention: ParsableCommand {
             print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean))
             if written > 0 {
                 let limited = written < inputs.count ? " (the first \(written) images; --png-limit raises it)" : ""
-                print("wrote \(written * (3 * (backbone.config.numHeads + 1) + 1)) PNGs to \(output)\(limited)")
+                let files = written * (3 * (backbone.config.numHeads + 1) + 2) + (written > 1 ? 1 : 0)
+                print("wrote \(files) PNGs to \(output)\(limited): one NAME-sheet.png per image"
+                      + (written > 1 ? " and attention-overview.png" : "") + ", and each map at the image's own size")
             }
         }
     }

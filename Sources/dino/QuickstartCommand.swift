@@ -36,8 +36,9 @@ struct Quickstart: ParsableCommand {
             print(String(format: "teacher weighted 20-NN top-1: %.2f%%  (%d train / %d test images)", report.knn.top1, report.trainImages, report.testImages))
             print(String(format: "raw-pixel floor:              %.2f%%  (1-NN %.2f%%)", DinoTraining.Quickstart.rawPixelFloor20NN, DinoTraining.Quickstart.rawPixelFloor1NN))
             print(String(format: "attention on the object:      %.1f%% of the mean CLS attention mass (%d test images)", 100 * report.foregroundShare, report.foregroundImages))
-            print("attention maps:   \(report.attentionFolder.path) (\(report.attentionFiles.count) PNGs)")
+            print("attention sheets: \(report.attentionFolder.appendingPathComponent("attention-overview.png").path) (and NAME-sheet.png per image; \(report.attentionFiles.count) PNGs in all)")
             print("teacher backbone: \(summary.teacherBackbone.path)")
+            print("report:           \(try writeReport(folder).path) (open it in a browser)")
             print("training log:     \(folder.appendingPathComponent("log.jsonl").path)")
             if summary.collapseWarned { print("warning: a collapse warning fired during training (see above)") }
         }

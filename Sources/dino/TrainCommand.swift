@@ -35,6 +35,7 @@ struct Train: ParsableCommand {
                   + (summary.finalLoss.isNaN ? "" : ", final loss \(String(format: "%.4f", summary.finalLoss))")
                   + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
             print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
+            if !summary.interrupted { print("report: \(try writeReport(trainer.output).path)") }
         }
     }
 }
@@ -77,4 +78,12 @@ func duration(_ seconds: Double) -> String {
     guard seconds.isFinite else { return "?" }
     let s = Int(seconds)
     return s >= 3600 ? "\(s / 3600)h\(String(format: "%02d", s % 3600 / 60))m" : s >= 60 ? "\(s / 60)m\(String(format: "%02d", s % 60))s" : "\(s)s"
+}
+
+/// Writes the run's report; a report that cannot be written is a warning, not a failed run.
+func writeReport(_ run: URL) throws -> URL {
+    do { return try RunReport.write(run: run) } catch {
+        FileHandle.standardError.write(Data("warning: the report was not written: \(error)\n".utf8))
+        return run.appendingPathComponent("report.html")
+    }
 }

@@ -258,9 +258,15 @@ final class EvaluationCommandTests: XCTestCase {
                               "--output", out.path])
         assertSucceeded(result)
         XCTAssertTrue(result.stdout.contains("photo.png: 10x12 patches"), result.stdout)
-        XCTAssertTrue(result.stdout.contains("wrote 32 PNGs"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("wrote 35 PNGs"), result.stdout)
         let written = files(in: out)
-        XCTAssertEqual(written.count, 32, "1 + 3 x (4 heads + mean) per image, names kept apart: \(written)")
+        XCTAssertEqual(written.count, 35, "2 + 3 x (4 heads + mean) per image and the overview, names kept apart: \(written)")
+        // The sheet: input + mean + 4 heads across, heat / overlay / mask down, each cell 48x40 x 6 = 288x240.
+        let sheet = try ImageCodec.decode(contentsOf: out.appendingPathComponent("photo-sheet.png"), channels: 3)
+        XCTAssertEqual(sheet.width, 2 + 6 * (288 + 2))
+        XCTAssertGreaterThan(sheet.height, 3 * 240)
+        let overview = try ImageCodec.decode(contentsOf: out.appendingPathComponent("attention-overview.png"), channels: 3)
+        XCTAssertEqual(overview.width, 2 + 8 * (288 + 2), "input, mean heat, overlay, mask, then 4 heads")
         for name in ["photo-image.png", "photo-attn-mean.png", "photo-attn-head3.png", "photo-overlay-mean.png", "photo-mask60-head0.png",
                      "photo_jpg-image.png"] {
             XCTAssertTrue(written.contains(name), "\(name) missing from \(written)")
@@ -307,5 +313,39 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["attention", "--checkpoint", Inputs.file("bad.safetensors", Data(count: 100)).path,
                                "--image", Inputs.photo.path, "--output", out.path]), "bad.safetensors")
         XCTAssertEqual(files(in: out), [], "a refused run wrote files")
+    }
+
+    // MARK: pca
+
+    func testPCAOfPatchTokens() throws {
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("pca")
+        let jpeg = Inputs.file("pca-photo.jpg", try ImageCodec.encodeJPEG(ImageCodec.decode(contentsOf: Inputs.photo, channels: 3)))
+        let result = runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path, jpeg.path, "--output", out.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("photo.png: 12x10 patches"), result.stdout)
+        XCTAssertEqual(files(in: out), ["pca-overview.png", "pca-photo-pca-sheet.png", "pca-photo-pca.png", "photo-pca-sheet.png", "photo-pca.png"])
+        let colours = try ImageCodec.decode(contentsOf: out.appendingPathComponent("photo-pca.png"), channels: 3)
+        XCTAssertEqual([colours.width, colours.height], [48, 40])
+        let sheet = try ImageCodec.decode(contentsOf: out.appendingPathComponent("photo-pca-sheet.png"), channels: 3)
+        XCTAssertEqual(sheet.width, 2 + 4 * (288 + 2), "input, first component, foreground, colours; cells 6x the 48x40 image")
+        // Gray model, one image, resized.
+        assertSucceeded(runDino(["pca", "--checkpoint", Inputs.grayBackbone.path, "--image", Inputs.photo.path, "--size", "16",
+                                 "--output", folder.appendingPathComponent("gray").path]))
+        XCTAssertEqual(files(in: folder.appendingPathComponent("gray")), ["photo-pca-sheet.png", "photo-pca.png"])
+
+        let bad = folder.appendingPathComponent("bad")
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", folder.appendingPathComponent("none.png").path,
+                               "--output", bad.path]), "none.png", "does not exist")
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.truncated(Inputs.photo, as: "pca-half.png").path,
+                               "--output", bad.path]), "pca-half.png")
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--output", bad.path]), "give --image")
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path, "--threshold", "1",
+                               "--output", bad.path]), "--threshold", status: 64)
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.file("pca.safetensors", Data("{}".utf8)).path, "--image", Inputs.photo.path,
+                               "--output", bad.path]), "pca.safetensors")
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image",
+                               Inputs.pngHeader(width: 100_000, height: 100_000, name: "pca-bomb.png").path, "--output", bad.path]), "pca-bomb.png")
+        XCTAssertEqual(files(in: bad), [])
     }
 }

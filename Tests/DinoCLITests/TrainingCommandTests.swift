@@ -95,11 +95,30 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(try String(contentsOf: run.appendingPathComponent("recipe.yaml"), encoding: .utf8).contains("embed_dim: 16"))
         XCTAssertFalse(files(in: run.appendingPathComponent("attention")).isEmpty)
         XCTAssertFalse(files(in: run).contains { $0.hasSuffix(".tmp") }, "\(files(in: run))")
+        // The report, written at the end: one page with every picture inline, and the curves as PNG.
+        XCTAssertTrue(result.stdout.contains("report: \(run.path)/report.html"), result.stdout)
+        let html = try String(contentsOf: run.appendingPathComponent("report.html"), encoding: .utf8)
+        for section in ["<h2>Loss</h2>", "<h2>Teacher entropy and KL</h2>", "<h2>k-NN during training</h2>", "<h2>k-NN confusion matrix</h2>",
+                        "<h2>The teacher's features</h2>", "<h2>Schedules</h2>", "<h2>Attention after epoch 2</h2>", "<h2>Recipe</h2>"] {
+            XCTAssertTrue(html.contains(section), "report.html lacks \(section)")
+        }
+        XCTAssertFalse(html.contains("src=\"http"), "the report must not fetch anything")
+        XCTAssertFalse(html.contains("<script"), "the report needs no script")
+        for name in ["loss.png", "collapse.png", "knn.png", "confusion.png", "features-pca.png", "schedule-lr.png", "speed.png"] {
+            let picture = try ImageCodec.decode(contentsOf: run.appendingPathComponent("report").appendingPathComponent(name), channels: 3)
+            XCTAssertGreaterThan(picture.width, 200, name)
+        }
+        let again = runDino(["report", run.path, "--no-evaluation"])
+        assertSucceeded(again)
+        XCTAssertTrue(again.stdout.contains("report.html"), again.stdout)
+        assertRefused(runDino(["report", Self.dataFolder.path]), "not a run folder")
+        assertRefused(runDino(["report", run.appendingPathComponent("nowhere").path]), "not a run folder")
+        assertRefused(runDino(["report"]), "RUN", status: 64)
         // The run folder holds a run: without --resume it is refused, with it there is nothing left to do.
         assertRefused(runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path]), "--resume")
-        let again = runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path, "--resume"])
-        assertSucceeded(again)
-        XCTAssertTrue(again.stdout.contains("nothing to train"), again.stdout)
+        let resumed = runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path, "--resume"])
+        assertSucceeded(resumed)
+        XCTAssertTrue(resumed.stdout.contains("nothing to train"), resumed.stdout)
     }
 
     func testTrainRefusesBadRecipesAndData() throws {
@@ -272,9 +291,11 @@ final class TrainingCommandTests: XCTestCase {
         }
         XCTAssertTrue(result.stdout.contains("(500 train / 200 test images)"), result.stdout)
         let attention = files(in: run.appendingPathComponent("attention"))
-        XCTAssertEqual(attention.count, 8 * (1 + 3 * 3), "8 images x (image + 3 x (2 heads + mean))")
-        let image = try ImageCodec.decode(contentsOf: run.appendingPathComponent("attention").appendingPathComponent(attention[0]), channels: 3)
+        XCTAssertEqual(attention.count, 8 * (2 + 3 * 3) + 1, "8 images x (image, sheet, 3 x (2 heads + mean)) and the overview")
+        let first = try XCTUnwrap(attention.first { $0.hasSuffix("-image.png") })
+        let image = try ImageCodec.decode(contentsOf: run.appendingPathComponent("attention").appendingPathComponent(first), channels: 3)
         XCTAssertEqual([image.width, image.height], [28, 28])
+        XCTAssertTrue(result.stdout.contains("attention-overview.png"), result.stdout)
         assertRefused(runDino(["quickstart", "--output", run.path, "--set", "bogus=1"]), "unknown recipe key 'bogus'")
         assertRefused(runDino(["quickstart", "--output", run.path, "--knn-train-size", "0"]), "--knn-train-size", status: 64)
     }

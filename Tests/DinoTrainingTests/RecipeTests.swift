@@ -83,7 +83,7 @@ final class IntegrationTests: XCTestCase {
         // A short horizon learns fastest with a quicker teacher than the recipe's 0.99. With the quick
         // recipe's KoLeo weight 0.03, momentum 0.95 gives +1.4 points of k-NN on the validation split
         // after these 128 steps (60.90% → 62.30%; +3.05 on the first 2,000 test images, which the
-        // check queried before session 8, where momentum 0.9 gave +0.0). Deterministic for any
+        // check queried before 2026-11-23 11:00, where momentum 0.9 gave +0.0). Deterministic for any
         // thread count.
         let recipe = try Quickstart.recipe(overrides: ["train_subset=4096", "batch_size=64", "epochs=2", "warmup_epochs=1",
                                                        "momentum_teacher=0.95",

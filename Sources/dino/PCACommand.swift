@@ -1,0 +1,66 @@
+import ArgumentParser
+import DinoData
+import DinoEval
+import DinoKernels
+import DinoModel
+import Foundation
+
+struct PCA: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pca",
+        abstract: "Show the last layer's patch features as colour: the first three principal components, fitted over the images together, with the background removed.",
+        discussion: """
+        For each image: NAME-pca.png (components 1-3 of the foreground patches as red, green and blue, at \
+        the image's size) and NAME-pca-sheet.png (the input, the first component, the foreground and the \
+        colours, upsampled to at least 224 px); pca-overview.png with several images. The foreground is \
+        where the first component, scaled to [0, 1] over all images, is above --threshold (its sign \
+        chosen so that the foreground touches the image borders less).
+        """)
+
+    @Option(help: "Backbone or training checkpoint.") var checkpoint: String
+    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
+    @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
+    var fashionMNISTTest = 0
+    @Option(help: "Output folder.") var output: String
+    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
+    @Option(help: "Foreground threshold on the first component, in (0, 1).") var threshold: Float = 0.5
+    @OptionGroup var threads: ThreadOptions
+
+    func validate() throws {
+        try require(threshold > 0 && threshold < 1, "--threshold must be in (0, 1)")
+        try require(fashionMNISTTest >= 0, "--fashion-mnist-test must be 0 or more")
+        try require((size ?? 1) >= 1, "--size must be a positive number of pixels")
+    }
+
+    func run() throws {
+        try threads.apply()
+        try runReportingErrors {
+            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
+            let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)
+            for (name, picture) in inputs { try maps.exporter.checkSize(picture, name: name) }
+            let fitted = maps.maps(inputs.map { maps.tokens($0.1, name: $0.0) })
+            let written = try maps.export(fitted, to: URL(fileURLWithPath: output))
+            for m in fitted where fitted.count <= 20 {
+                let share = Double(m.foreground.filter { $0 }.count) / Double(max(1, m.foreground.count))
+                print(String(format: "%@: %dx%d patches, %.0f%% foreground", m.name, m.gridWidth, m.gridHeight, 100 * share))
+            }
+            print("wrote \(written.count) PNGs to \(output)" + (fitted.count > 1 ? " (pca-overview.png: every image)" : ""))
+        }
+    }
+}
+
+/// The images of `--image` files (decoded to `channels`) and the first `fashionMNISTTest` test images.
+func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws -> [(String, DinoData.Image)] {
+    var inputs: [(String, DinoData.Image)] = try paths.map {
+        (($0 as NSString).lastPathComponent, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: channels))
+    }
+    if fashionMNISTTest > 0 {
+        let test = try FashionMNIST(split: .test)
+        for i in 0..<min(fashionMNISTTest, test.count) {
+            inputs.append(("fmnist-test\(i)", try test.image(at: i, channels: channels, minimumShortSide: nil)))
+        }
+    }
+    return inputs
+}
