@@ -2,9 +2,9 @@ import DinoData
 import Foundation
 
 /// Tick positions for an axis over [low, high]: about `count` round values (1, 2 or 5 × 10ⁿ apart).
-public func niceTicks(low: Double, high: Double, count: Int = 5) -> [Double] {
+public func niceTicks(low: Double, high: Double, count: Int = 5, integers: Bool = false) -> [Double] {
     guard high > low, low.isFinite, high.isFinite else { return [low] }
-    let raw = (high - low) / Double(max(1, count))
+    let raw = max((high - low) / Double(max(1, count)), integers ? 1 : 0)
     let magnitude = pow(10, floor(log10(raw)))
     let unit = [1.0, 2, 5, 10].first { $0 * magnitude >= raw } ?? 10
     let step = unit * magnitude
@@ -46,8 +46,12 @@ public struct LineChart: Sendable {
     public var title: String, xLabel: String, yLabel: String
     public var series: [Series]
     public var width: Int, height: Int
-    public init(title: String, xLabel: String, yLabel: String, series: [Series], width: Int = 640, height: Int = 320) {
+    /// Ticks on whole numbers only along x (epochs).
+    public var integerX: Bool
+    public init(title: String, xLabel: String, yLabel: String, series: [Series], width: Int = 640, height: Int = 320,
+                integerX: Bool = false) {
         self.title = title; self.xLabel = xLabel; self.yLabel = yLabel; self.series = series; self.width = width; self.height = height
+        self.integerX = integerX
     }
 
     public func render() -> Image {
@@ -61,7 +65,7 @@ public struct LineChart: Sendable {
         if y1 <= y0 { y0 -= 0.5 * max(1e-9, abs(y0)); y1 += 0.5 * max(1e-9, abs(y1)) }
         let pad = (y1 - y0) * 0.05
         (y0, y1) = (y0 - pad, y1 + pad)
-        let yTicks = niceTicks(low: y0, high: y1), xTicks = niceTicks(low: x0, high: x1)
+        let yTicks = niceTicks(low: y0, high: y1), xTicks = niceTicks(low: x0, high: x1, integers: integerX)
         let labelWidth = (yTicks.map { BitmapFont.width(of: tickLabel($0), scale: text) }.max() ?? 0)
         let lastLabel = xTicks.last.map { BitmapFont.width(of: tickLabel($0), scale: text) } ?? 0
         let left = 12 + labelWidth + 8, right = width - max(12, lastLabel / 2 + 4)

@@ -44,6 +44,7 @@ final class PictureTests: XCTestCase {
         try assertPicture(chart.render(), "line-chart.png")
         XCTAssertEqual(niceTicks(low: 0.13, high: 0.87), [0.2, 0.4, 0.6, 0.8])
         XCTAssertEqual(niceTicks(low: 0, high: 1000), [0, 200, 400, 600, 800, 1000])
+        XCTAssertEqual(niceTicks(low: 0, high: 2, integers: true), [0, 1, 2])
         XCTAssertEqual(tickLabel(0.0005), "5e-04")
         XCTAssertEqual(tickLabel(2.5), "2.5")
     }

@@ -60,7 +60,8 @@ public enum RunReport {
             try add("knn.png", "k-NN during training",
                     "The teacher's weighted \(recipe.knn_k)-NN top-1 on the validation split of the training data after each epoch (epoch 0: random init).",
                     LineChart(title: "teacher k-NN top-1 (%)", xLabel: "epoch", yLabel: "%",
-                              series: [LineChart.Series("k-NN", knn.map { (Double($0.epoch), $0.top1) }, color: seriesColors[0])]).render())
+                              series: [LineChart.Series("k-NN", knn.map { (Double($0.epoch), $0.top1) }, color: seriesColors[0])],
+                              integerX: true).render())
         }
         // Labelled data: the features' map and the confusion matrix, from the teacher as saved.
         var evaluation = ""
