@@ -1,9 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Release builds carry the numeric code; `-enforce-exclusivity=unchecked` removes the dynamic
-// exclusivity checks that otherwise sit inside every kernel loop over class-owned buffers.
-let kernelSettings: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"])]
+// No unsafe flags: SwiftPM refuses them in a package that others depend on by version. Dropping
+// `-enforce-exclusivity=unchecked` cost nothing measurable (Benchmarks/README.md, "Build flags").
+let kernelSettings: [SwiftSetting] = []
 
 let package = Package(
     name: "dino",
