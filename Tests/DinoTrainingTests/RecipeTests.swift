@@ -103,8 +103,9 @@ final class IntegrationTests: XCTestCase {
         let report = try Quickstart.evaluate(backbone: trainer.teacherBackbone(), output: folder, trainSize: 2000, testSize: 500,
                                              attentionImages: 2, foregroundImages: 50)
         XCTAssertGreaterThan(report.knn.top1, 50)
-        // Per image: the input, then a heatmap, an overlay and a mask for each head and for their mean.
-        XCTAssertEqual(report.attentionFiles.count, 2 * (1 + 3 * (recipe.num_heads + 1)))
+        // Per image: the input and its sheet, then a heatmap, an overlay and a mask for each head and for their
+        // mean; and the overview of both images.
+        XCTAssertEqual(report.attentionFiles.count, 2 * (2 + 3 * (recipe.num_heads + 1)) + 1)
         for file in report.attentionFiles { XCTAssertNoThrow(try DinoData.ImageCodec.decode(contentsOf: file, channels: 3)) }
     }
 }

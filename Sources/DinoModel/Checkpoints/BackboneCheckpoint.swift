@@ -14,6 +14,8 @@ public struct BackboneCheckpoint {
     public var std: [Float]
     public let layout: ParameterLayout
     public let parameters: FloatBuffer
+    /// What the file was, in words (this project's backbone, a training checkpoint, an official DINO file).
+    public var source = "a dino backbone"
 
     public init(config: ViTConfig, mean: [Float], std: [Float], parameters: FloatBuffer? = nil) {
         self.config = config; self.mean = mean; self.std = std
@@ -45,14 +47,40 @@ public struct BackboneCheckpoint {
     /// Loads a backbone from a backbone file, or the teacher's backbone from a training checkpoint.
     /// A file without `dino.config` (e.g. converted from an official PyTorch checkpoint) has its
     /// architecture inferred from the tensor shapes, with 64-wide heads and ImageNet statistics.
+    ///
+    /// PyTorch files (`torch.save`'s zip archives) are read too: the official DINO backbone files (a plain
+    /// state dict, e.g. `dino_deitsmall16_pretrain.pth`) and training checkpoints (the `teacher`'s
+    /// `backbone.` part; `student` with DDP's `module.` prefix when there is no teacher).
     public static func load(from url: URL) throws -> BackboneCheckpoint {
-        try load(SafeTensors.read(url), path: url.path)
+        let data = try readInputFile(url, what: "checkpoint")
+        if ZipArchive.isArchive(data) { return try load(TorchCheckpoint.read(data, name: url.path), path: url.path) }
+        return try load(SafeTensors.read(data, name: url.path), path: url.path)
     }
 
-    /// Loads a backbone from a safetensors file already read; `path` names it in errors.
+    /// Where a file without this project's metadata keeps its backbone, and what to call that layout.
+    static let foreignLayouts: [(prefix: String, layout: String)] = [
+        ("", "a backbone state dict in the official DINO layout"),
+        ("teacher.backbone.", "an official DINO training checkpoint (its teacher)"),
+        ("teacher.", "a teacher state dict in the official DINO layout"),
+        ("student.module.backbone.", "an official DINO training checkpoint without a teacher (its student)"),
+        ("module.backbone.", "a DDP-wrapped student state dict in the official DINO layout"),
+        ("backbone.", "a MultiCropWrapper state dict in the official DINO layout"),
+        ("model.", "a state dict under 'model'"), ("state_dict.", "a state dict under 'state_dict'"),
+    ]
+
+    /// Loads a backbone from a checkpoint file already read; `path` names it in errors.
     public static func load(_ file: SafeTensors.File, path: String) throws -> BackboneCheckpoint {
         let url = URL(fileURLWithPath: path)
-        let prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
+        var prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
+        var source = file.metadata["dino.kind"] == "training" ? "a dino training checkpoint (its teacher)" : "a dino backbone"
+        if file.metadata["dino.config"] == nil {
+            let names = Set(file.tensors.map(\.name))
+            guard let found = foreignLayouts.first(where: { names.contains($0.prefix + "cls_token") && names.contains($0.prefix + "patch_embed.proj.weight") }) else {
+                let first = file.tensors.prefix(6).map(\.name).joined(separator: ", ")
+                throw DinoError("\(path): unknown checkpoint layout (no ViT backbone found; the first tensors are \(first.isEmpty ? "none" : first)); official DINO files and this project's are read")
+            }
+            (prefix, source) = found
+        }
         let config: ViTConfig
         if let text = file.metadata["dino.config"] {
             config = try decodeJSON(ViTConfig.self, text, what: "dino.config in \(url.path)")
@@ -66,9 +94,10 @@ public struct BackboneCheckpoint {
             ?? (config.inChannels == 3 ? imageNetStd : [0.5])
         try validateNormalization(mean: mean, std: std, channels: config.inChannels, path: url.path)
         try checkParameterCount(file, prefix: prefix, layout: .backbone(config), path: url.path)
-        let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
+        var checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
         try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
                         path: url.path, ignoring: ["head.", "mask_token"])
+        checkpoint.source = source
         return checkpoint
     }
 
