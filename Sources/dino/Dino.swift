@@ -1,5 +1,6 @@
 import ArgumentParser
 import DinoKernels
+import DinoModel
 import Foundation
 
 @main
@@ -92,4 +93,13 @@ final class ProgressLine {
     }
 
     func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
+}
+
+/// Loads a backbone for a command, saying which layout a file from elsewhere was read as.
+func loadBackbone(_ path: String) throws -> BackboneCheckpoint {
+    let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: path))
+    if !backbone.source.hasPrefix("a dino ") {   // on stderr, like progress: stdout may be JSON
+        FileHandle.standardError.write(Data("read \(path) as \(backbone.source)\n".utf8))
+    }
+    return backbone
 }

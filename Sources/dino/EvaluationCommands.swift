@@ -59,7 +59,7 @@ struct FeatureSource: ParsableArguments {
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
-        let extractor = try FeatureExtractor(checkpoint: BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint)),
+        let extractor = try FeatureExtractor(checkpoint: loadBackbone(checkpoint),
                                              batchSize: batchSize, inputSize: transform.inputSize,
                                              resizeTo: transform.resize)
         let line = ProgressLine()
@@ -216,7 +216,7 @@ struct Attention: ParsableCommand {
         try threads.apply()
         try runReportingErrors {
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
-            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let backbone = try loadBackbone(checkpoint)
             var inputs = try loadImages(image, fashionMNISTTest: 0, channels: backbone.config.inChannels)
             // One optional mask per image, nil where none was given.
             var masks: [DinoData.Image?] = mask.isEmpty ? Array(repeating: nil, count: inputs.count)

@@ -75,7 +75,7 @@ struct Features: ParsableCommand {
             guard let policy = BadImagePolicy(rawValue: onBadImage) else {
                 throw DinoError("--on-bad-image takes fail or skip, not '\(onBadImage)'")
             }
-            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let backbone = try loadBackbone(checkpoint)
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,
                                                  resizeTo: transform.resize)

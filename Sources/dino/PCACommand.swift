@@ -35,7 +35,7 @@ struct PCA: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: checkpoint))
+            let backbone = try loadBackbone(checkpoint)
             let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)

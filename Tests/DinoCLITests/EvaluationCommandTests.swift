@@ -348,4 +348,35 @@ final class EvaluationCommandTests: XCTestCase {
                                Inputs.pngHeader(width: 100_000, height: 100_000, name: "pca-bomb.png").path, "--output", bad.path]), "pca-bomb.png")
         XCTAssertEqual(files(in: bad), [])
     }
+
+    // MARK: PyTorch checkpoints
+
+    func testOfficialPyTorchCheckpointsInEveryCommand() throws {
+        let torch = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Goldens/torch")
+        let folder = makeTemporaryFolder()
+        let out = folder.appendingPathComponent("f.npy")
+        let features = runDino(["features", "--checkpoint", torch.appendingPathComponent("backbone.pth").path,
+                                "--data", Inputs.labelledFolder.path, "--output", out.path])
+        assertSucceeded(features)
+        XCTAssertTrue(features.stderr.contains("as a backbone state dict in the official DINO layout"), features.stderr)
+        XCTAssertEqual(try Npy.read(out).shape, [16, 64])
+        let knn = runDino(["knn", "--checkpoint", torch.appendingPathComponent("training.pth").path, "--train", Inputs.labelledFolder.path,
+                           "--validation", "--k", "3", "--json"])
+        assertSucceeded(knn)
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(knn.stdout.utf8)) as? [String: Any], knn.stdout)
+        XCTAssertTrue(knn.stderr.contains("an official DINO training checkpoint (its teacher)"), knn.stderr)
+        assertSucceeded(runDino(["attention", "--checkpoint", torch.appendingPathComponent("backbone-bf16.pth").path,
+                                 "--image", Inputs.photo.path, "--output", folder.appendingPathComponent("a").path]))
+        assertSucceeded(runDino(["pca", "--checkpoint", torch.appendingPathComponent("backbone-fp16.pth").path,
+                                 "--image", Inputs.photo.path, "--output", folder.appendingPathComponent("p").path]))
+        for (file, fragment) in [("refused-system.pth", "'posix.system'"), ("refused-storage.pth", "EvilStorage"),
+                                 ("refused-size.pth", "does not fit its storage"), ("refused-truncated.pth", "not a readable zip archive"),
+                                 ("small.pth", "unknown checkpoint layout")] {
+            let bad = folder.appendingPathComponent("bad.npy")
+            assertRefused(runDino(["features", "--checkpoint", torch.appendingPathComponent(file).path, "--data", Inputs.labelledFolder.path,
+                                   "--output", bad.path]), file, fragment)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: bad.path))
+        }
+    }
 }

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-60}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors idx npy recipe jpeg png)
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(safetensors torch idx npy recipe jpeg png)
 runs=${FUZZ_RUNS:--1}
 
 swift build -c release --product dino-fuzz --scratch-path .build-fuzz \

@@ -11,6 +11,8 @@ import Foundation
 public enum ReaderTarget: String, CaseIterable, Sendable {
     /// `SafeTensors.read`, then a backbone load, or a training-checkpoint restore when the metadata says so.
     case safetensors
+    /// PyTorch checkpoints: the zip archive, the restricted unpickler, the tensors, then a backbone load.
+    case torch
     /// The IDX reader (gzip or raw) for 1- and 3-dimensional files.
     case idx
     /// `Npy.read`.
@@ -38,6 +40,8 @@ public enum ReaderTarget: String, CaseIterable, Sendable {
             } else {
                 _ = try BackboneCheckpoint.load(file, path: "input")
             }
+        case .torch:
+            _ = try BackboneCheckpoint.load(TorchCheckpoint.read(data, name: "input"), path: "input")
         case .idx:
             let bytes = try gunzipIfCompressed(data, name: "input")
             _ = try? FashionMNIST.parseIDX(bytes, dimensions: 1, name: "input")

@@ -33,6 +33,11 @@ public enum SeedCorpus {
         try SafeTensors.write(plain.tensors, metadata: [:], to: scratch.appendingPathComponent("plain.safetensors"))
         try put(.safetensors, "inferred", Data(contentsOf: scratch.appendingPathComponent("plain.safetensors")))
 
+        // torch: the small archive of every kind of value (Tests/Goldens/make_torch_checkpoints.py).
+        let goldens = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Goldens/torch")
+        try put(.torch, "small", Data(contentsOf: goldens.appendingPathComponent("small.pth")))
+
         // npy: float32 (N, D), int64 labels, float64, and a format 2.0 header.
         try Npy.write((0..<6).map { Float($0) / 3 }, shape: [2, 3], to: scratch.appendingPathComponent("f.npy"))
         try put(.npy, "float32", Data(contentsOf: scratch.appendingPathComponent("f.npy")))
