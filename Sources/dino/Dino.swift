@@ -8,7 +8,7 @@ struct Dino: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dino",
         abstract: "Self-supervised Vision Transformers (DINO) on the CPU: train, look at attention, evaluate features.",
-        subcommands: [Quickstart.self, Train.self, Features.self, KNN.self, Linear.self, Attention.self, PCA.self, Report.self, Init.self])
+        subcommands: [Quickstart.self, Train.self, Features.self, KNN.self, Linear.self, Attention.self, PCA.self, Report.self, Init.self, Convert.self])
 
     /// Every failure ends as one line on stderr, `error: WHAT` (with `see 'dino SUB --help'` when the
     /// command line itself is wrong), and a non-zero exit code: 1 for a failed run, 64 for a bad command

@@ -96,3 +96,20 @@ struct Features: ParsableCommand {
         }
     }
 }
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write any checkpoint dino reads (a PyTorch .pth in the official DINO layouts, a training checkpoint) as this project's self-describing backbone safetensors.")
+
+    @Argument(help: ArgumentHelp("The checkpoint to read.", valueName: "IN")) var input: String
+    @Argument(help: ArgumentHelp("The .safetensors file to write.", valueName: "OUT")) var output: String
+
+    func run() throws {
+        try runReportingErrors {
+            let backbone = try loadBackbone(input)
+            try backbone.save(to: URL(fileURLWithPath: output))
+            let c = backbone.config
+            print("wrote \(output): \(c.embedDim)-wide, depth \(c.depth), \(c.numHeads) heads, patch \(c.patchSize), \(c.inChannels) channel(s), \(c.imageSize) px, from \(backbone.source)")
+        }
+    }
+}

@@ -370,6 +370,24 @@ final class EvaluationCommandTests: XCTestCase {
                                  "--image", Inputs.photo.path, "--output", folder.appendingPathComponent("a").path]))
         assertSucceeded(runDino(["pca", "--checkpoint", torch.appendingPathComponent("backbone-fp16.pth").path,
                                  "--image", Inputs.photo.path, "--output", folder.appendingPathComponent("p").path]))
+        // A Hugging Face model folder as downloaded (config.json and model.safetensors).
+        let hf = torch.deletingLastPathComponent().appendingPathComponent("huggingface/vit")
+        let hfFeatures = runDino(["features", "--checkpoint", hf.path, "--data", Inputs.labelledFolder.path, "--output", out.path])
+        assertSucceeded(hfFeatures)
+        XCTAssertTrue(hfFeatures.stderr.contains("as a Hugging Face transformers ViT"), hfFeatures.stderr)
+        assertRefused(runDino(["features", "--checkpoint", torch.path, "--data", Inputs.labelledFolder.path, "--output", out.path]),
+                      "without model.safetensors or pytorch_model.bin")
+        // convert: the same backbone as this project's safetensors, with its metadata.
+        let converted = folder.appendingPathComponent("converted.safetensors")
+        let convert = runDino(["convert", torch.appendingPathComponent("training.pth").path, converted.path])
+        assertSucceeded(convert)
+        XCTAssertTrue(convert.stdout.contains("64-wide, depth 1, 1 heads, patch 4"), convert.stdout)
+        let original = try BackboneCheckpoint.load(from: torch.appendingPathComponent("backbone.pth"))
+        let reloaded = try BackboneCheckpoint.load(from: converted)
+        XCTAssertEqual(reloaded.parameters.array, original.parameters.array)
+        XCTAssertEqual(reloaded.config, original.config)
+        assertRefused(runDino(["convert", torch.appendingPathComponent("refused-system.pth").path, converted.path]), "'posix.system'")
+        assertRefused(runDino(["convert", torch.appendingPathComponent("backbone.pth").path]), "OUT", status: 64)
         for (file, fragment) in [("refused-system.pth", "'posix.system'"), ("refused-storage.pth", "EvilStorage"),
                                  ("refused-size.pth", "does not fit its storage"), ("refused-truncated.pth", "not a readable zip archive"),
                                  ("small.pth", "unknown checkpoint layout")] {

@@ -80,4 +80,30 @@ final class TorchCheckpointTests: XCTestCase {
             }
         }
     }
+
+    /// A transformers ViTModel (`make_huggingface_checkpoints.py`), as a folder, as its weights file with the
+    /// config beside it, and as pytorch_model.bin: PyTorch's outputs, with the config's heads and eps.
+    func testHuggingFaceViTModelsGiveTransformersOutputs() throws {
+        let folder = goldensFolder.appendingPathComponent("huggingface")
+        let golden = try SafeTensors.read(folder.appendingPathComponent("outputs.safetensors"))
+        for url in [folder.appendingPathComponent("vit"), folder.appendingPathComponent("vit/model.safetensors"),
+                    folder.appendingPathComponent("vit-bin")] {
+            let backbone = try BackboneCheckpoint.load(from: url)
+            XCTAssertEqual(backbone.source, "a Hugging Face transformers ViT", url.path)
+            XCTAssertEqual([backbone.config.embedDim, backbone.config.depth, backbone.config.numHeads, backbone.config.mlpRatio,
+                            backbone.config.imageSize], [64, 1, 2, 4, 16])
+            XCTAssertEqual(backbone.config.layerNormEpsilon, 1e-12)
+            let (cls, attention) = forward(backbone, golden.values("image"))
+            assertClose(cls, golden.values("cls"), tolerance: 1e-5, "CLS of \(url.lastPathComponent)")
+            let n = 17, reference = golden.values("attention")
+            assertClose(attention, (0..<2).flatMap { h in reference[(h * n * n)..<(h * n * n + n)] }, tolerance: 1e-5,
+                        "last-layer CLS attention of \(url.lastPathComponent)")
+            // The eps travels with a converted file.
+            let converted = FileManager.default.temporaryDirectory.appendingPathComponent("hf-\(UUID().uuidString).safetensors")
+            try backbone.save(to: converted)
+            XCTAssertEqual(try BackboneCheckpoint.load(from: converted).config, backbone.config)
+            try? FileManager.default.removeItem(at: converted)
+        }
+        XCTAssertThrowsError(try BackboneCheckpoint.load(from: goldensFolder.appendingPathComponent("torch"))) { XCTAssertTrue("\($0)".contains("without model.safetensors"), "\($0)") }
+    }
 }

@@ -51,10 +51,30 @@ public struct BackboneCheckpoint {
     /// PyTorch files (`torch.save`'s zip archives) are read too: the official DINO backbone files (a plain
     /// state dict, e.g. `dino_deitsmall16_pretrain.pth`) and training checkpoints (the `teacher`'s
     /// `backbone.` part; `student` with DDP's `module.` prefix when there is no teacher).
+    ///
+    /// Hugging Face `transformers` ViT models are read as downloaded: the model folder, or its
+    /// `model.safetensors` or `pytorch_model.bin`, with the `config.json` beside it.
     public static func load(from url: URL) throws -> BackboneCheckpoint {
-        let data = try readInputFile(url, what: "checkpoint")
-        if ZipArchive.isArchive(data) { return try load(TorchCheckpoint.read(data, name: url.path), path: url.path) }
-        return try load(SafeTensors.read(data, name: url.path), path: url.path)
+        var file = url
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            guard let weights = ["model.safetensors", "pytorch_model.bin"].map({ url.appendingPathComponent($0) })
+                .first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
+                throw DinoError("cannot read checkpoint \(url.path): it is a folder without model.safetensors or pytorch_model.bin; give the checkpoint file itself")
+            }
+            file = weights
+        }
+        let data = try readInputFile(file, what: "checkpoint")
+        let read = ZipArchive.isArchive(data) ? try TorchCheckpoint.read(data, name: file.path) : try SafeTensors.read(data, name: file.path)
+        if read.metadata["dino.config"] == nil, let prefix = HuggingFaceViT.prefix(in: read) {
+            let renamed = try HuggingFaceViT.renamed(read, prefix: prefix, path: file.path)
+            let json = FileManager.default.contents(atPath: file.deletingLastPathComponent().appendingPathComponent("config.json").path)
+            let config = try HuggingFaceViT.config(json, renamed: renamed, path: file.path)
+            var checkpoint = try load(renamed, path: file.path, config: config)
+            checkpoint.source = "a Hugging Face transformers ViT" + (json == nil ? " (no config.json beside it: heads of 64 and eps 1e-12 assumed)" : "")
+            return checkpoint
+        }
+        return try load(read, path: file.path)
     }
 
     /// Where a file without this project's metadata keeps its backbone, and what to call that layout.
@@ -70,6 +90,11 @@ public struct BackboneCheckpoint {
 
     /// Loads a backbone from a checkpoint file already read; `path` names it in errors.
     public static func load(_ file: SafeTensors.File, path: String) throws -> BackboneCheckpoint {
+        try load(file, path: path, config: nil)
+    }
+
+    /// With `config`, the architecture is that one (a Hugging Face config.json), not the file's or inferred.
+    static func load(_ file: SafeTensors.File, path: String, config given: ViTConfig?) throws -> BackboneCheckpoint {
         let url = URL(fileURLWithPath: path)
         var prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
         var source = file.metadata["dino.kind"] == "training" ? "a dino training checkpoint (its teacher)" : "a dino backbone"
@@ -82,7 +107,9 @@ public struct BackboneCheckpoint {
             (prefix, source) = found
         }
         let config: ViTConfig
-        if let text = file.metadata["dino.config"] {
+        if let given {
+            config = given
+        } else if let text = file.metadata["dino.config"] {
             config = try decodeJSON(ViTConfig.self, text, what: "dino.config in \(url.path)")
         } else {
             config = try inferConfig(file, prefix: prefix, path: url.path)

@@ -21,13 +21,13 @@ public enum SafeTensors {
         public func tensor(_ name: String) -> NamedTensor? { tensors.first { $0.name == name } }
     }
 
-    /// Reads F32, F64 (converted to Float), and I64 and U8 (as Float, for labels and pixels).
+    /// Reads F32, F16, BF16 and F64 (converted to Float), and I64 and U8 (as Float, for labels and pixels).
     public static func read(_ url: URL) throws -> File {
         try read(readInputFile(url, what: "checkpoint"), name: url.path)
     }
 
     /// The element widths of the dtypes read, in bytes.
-    static let widths = ["F32": 4, "F64": 8, "I64": 8, "U8": 1]
+    static let widths = ["F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I64": 8, "U8": 1]
 
     /// Parses a safetensors file held in memory. Every declared size (header length, shapes, offsets)
     /// is checked against the bytes present before a tensor is allocated, so a corrupt or hostile file
@@ -58,7 +58,7 @@ public enum SafeTensors {
                   let shape = integers(entry["shape"]), let offsets = integers(entry["data_offsets"]), offsets.count == 2
             else { throw refuse("tensor '\(key)' has no dtype, shape and data_offsets") }
             guard let width = widths[dtype] else {
-                throw DinoError("\(name): tensor '\(key)' has dtype \(dtype), which is not read (F32, F64, I64 and U8 are)")
+                throw DinoError("\(name): tensor '\(key)' has dtype \(dtype), which is not read (F32, F16, BF16, F64, I64 and U8 are)")
             }
             let available = data.count - base
             guard let count = checkedElementCount(shape, limit: available / width),
@@ -79,6 +79,8 @@ public enum SafeTensors {
                         switch e.dtype {
                         case "F32": out[i] = Float(bitPattern: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
                         case "F64": out[i] = Float(Double(bitPattern: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))))
+                        case "F16": out[i] = TorchCheckpoint.halfToFloat(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                        case "BF16": out[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) << 16)
                         case "U8": out[i] = Float(bytes.load(fromByteOffset: i, as: UInt8.self))
                         default: out[i] = Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
                         }

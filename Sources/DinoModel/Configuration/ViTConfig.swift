@@ -18,18 +18,30 @@ public struct ViTConfig: Codable, Equatable, Sendable {
     /// half a patch, `5·in_chans` input planes, so each token also covers its neighbours' borders.
     /// Not in the official DINO; false by default and for checkpoints written before it existed.
     public var shiftedPatches: Bool
+    /// The LayerNorms' eps: 1e-6 in DINO's ViT; Hugging Face's ViT models say theirs in config.json (1e-12
+    /// by default). Absent from checkpoints written before it existed, which are DINO's 1e-6.
+    public var layerNormEpsilon: Float
 
     enum CodingKeys: String, CodingKey {
         case arch, imageSize = "img_size", patchSize = "patch_size", inChannels = "in_chans",
              embedDim = "embed_dim", depth, numHeads = "num_heads", mlpRatio = "mlp_ratio",
-             shiftedPatches = "shifted_patches"
+             shiftedPatches = "shifted_patches", layerNormEpsilon = "layer_norm_eps"
     }
 
     public init(arch: String, imageSize: Int, patchSize: Int, inChannels: Int, embedDim: Int, depth: Int,
-                numHeads: Int, mlpRatio: Int = 4, shiftedPatches: Bool = false) {
+                numHeads: Int, mlpRatio: Int = 4, shiftedPatches: Bool = false, layerNormEpsilon: Float = 1e-6) {
         self.arch = arch; self.imageSize = imageSize; self.patchSize = patchSize; self.inChannels = inChannels
         self.embedDim = embedDim; self.depth = depth; self.numHeads = numHeads; self.mlpRatio = mlpRatio
-        self.shiftedPatches = shiftedPatches
+        self.shiftedPatches = shiftedPatches; self.layerNormEpsilon = layerNormEpsilon
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(arch, forKey: .arch); try c.encode(imageSize, forKey: .imageSize); try c.encode(patchSize, forKey: .patchSize)
+        try c.encode(inChannels, forKey: .inChannels); try c.encode(embedDim, forKey: .embedDim); try c.encode(depth, forKey: .depth)
+        try c.encode(numHeads, forKey: .numHeads); try c.encode(mlpRatio, forKey: .mlpRatio); try c.encode(shiftedPatches, forKey: .shiftedPatches)
+        // Written only when it is not DINO's, so that files and the recipes' configs stay as they were.
+        if layerNormEpsilon != 1e-6 { try c.encode(layerNormEpsilon, forKey: .layerNormEpsilon) }
     }
 
     public init(from decoder: any Decoder) throws {
@@ -38,7 +50,8 @@ public struct ViTConfig: Codable, Equatable, Sendable {
                   patchSize: try c.decode(Int.self, forKey: .patchSize), inChannels: try c.decode(Int.self, forKey: .inChannels),
                   embedDim: try c.decode(Int.self, forKey: .embedDim), depth: try c.decode(Int.self, forKey: .depth),
                   numHeads: try c.decode(Int.self, forKey: .numHeads), mlpRatio: try c.decode(Int.self, forKey: .mlpRatio),
-                  shiftedPatches: try c.decodeIfPresent(Bool.self, forKey: .shiftedPatches) ?? false)
+                  shiftedPatches: try c.decodeIfPresent(Bool.self, forKey: .shiftedPatches) ?? false,
+                  layerNormEpsilon: try c.decodeIfPresent(Float.self, forKey: .layerNormEpsilon) ?? 1e-6)
     }
 
     /// The official presets (vit_tiny 192/12/3, vit_small 384/12/6, vit_base 768/12/12), or a
@@ -78,6 +91,7 @@ public struct ViTConfig: Codable, Equatable, Sendable {
         guard embedDim > 0, depth > 0, numHeads > 0, embedDim % numHeads == 0 else {
             throw DinoError("embed_dim \(embedDim) must be a positive multiple of num_heads \(numHeads)")
         }
+        guard layerNormEpsilon > 0, layerNormEpsilon < 1 else { throw DinoError("layer_norm_eps must be in (0, 1), not \(layerNormEpsilon)") }
         guard embedDim <= Self.maximumEmbedDim, depth <= Self.maximumDepth, mlpRatio >= 1, mlpRatio <= 16 else {
             throw DinoError("embed_dim \(embedDim), depth \(depth) or mlp_ratio \(mlpRatio) is out of range (embed_dim up to \(Self.maximumEmbedDim), depth up to \(Self.maximumDepth), mlp_ratio 1...16)")
         }

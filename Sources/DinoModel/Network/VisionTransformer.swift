@@ -180,14 +180,14 @@ public struct VisionTransformer: Sendable {
         }
         if a.classTokenOnly {
             LayerNorm.forward(output: a.classNormalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
-                              input: a.classOutput.pointer, weight: p + normWeight, bias: p + normBias, rows: b, columns: d)
+                              input: a.classOutput.pointer, weight: p + normWeight, bias: p + normBias, rows: b, columns: d, epsilon: config.layerNormEpsilon)
             for image in 0..<b {
                 (a.normalized.pointer + image * n * d).update(from: a.classNormalized.pointer + image * d, count: d)
             }
         } else {
             LayerNorm.forward(output: a.normalized.pointer, mean: a.normMean.pointer, rstd: a.normRstd.pointer,
                               input: a.streamBuffer(c.depth).pointer, weight: p + normWeight, bias: p + normBias,
-                              rows: t, columns: d)
+                              rows: t, columns: d, epsilon: config.layerNormEpsilon)
         }
     }
 
@@ -200,7 +200,7 @@ public struct VisionTransformer: Sendable {
         let d = config.embedDim, t = m * n
         guard m > 0 else { return }
         LayerNorm.forward(output: s.norm1.pointer, mean: s.norm1Mean.pointer, rstd: s.norm1Rstd.pointer, input: input,
-                          weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d)
+                          weight: p + o.norm1Weight, bias: p + o.norm1Bias, rows: t, columns: d, epsilon: config.layerNormEpsilon)
         if classOnly {
             GEMM.multiply(transposeA: false, transposeB: true, m: t, n: 2 * d, k: d, a: s.norm1.pointer, lda: d,
                           b: p + o.qkvWeight + d * d, ldb: d, beta: 0, c: s.qkv.pointer + d, ldc: 3 * d,
@@ -246,7 +246,7 @@ public struct VisionTransformer: Sendable {
                  input: UnsafePointer<Float>, rows: Int) {
         guard rows > 0 else { return }
         LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
-                          input: input, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: config.embedDim)
+                          input: input, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: config.embedDim, epsilon: config.layerNormEpsilon)
         Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
                            weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: config.embedDim,
                            outputSize: config.hiddenDim)
@@ -294,7 +294,7 @@ public struct VisionTransformer: Sendable {
         let rows = scratch.pointer, mean = rows + batch * d, rstd = mean + batch
         for b in 0..<batch { (rows + b * d).update(from: stream + b * tokens * d, count: d) }
         LayerNorm.forward(output: output, mean: mean, rstd: rstd, input: rows,
-                          weight: p + normWeight, bias: p + normBias, rows: batch, columns: d)
+                          weight: p + normWeight, bias: p + normBias, rows: batch, columns: d, epsilon: config.layerNormEpsilon)
     }
 
     /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)` and, when
