@@ -88,7 +88,8 @@ public enum ReaderFixtures {
     }
 
     nonisolated(unsafe) public static let trainer: Trainer = {
-        let folder = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-fuzz-\(getpid())")
+        // One folder for every process: the trainer only restores into itself and never writes there.
+        let folder = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-fuzz-trainer")
         return try! Trainer(recipe: recipe(), output: folder, dataset: NoiseImages())
     }()
 }
