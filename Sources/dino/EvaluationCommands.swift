@@ -20,7 +20,7 @@ struct EvaluationTransform: ParsableArguments {
 
 /// Features for a data argument: a cached `.npy`, raw pixels, or a checkpoint's frozen CLS features.
 struct FeatureSource: ParsableArguments {
-    @Option(help: "Backbone or training checkpoint (omit with --raw-pixels or .npy inputs).") var checkpoint: String?
+    @Option(help: "Backbone or training checkpoint: this project's .safetensors, an official DINO .pth, or a Hugging Face ViT folder (omit with --raw-pixels or .npy inputs).") var checkpoint: String?
     @Flag(name: .customLong("raw-pixels"), help: "Use pixels/255 as features (the floor to beat); folder images are resized and center-cropped to 32x32 first.") var rawPixels = false
     @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: normalize by the data set's mean/std.")
     var normalizePixels = false

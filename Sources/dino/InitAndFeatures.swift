@@ -99,7 +99,7 @@ struct Features: ParsableCommand {
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write any checkpoint dino reads (a PyTorch .pth in the official DINO layouts, a training checkpoint) as this project's self-describing backbone safetensors.")
+        abstract: "Write any checkpoint dino reads (an official DINO .pth, a Hugging Face ViT, a training checkpoint) as this project's self-describing backbone safetensors.")
 
     @Argument(help: ArgumentHelp("The checkpoint to read.", valueName: "IN")) var input: String
     @Argument(help: ArgumentHelp("The .safetensors file to write.", valueName: "OUT")) var output: String

@@ -5,7 +5,7 @@ import Foundation
 
 struct Quickstart: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train the quick recipe on Fashion-MNIST, report teacher k-NN next to the raw-pixel floor, write attention PNGs.")
+        abstract: "Train the quick recipe on Fashion-MNIST, report teacher k-NN next to the raw-pixel floor, write attention sheets and a run report.")
 
     @Option(help: "Run folder.") var output = "runs/quickstart"
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Override a key of the quick recipe (repeatable).")
