@@ -122,4 +122,13 @@ final class DecodingTests: XCTestCase {
         let half = Resample.resizedCrop(checker, x: 0, y: 0, width: 16, height: 16, outputWidth: 8, outputHeight: 8)
         XCTAssertTrue(half.values[9...54].allSatisfy { abs($0 - 0.5) < 0.05 }, "\(half.values)")
     }
+
+    /// A CMYK JPEG (`make_cmyk_fixture.py`) decodes to Pillow's RGB, exactly.
+    func testCMYKJPEGDecodesAsPillowDoes() throws {
+        let decoded = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("rocket-cmyk.jpg"), channels: 3)
+        let pillow = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("rocket-cmyk-pillow.png"), channels: 3)
+        XCTAssertEqual([decoded.width, decoded.height], [pillow.width, pillow.height])
+        XCTAssertEqual(zip(decoded.pixels, pillow.pixels).map { abs(Int($0) - Int($1)) }.max(), 0)
+        XCTAssertEqual(try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("rocket-cmyk.jpg"), channels: 1).channels, 1)
+    }
 }

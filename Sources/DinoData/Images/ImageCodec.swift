@@ -91,15 +91,30 @@ public enum ImageCodec {
                     (outWidth, outHeight) = best
                 }
             }
-            var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * channels)
-            let format = channels == 3 ? TJPF_RGB : TJPF_GRAY
+            // CMYK and YCCK files (print workflows) decode to CMYK, which libjpeg-turbo does not turn into RGB.
+            let cmyk = colorspace == Int32(TJCS_CMYK.rawValue) || colorspace == Int32(TJCS_YCCK.rawValue)
+            let decodedChannels = cmyk ? 4 : channels
+            var pixels = [UInt8](repeating: 0, count: outWidth * outHeight * decodedChannels)
+            let format = cmyk ? TJPF_CMYK : channels == 3 ? TJPF_RGB : TJPF_GRAY
             let status = pixels.withUnsafeMutableBufferPointer {
                 tjDecompress2(handle, bytes, UInt(data.count), $0.baseAddress, Int32(outWidth), 0, Int32(outHeight),
                               Int32(format.rawValue), TJFLAG_STOPONWARNING)
             }
             guard status == 0 else { throw failure("data") }
+            if cmyk { return Self.rgb(fromCMYK: pixels, width: outWidth, height: outHeight).converted(to: channels) }
             return Image(width: outWidth, height: outHeight, channels: channels, pixels: pixels)
         }
+    }
+
+    /// RGB from the CMYK values libjpeg-turbo returns. JPEG files store CMYK inverted (Adobe's convention,
+    /// which Photoshop and Pillow write), so each value is 255 − ink: R = C·K/255, and so on, as Pillow reads them.
+    static func rgb(fromCMYK cmyk: [UInt8], width: Int, height: Int) -> Image {
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
+        for i in 0..<(width * height) {
+            let k = Int(cmyk[4 * i + 3])
+            for c in 0..<3 { rgb[3 * i + c] = UInt8((Int(cmyk[4 * i + c]) * k + 127) / 255) }
+        }
+        return Image(width: width, height: height, channels: 3, pixels: rgb)
     }
 
     static func message(_ image: inout png_image) -> String {

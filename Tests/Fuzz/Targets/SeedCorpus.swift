@@ -64,7 +64,9 @@ public enum SeedCorpus {
         }
         try put(.recipe, "short", Data("arch: custom\nembed_dim: 8\ndepth: 1\nnum_heads: 2\nglobal_crops_scale: [0.4, 1.0]\nnorm_last_layer: false\nlr: 1e-3\n".utf8))
 
-        // Images: gray and RGB, odd sizes, in both codecs.
+        // Images: gray and RGB, odd sizes, in both codecs; and a CMYK JPEG (Tests/Fixtures, made by Pillow).
+        try put(.jpeg, "cmyk", Data(contentsOf: goldens.deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/rocket-cmyk.jpg")))
         var generator = RandomGenerator(seed: 5)
         for (w, h, c) in [(8, 8, 1), (13, 7, 3), (16, 16, 3)] {
             let image = Image(width: w, height: h, channels: c, pixels: (0..<(w * h * c)).map { _ in UInt8(generator.next() & 0xFF) })
