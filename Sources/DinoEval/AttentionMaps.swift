@@ -43,15 +43,19 @@ public struct AttentionExporter {
     /// The most tokens an image may give: the attention matrices of the blocks grow with their square.
     public static let maximumTokens = 4097
 
+    /// The size an image of `width`x`height` is resized to: its short side to `size` (at least a patch
+    /// each way), or its own size without `size`.
+    func scaled(width: Int, height: Int) -> (width: Int, height: Int) {
+        guard let size else { return (width, height) }
+        let p = checkpoint.config.patchSize, scale = Double(size) / Double(min(width, height))
+        return (max(p, Int((Double(width) * scale).rounded())), max(p, Int((Double(height) * scale).rounded())))
+    }
+
     /// The size an image of `width`x`height` is resized to (with `size`), then cropped to: a multiple of
     /// the patch size, at least one patch.
     public func resized(width: Int, height: Int) -> (width: Int, height: Int) {
         let p = checkpoint.config.patchSize
-        var (w, h) = (width, height)
-        if let size {
-            let scale = Double(size) / Double(min(w, h))
-            (w, h) = (max(p, Int((Double(w) * scale).rounded())), max(p, Int((Double(h) * scale).rounded())))
-        }
+        let (w, h) = scaled(width: width, height: height)
         return (max(p, w - w % p), max(p, h - h % p))
     }
 
@@ -67,11 +71,10 @@ public struct AttentionExporter {
     /// What the model sees of `image` (resized with `size`, cropped to whole patches) as 8-bit pixels,
     /// and the same normalized as the network's CHW input.
     public func prepare(_ image: Image) -> (display: Image, input: [Float]) {
-        let c = checkpoint.config, p = c.patchSize
+        let c = checkpoint.config
         var floats = FloatImage(image.converted(to: c.inChannels))
-        if let size {
-            let scale = Double(size) / Double(min(floats.width, floats.height))
-            let w = max(p, Int((Double(floats.width) * scale).rounded())), h = max(p, Int((Double(floats.height) * scale).rounded()))
+        let (w, h) = scaled(width: image.width, height: image.height)
+        if size != nil {
             floats = Resample.resizedCrop(floats, x: 0, y: 0, width: floats.width, height: floats.height, outputWidth: w, outputHeight: h)
         }
         let (width, height) = resized(width: image.width, height: image.height)

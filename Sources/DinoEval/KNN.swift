@@ -83,7 +83,6 @@ public enum KNN {
         return ks.map { kRequested in
             let k = min(kRequested, n)
             var top1 = 0, top5 = 0
-            var correct = [Int](repeating: 0, count: classes), total = [Int](repeating: 0, count: classes)
             var confusion = [[Int]](repeating: [Int](repeating: 0, count: classes), count: classes)
             var scores = [Double](repeating: 0, count: classes)
             for r in 0..<m {
@@ -94,13 +93,14 @@ public enum KNN {
                 }
                 let ranked = (0..<classes).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
                 let truth = testLabels[r]
-                total[truth] += 1
                 confusion[truth][ranked[0]] += 1
-                if ranked[0] == truth { top1 += 1; correct[truth] += 1 }
+                if ranked[0] == truth { top1 += 1 }
                 if ranked.prefix(min(5, k)).contains(truth) { top5 += 1 }
             }
+            // Per class: the confusion matrix's diagonal over its row sums.
+            let total = confusion.map { $0.reduce(0, +) }
             return KNNResult(k: kRequested, top1: 100 * Double(top1) / Double(m), top5: 100 * Double(top5) / Double(m),
-                             perClass: (0..<classes).map { total[$0] == 0 ? 0 : 100 * Double(correct[$0]) / Double(total[$0]) },
+                             perClass: (0..<classes).map { total[$0] == 0 ? 0 : 100 * Double(confusion[$0][$0]) / Double(total[$0]) },
                              perClassCount: total, confusion: confusion)
         }
     }

@@ -54,6 +54,8 @@ public struct PatchComponentMaps {
         public var foreground: [Bool]
         /// Per patch, the colour of components 1–3 of the foreground fit (black on the background).
         public var colors: [Color]
+        /// The share of the patches that are foreground, in [0, 1].
+        public var foregroundShare: Double { Double(foreground.filter { $0 }.count) / Double(max(1, foreground.count)) }
     }
 
     /// Fits the components over `images` together and maps each image.
@@ -150,7 +152,7 @@ public struct PatchComponentMaps {
     }
 
     /// Each row of `x` (N, D), centred on the rows' mean, projected on `basis`: (N, basis.count).
-    static func project(_ x: [Float], dimension d: Int, basis: [[Double]]) -> [Float] {
+    public static func project(_ x: [Float], dimension d: Int, basis: [[Double]]) -> [Float] {
         let n = x.count / max(d, 1)
         var mean = [Double](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { mean[j] += Double(x[r * d + j]) / Double(n) } }
@@ -186,9 +188,8 @@ public struct PatchComponentMaps {
 
     /// One image's page.
     public func sheet(for map: Map) -> Image {
-        let share = Double(map.foreground.filter { $0 }.count) / Double(max(1, map.foreground.count))
-        return ContactSheet(title: String(format: "%@: patch-token PCA, %dx%d patches, %.0f%% foreground", map.name, map.gridWidth,
-                                          map.gridHeight, 100 * share), rows: [cells(map)]).render()
+        ContactSheet(title: String(format: "%@: patch-token PCA, %dx%d patches, %.0f%% foreground", map.name, map.gridWidth,
+                                   map.gridHeight, 100 * map.foregroundShare), rows: [cells(map)]).render()
     }
 
     /// Writes `NAME-pca.png` (the RGB components at the image's size) and `NAME-pca-sheet.png` per image,

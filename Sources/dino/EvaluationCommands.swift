@@ -58,7 +58,7 @@ struct FeatureSource: ParsableArguments {
                                         mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
-        guard let policy = BadImagePolicy(rawValue: onBadImage) else { throw DinoError("--on-bad-image takes fail or skip") }
+        let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
         let extractor = try FeatureExtractor(checkpoint: loadBackbone(checkpoint),
                                              batchSize: batchSize, inputSize: transform.inputSize,
                                              resizeTo: transform.resize)
@@ -217,17 +217,15 @@ struct Attention: ParsableCommand {
         try runReportingErrors {
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
             let backbone = try loadBackbone(checkpoint)
-            var inputs = try loadImages(image, fashionMNISTTest: 0, channels: backbone.config.inChannels)
-            // One optional mask per image, nil where none was given.
-            var masks: [DinoData.Image?] = mask.isEmpty ? Array(repeating: nil, count: inputs.count)
-                : try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
-            let fashion = try loadImages([], fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
-            inputs += fashion
-            masks += Array(repeating: nil, count: fashion.count)
+            let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            // One optional mask per image: the --mask files for the --image files, nil for the rest.
+            var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
+            masks += Array(repeating: nil, count: inputs.count - masks.count)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
             for (name, picture) in inputs { try exporter.checkSize(picture, name: name) }
-            // PNGs (13 per image for 3 heads) for the first pngLimit images; shares for all of them.
+            // PNGs (a sheet, the image, and a heatmap, overlay and mask per head and for the mean) for the
+            // first pngLimit images; shares for all of them.
             let written = summaryOnly ? 0 : min(pngLimit, inputs.count)
             var maps = written > 0
                 ? try exporter.export(Array(inputs[..<written]), to: URL(fileURLWithPath: output), masks: Array(masks[..<written])) : []

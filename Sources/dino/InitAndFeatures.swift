@@ -72,9 +72,7 @@ struct Features: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            guard let policy = BadImagePolicy(rawValue: onBadImage) else {
-                throw DinoError("--on-bad-image takes fail or skip, not '\(onBadImage)'")
-            }
+            let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
             let backbone = try loadBackbone(checkpoint)
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,

@@ -42,9 +42,10 @@ struct PCA: ParsableCommand {
             for (name, picture) in inputs { try maps.exporter.checkSize(picture, name: name) }
             let fitted = maps.maps(inputs.map { maps.tokens($0.1, name: $0.0) })
             let written = try maps.export(fitted, to: URL(fileURLWithPath: output))
-            for m in fitted where fitted.count <= 20 {
-                let share = Double(m.foreground.filter { $0 }.count) / Double(max(1, m.foreground.count))
-                print(String(format: "%@: %dx%d patches, %.0f%% foreground", m.name, m.gridWidth, m.gridHeight, 100 * share))
+            if fitted.count <= 20 {
+                for m in fitted {
+                    print(String(format: "%@: %dx%d patches, %.0f%% foreground", m.name, m.gridWidth, m.gridHeight, 100 * m.foregroundShare))
+                }
             }
             print("wrote \(written.count) PNGs to \(output)" + (fitted.count > 1 ? " (pca-overview.png: every image)" : ""))
         }

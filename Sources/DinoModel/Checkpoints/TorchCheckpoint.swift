@@ -65,7 +65,7 @@ public enum TorchCheckpoint {
                 switch type {
                 case .float32: return Float(bitPattern: UInt32(littleEndian: p.loadUnaligned(as: UInt32.self)))
                 case .float16: return halfToFloat(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)))
-                case .bfloat16: return Float(bitPattern: UInt32(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self))) << 16)
+                case .bfloat16: return bfloat16ToFloat(UInt16(littleEndian: p.loadUnaligned(as: UInt16.self)))
                 case .float64: return Float(Double(bitPattern: UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))))
                 case .int64: return Float(Int64(littleEndian: p.loadUnaligned(as: Int64.self)))
                 case .int32: return Float(Int32(littleEndian: p.loadUnaligned(as: Int32.self)))
@@ -86,6 +86,9 @@ public enum TorchCheckpoint {
             return out
         }
     }
+
+    /// bfloat16 to Float: the same sign, exponent and top mantissa bits, so exact.
+    public static func bfloat16ToFloat(_ b: UInt16) -> Float { Float(bitPattern: UInt32(b) << 16) }
 
     /// IEEE half precision to Float (subnormals, infinities and NaN included).
     public static func halfToFloat(_ h: UInt16) -> Float {

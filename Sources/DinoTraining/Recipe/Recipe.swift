@@ -209,7 +209,11 @@ public struct Recipe: Equatable, Sendable {
 
     /// Applies a YAML mapping: every key must be known and well-typed.
     public mutating func apply(yaml text: String, source: String) throws {
-        let parsed = try Self.parseYAML(text, source: source)
+        try apply(parsed: Self.parseYAML(text, source: source), source: source)
+    }
+
+    /// Applies a parsed document (nil: empty, nothing to apply).
+    mutating func apply(parsed: Any?, source: String) throws {
         guard let parsed else { return }
         guard let mapping = parsed as? [String: Any] else { throw DinoError("\(source) must be a mapping of key: value") }
         for key in mapping.keys.sorted() where !key.hasPrefix("_") {   // `_comment` and friends are notes
@@ -236,10 +240,10 @@ public struct Recipe: Equatable, Sendable {
                 throw DinoError("recipe \(path) is not UTF-8 text: give a YAML file")
             }
             // Parsed to nothing (empty, or comments only): a mistake, not a request for the default recipe.
-            if case .some(.none) = try? Self.parseYAML(text, source: path) {
+            guard let parsed = try Self.parseYAML(text, source: path) else {
                 throw DinoError("recipe \(path) is empty: give at least one key (Recipes/README.md lists them)")
             }
-            try recipe.apply(yaml: text, source: path)
+            try recipe.apply(parsed: parsed, source: path)
         }
         for o in overrides { try recipe.apply(override: o) }
         try recipe.validate()

@@ -80,12 +80,9 @@ public enum RunReport {
                                           testLabels: test.labels, dimension: train.dimension, ks: [recipe.knn_k],
                                           classCount: data.classNames.count)[0]
             let basis = PatchComponentMaps.principalComponents(test.features, dimension: test.dimension, count: 2)
-            var mean = [Double](repeating: 0, count: test.dimension)
-            for r in 0..<test.count { for j in 0..<test.dimension { mean[j] += Double(test.features[r * test.dimension + j]) / Double(test.count) } }
+            let projected = PatchComponentMaps.project(test.features, dimension: test.dimension, basis: basis)
             let points = (0..<test.count).map { r -> (x: Double, y: Double, label: Int) in
-                let row = (0..<test.dimension).map { Double(test.features[r * test.dimension + $0]) - mean[$0] }
-                return (zip(row, basis[0]).reduce(0) { $0 + $1.0 * $1.1 },
-                        basis.count > 1 ? zip(row, basis[1]).reduce(0) { $0 + $1.0 * $1.1 } : 0, test.labels[r])
+                (Double(projected[r * basis.count]), basis.count > 1 ? Double(projected[r * basis.count + 1]) : 0, test.labels[r])
             }
             try add("features-pca.png", "The teacher's features",
                     "The CLS features of \(test.count) validation images projected on their first two principal components, coloured by class.",
