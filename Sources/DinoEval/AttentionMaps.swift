@@ -101,13 +101,14 @@ public struct AttentionExporter {
                                                                  classTokenOnly: true)  // the CLS row of attention alone
         let buffer = FloatBuffer(input)
         checkpoint.transformer.forward(parameters: checkpoint.parameters.pointer, images: buffer.pointer, activations: activations)
-        let n = activations.tokens, gh = activations.gridHeight, gw = activations.gridWidth
+        let n = activations.tokens, np = activations.patchCount, gh = activations.gridHeight, gw = activations.gridWidth
         let probabilities = activations.lastAttention
+        // The class token's attention to each patch; the registers' columns are left out.
         let heads: [[Float]] = (0..<c.numHeads).map { h in
-            Array(UnsafeBufferPointer(start: probabilities.pointer + h * n * n + 1, count: n - 1))
+            Array(UnsafeBufferPointer(start: probabilities.pointer + h * n * n + c.firstPatchToken, count: np))
         }
         withExtendedLifetime(buffer) {}  // the forward pass saw only its pointer
-        let meanMap = (0..<(n - 1)).map { i in heads.reduce(0) { $0 + $1[i] } / Float(c.numHeads) }
+        let meanMap = (0..<np).map { i in heads.reduce(0) { $0 + $1[i] } / Float(c.numHeads) }
         let weights = foregroundWeights(display, mask: foregroundMask, gridHeight: gh, gridWidth: gw, patch: p)
         let total = meanMap.reduce(0, +)
         let share = total > 0 ? Double(zip(meanMap, weights).reduce(0) { $0 + $1.0 * $1.1 } / total) : 0

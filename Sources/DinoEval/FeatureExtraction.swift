@@ -188,7 +188,7 @@ public struct FeatureExtractor {
                 }
                 if patchTokens {
                     for a in activations {
-                        let patches = FloatBuffer(count: a.batch * (tokens - 1) * d)
+                        let patches = FloatBuffer(count: a.batch * a.patchCount * d)
                         a.copyPatchTokens(to: patches.pointer)
                         result.patchTokens!.append(contentsOf: patches.array)
                     }

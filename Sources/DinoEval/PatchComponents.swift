@@ -38,7 +38,7 @@ public struct PatchComponentMaps {
         let buffer = FloatBuffer(input)
         checkpoint.transformer.forward(parameters: checkpoint.parameters.pointer, images: buffer.pointer, activations: activations)
         withExtendedLifetime(buffer) {}
-        let out = FloatBuffer(count: (activations.tokens - 1) * checkpoint.config.embedDim)
+        let out = FloatBuffer(count: activations.patchCount * checkpoint.config.embedDim)
         activations.copyPatchTokens(to: out.pointer)
         return PatchTokens(name: name, gridHeight: activations.gridHeight, gridWidth: activations.gridWidth, tokens: out.array,
                            image: display)

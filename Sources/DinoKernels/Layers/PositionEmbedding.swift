@@ -1,6 +1,9 @@
 /// Bicubic interpolation of the learned patch position embeddings to another grid, as the official
 /// `VisionTransformer.interpolate_pos_encoding`: `F.interpolate(mode="bicubic", align_corners=False)`
-/// with `scale_factor = ((h0 + 0.1)/S, (w0 + 0.1)/S)` (the +0.1 keeps floor(scale·S) at h0, dino#8).
+/// with `scale_factor = ((h0 + offset)/S, (w0 + offset)/S)` (DINO's offset 0.1 keeps floor(scale·S) at
+/// h0, dino#8), or with `size = (h0, w0)` when the offset is 0 (Hugging Face's models, DINOv2 with
+/// registers). With `antialias` (DINOv2 with registers) PyTorch's antialiased bicubic: Keys' kernel with
+/// a = −0.5, widened by the scale when shrinking, and normalized over the taps inside the grid.
 ///
 /// The interpolation is linear in the embeddings, so it is materialized once per target grid as a
 /// dense matrix `M` of shape `(h0·w0, S·S)`; forward is `out = M·pos` and backward `dPos += Mᵀ·dOut`,
@@ -16,10 +19,11 @@ public enum PositionEmbedding {
     }
 
     /// One axis: weights `(target, source)` for source side `source` and target side `target`,
-    /// with PyTorch's source index `scale·(dst + 0.5) − 0.5`, `scale = 1/scale_factor`.
-    static func axisWeights(source: Int, target: Int) -> [Float] {
-        let scaleFactor = (Double(target) + 0.1) / Double(source)
-        let scale = Float(1.0 / scaleFactor)
+    /// with PyTorch's source index `scale·(dst + 0.5) − 0.5`, `scale = 1/scale_factor` (or
+    /// source/target when the offset is 0, PyTorch's `size=`).
+    static func axisWeights(source: Int, target: Int, offset: Double = 0.1, antialias: Bool = false) -> [Float] {
+        if antialias { return antialiasedAxisWeights(source: source, target: target, offset: offset) }
+        let scale = offset > 0 ? Float(1.0 / ((Double(target) + offset) / Double(source))) : Float(source) / Float(target)
         var weights = [Float](repeating: 0, count: target * source)
         for dst in 0..<target {
             let real = scale * (Float(dst) + 0.5) - 0.5
@@ -34,10 +38,36 @@ public enum PositionEmbedding {
         return weights
     }
 
+    /// PyTorch's `_upsample_bicubic2d_aa` weights for one axis (`_compute_indices_min_size_weights_aa`):
+    /// center `scale·(dst + 0.5)`, support 2·max(scale, 1), taps at `(j − center + 0.5)/max(scale, 1)`
+    /// through Keys' kernel with a = −0.5, only inside the grid, normalized to sum 1.
+    static func antialiasedAxisWeights(source: Int, target: Int, offset: Double) -> [Float] {
+        let scale = offset > 0 ? Double(Float(1.0 / ((Double(target) + offset) / Double(source))))
+                               : Double(Float(source) / Float(target))
+        func filter(_ x: Double) -> Double {
+            let a = -0.5, x = abs(x)
+            if x < 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
+            if x < 2 { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
+            return 0
+        }
+        let support = scale >= 1 ? 2 * scale : 2, inverse = scale >= 1 ? 1 / scale : 1
+        var weights = [Float](repeating: 0, count: target * source)
+        for dst in 0..<target {
+            let center = scale * (Double(dst) + 0.5)
+            let low = max(Int(center - support + 0.5), 0), high = min(Int(center + support + 0.5), source)
+            guard high > low else { continue }
+            let taps = (low..<high).map { filter((Double($0) - center + 0.5) * inverse) }
+            let total = taps.reduce(0, +)
+            for (k, w) in taps.enumerated() { weights[dst * source + low + k] = Float(total != 0 ? w / total : w) }
+        }
+        return weights
+    }
+
     /// The dense interpolation matrix `(targetHeight·targetWidth, side·side)`.
-    public static func interpolationMatrix(side: Int, targetHeight: Int, targetWidth: Int) -> [Float] {
-        let wy = axisWeights(source: side, target: targetHeight)
-        let wx = axisWeights(source: side, target: targetWidth)
+    public static func interpolationMatrix(side: Int, targetHeight: Int, targetWidth: Int, offset: Double = 0.1,
+                                           antialias: Bool = false) -> [Float] {
+        let wy = axisWeights(source: side, target: targetHeight, offset: offset, antialias: antialias)
+        let wx = axisWeights(source: side, target: targetWidth, offset: offset, antialias: antialias)
         var matrix = [Float](repeating: 0, count: targetHeight * targetWidth * side * side)
         for oy in 0..<targetHeight {
             for ox in 0..<targetWidth {

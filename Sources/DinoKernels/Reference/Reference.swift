@@ -138,23 +138,32 @@ public enum Reference {
         return out
     }
 
-    // MARK: Bicubic interpolation (PyTorch upsample_bicubic2d, align_corners False, A = −0.75)
+    // MARK: Bicubic interpolation (PyTorch upsample_bicubic2d, align_corners False, A = −0.75; antialiased: A = −0.5)
 
-    /// Interpolates a `(side, side, C)` grid to `(th, tw, C)` with DINO's `scale_factor = (t + 0.1)/side`.
-    public static func bicubic(_ grid: [Double], side: Int, channels: Int, targetHeight th: Int, targetWidth tw: Int)
-        -> [Double] {
-        func cubic(_ x: Double) -> Double {
-            let a = -0.75, x = abs(x)
+    /// Interpolates a `(side, side, C)` grid to `(th, tw, C)` with `scale_factor = (t + offset)/side`
+    /// (DINO's offset 0.1), or `size = (th, tw)` when the offset is 0; with `antialias`, PyTorch's
+    /// antialiased bicubic (support widened by the scale when shrinking, taps inside the grid, normalized).
+    public static func bicubic(_ grid: [Double], side: Int, channels: Int, targetHeight th: Int, targetWidth tw: Int,
+                               offset: Double = 0.1, antialias: Bool = false) -> [Double] {
+        func cubic(_ x: Double, _ a: Double) -> Double {
+            let x = abs(x)
             if x <= 1 { return ((a + 2) * x - (a + 3)) * x * x + 1 }
             if x < 2 { return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
             return 0
         }
         func taps(_ dst: Int, _ target: Int) -> [(Int, Double)] {
-            let scale = Double(side) / (Double(target) + 0.1)
+            let scale = offset > 0 ? Double(side) / (Double(target) + offset) : Double(side) / Double(target)
+            if antialias {
+                let support = 2 * max(scale, 1), center = scale * (Double(dst) + 0.5)
+                let low = max(Int(center - support + 0.5), 0), high = min(Int(center + support + 0.5), side)
+                let raw = (low..<high).map { ($0, cubic((Double($0) - center + 0.5) / max(scale, 1), -0.5)) }
+                let total = raw.reduce(0) { $0 + $1.1 }
+                return raw.map { ($0.0, $0.1 / total) }
+            }
             let real = scale * (Double(dst) + 0.5) - 0.5
             let index = min(Int(real.rounded(.down)), side - 1)
             let t = min(max(real - Double(index), 0), 1)
-            return (0..<4).map { k in (min(max(index - 1 + k, 0), side - 1), cubic(t - Double(k - 1))) }
+            return (0..<4).map { k in (min(max(index - 1 + k, 0), side - 1), cubic(t - Double(k - 1), -0.75)) }
         }
         var out = [Double](repeating: 0, count: th * tw * channels)
         for oy in 0..<th { for ox in 0..<tw {
@@ -163,6 +172,38 @@ public enum Reference {
             } } }
         } }
         return out
+    }
+
+    // MARK: SwiGLU and LayerScale
+
+    /// `(M, 2H)` → `(M, H)`: SiLU(x₁)⊙x₂.
+    public static func swiGLU(_ x: [Double], rows: Int, hidden h: Int) -> [Double] {
+        (0..<(rows * h)).map { i in
+            let (r, j) = (i / h, i % h), x1 = x[r * 2 * h + j], x2 = x[r * 2 * h + h + j]
+            return x1 / (1 + exp(-x1)) * x2
+        }
+    }
+
+    public static func swiGLUBackward(_ dy: [Double], _ x: [Double], rows: Int, hidden h: Int) -> [Double] {
+        var dx = [Double](repeating: 0, count: rows * 2 * h)
+        for r in 0..<rows { for j in 0..<h {
+            let x1 = x[r * 2 * h + j], x2 = x[r * 2 * h + h + j], s = 1 / (1 + exp(-x1)), g = dy[r * h + j]
+            dx[r * 2 * h + j] = g * x2 * (s + x1 * s * (1 - s))
+            dx[r * 2 * h + h + j] = g * x1 * s
+        } }
+        return dx
+    }
+
+    /// y = γ⊙x per column of `(M, C)`.
+    public static func layerScale(_ x: [Double], _ gamma: [Double], columns c: Int) -> [Double] {
+        x.indices.map { x[$0] * gamma[$0 % c] }
+    }
+
+    public static func layerScaleBackward(_ dy: [Double], _ x: [Double], _ gamma: [Double], columns c: Int)
+        -> (dx: [Double], dGamma: [Double]) {
+        var dGamma = [Double](repeating: 0, count: c)
+        for i in x.indices { dGamma[i % c] += dy[i] * x[i] }
+        return (dy.indices.map { dy[$0] * gamma[$0 % c] }, dGamma)
     }
 
     // MARK: L2 normalization and weight normalization

@@ -28,7 +28,8 @@ public struct BackboneCheckpoint {
     public static func initialized(config: ViTConfig, mean: [Float], std: [Float], seed: UInt64) -> BackboneCheckpoint {
         let checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
         var generator = RandomGenerator(seed: seed)
-        Initialization.initialize(checkpoint.parameters.pointer, layout: checkpoint.layout, generator: &generator)
+        Initialization.initialize(checkpoint.parameters.pointer, layout: checkpoint.layout, generator: &generator,
+                                  layerScale: config.layerScaleInit)
         return checkpoint
     }
 

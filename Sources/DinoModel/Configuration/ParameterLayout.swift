@@ -63,22 +63,33 @@ public struct ParameterLayout: Equatable, Sendable {
         return layout
     }
 
+    /// DINOv2's additions keep its names: `register_tokens` after `pos_embed`, `ls1.gamma` / `ls2.gamma`
+    /// after each branch, and SwiGLU's `mlp.w12` / `mlp.w3` in place of `mlp.fc1` / `mlp.fc2`.
     mutating func appendBackbone(_ c: ViTConfig) {
         let d = c.embedDim, h = c.hiddenDim
         append("cls_token", [1, 1, d])
         append("pos_embed", [1, c.gridSide * c.gridSide + 1, d])
+        if c.registerCount > 0 { append("register_tokens", [1, c.registerCount, d]) }
         append("patch_embed.proj.weight", [d, c.patchPlanes, c.patchSize, c.patchSize])
         append("patch_embed.proj.bias", [d])
+        let (first, second) = Self.feedForwardNames(c)
         for i in 0..<c.depth {
             let p = "blocks.\(i)."
             append(p + "norm1.weight", [d]); append(p + "norm1.bias", [d])
             append(p + "attn.qkv.weight", [3 * d, d]); append(p + "attn.qkv.bias", [3 * d])
             append(p + "attn.proj.weight", [d, d]); append(p + "attn.proj.bias", [d])
+            if c.usesLayerScale { append(p + "ls1.gamma", [d]) }
             append(p + "norm2.weight", [d]); append(p + "norm2.bias", [d])
-            append(p + "mlp.fc1.weight", [h, d]); append(p + "mlp.fc1.bias", [h])
-            append(p + "mlp.fc2.weight", [d, h]); append(p + "mlp.fc2.bias", [d])
+            append(p + first + ".weight", [c.firstLayerWidth, d]); append(p + first + ".bias", [c.firstLayerWidth])
+            append(p + second + ".weight", [d, h]); append(p + second + ".bias", [d])
+            if c.usesLayerScale { append(p + "ls2.gamma", [d]) }
         }
         append("norm.weight", [d]); append("norm.bias", [d])
+    }
+
+    /// The feed-forward's two linear layers: `mlp.fc1`, `mlp.fc2`, or SwiGLU's `mlp.w12`, `mlp.w3`.
+    public static func feedForwardNames(_ c: ViTConfig) -> (first: String, second: String) {
+        c.usesSwiGLU ? ("mlp.w12", "mlp.w3") : ("mlp.fc1", "mlp.fc2")
     }
 
     mutating func appendHead(_ head: HeadConfig) {

@@ -8,7 +8,9 @@ public final class BlockActivations {
     public let attention: FloatBuffer                                               // (T, C), before proj
     public let middle: FloatBuffer                                                  // (T, C), x + attn branch
     public let norm2: FloatBuffer, norm2Mean: FloatBuffer, norm2Rstd: FloatBuffer   // (T, C), (T), (T)
-    public let hidden: FloatBuffer, activated: FloatBuffer                          // (T, 4C): fc1 out, GELU out
+    public let hidden: FloatBuffer, activated: FloatBuffer                          // (T, H) fc1 out (2H: w12), (T, H) activation
+    /// With LayerScale: the attention and feed-forward branches before γ (T, C), for the gammas' gradients.
+    let attentionBranch: FloatBuffer?, mlpBranch: FloatBuffer?
 
     /// `rowsAfterAttention`: T, or B for a last block that computes only the class token's rows
     /// (attention output, middle, norm2, hidden and activated then hold one row per image).
@@ -19,7 +21,9 @@ public final class BlockActivations {
         probabilities = FloatBuffer(count: batch * c.numHeads * tokens * tokens)
         attention = FloatBuffer(count: r * d); middle = FloatBuffer(count: r * d)
         norm2 = FloatBuffer(count: r * d); norm2Mean = FloatBuffer(count: r); norm2Rstd = FloatBuffer(count: r)
-        hidden = FloatBuffer(count: r * c.hiddenDim); activated = FloatBuffer(count: r * c.hiddenDim)
+        hidden = FloatBuffer(count: r * c.firstLayerWidth); activated = FloatBuffer(count: r * c.hiddenDim)
+        attentionBranch = c.usesLayerScale ? FloatBuffer(count: r * d) : nil
+        mlpBranch = c.usesLayerScale ? FloatBuffer(count: r * d) : nil
     }
 }
 
@@ -41,8 +45,10 @@ public final class ViTActivations {
     public let config: ViTConfig
     public let batch: Int, imageHeight: Int, imageWidth: Int
     public let gridHeight: Int, gridWidth: Int
-    /// Tokens per image: the class token plus gridHeight·gridWidth patches.
+    /// Tokens per image: the class token, the registers, then gridHeight·gridWidth patches.
     public let tokens: Int
+    /// Patches per image (gridHeight·gridWidth): tokens `config.firstPatchToken ..< tokens`.
+    public var patchCount: Int { tokens - config.firstPatchToken }
     public let storesBackwardState: Bool
     public let classTokenOnly: Bool
 
@@ -72,7 +78,8 @@ public final class ViTActivations {
     lazy var dAttention = FloatBuffer(count: batch * tokens * config.embedDim)
     lazy var dQKV = FloatBuffer(count: batch * tokens * 3 * config.embedDim)
     lazy var dNorm = FloatBuffer(count: batch * tokens * config.embedDim)
-    lazy var dHidden = FloatBuffer(count: batch * tokens * config.hiddenDim)
+    lazy var dHidden = FloatBuffer(count: batch * tokens * config.firstLayerWidth)
+    lazy var dActivated = FloatBuffer(count: batch * tokens * config.hiddenDim)
     lazy var dPositions = FloatBuffer(count: tokens * config.embedDim)
     lazy var dClass = FloatBuffer(count: batch * config.embedDim)
 
@@ -85,7 +92,7 @@ public final class ViTActivations {
         let p = config.patchSize, d = config.embedDim
         gridHeight = imageHeight / p; gridWidth = imageWidth / p
         let np = gridHeight * gridWidth
-        tokens = np + 1
+        tokens = np + config.firstPatchToken
         let t = batch * tokens
         patches = FloatBuffer(count: batch * np * config.patchPlanes * p * p)
         patchTokens = FloatBuffer(count: batch * np * d)
@@ -95,7 +102,8 @@ public final class ViTActivations {
             interpolation = nil
         } else {
             interpolation = FloatBuffer(PositionEmbedding.interpolationMatrix(
-                side: side, targetHeight: gridHeight, targetWidth: gridWidth))
+                side: side, targetHeight: gridHeight, targetWidth: gridWidth, offset: Double(config.interpolateOffset),
+                antialias: config.interpolateAntialias))
         }
         stream = (0..<(storesBackwardState ? config.depth + 1 : 2)).map { _ in FloatBuffer(count: t * d) }
         let tokenCount = tokens, depth = config.depth
@@ -125,14 +133,14 @@ public final class ViTActivations {
     }
 
     /// Writes each image's mean patch token after the final norm, `(1/np) Σ_p token_p`, into `output`
-    /// `(B, C)` (the official `eval_linear.py` `--avgpool_patchtokens` feature).
+    /// `(B, C)` (the official `eval_linear.py` `--avgpool_patchtokens` feature; registers excluded).
     public func copyMeanPatchTokens(to output: UnsafeMutablePointer<Float>) {
         precondition(!classTokenOnly, "the patch tokens of a class-token-only pass are not computed")
-        let d = config.embedDim, np = tokens - 1
+        let d = config.embedDim, np = patchCount
         for b in 0..<batch {
             let mean = output + b * d
             mean.update(repeating: 0, count: d)
-            for p in 1..<tokens {
+            for p in config.firstPatchToken..<tokens {
                 let token = normalized.pointer + (b * tokens + p) * d
                 for j in 0..<d { mean[j] += token[j] }
             }
@@ -140,12 +148,12 @@ public final class ViTActivations {
         }
     }
 
-    /// Copies the patch tokens after the final norm into `output` `(B, np, C)`.
+    /// Copies the patch tokens after the final norm into `output` `(B, np, C)` (registers excluded).
     public func copyPatchTokens(to output: UnsafeMutablePointer<Float>) {
         precondition(!classTokenOnly, "the patch tokens of a class-token-only pass are not computed")
-        let d = config.embedDim, np = tokens - 1
+        let d = config.embedDim, np = patchCount
         for b in 0..<batch {
-            (output + b * np * d).update(from: normalized.pointer + (b * tokens + 1) * d, count: np * d)
+            (output + b * np * d).update(from: normalized.pointer + (b * tokens + config.firstPatchToken) * d, count: np * d)
         }
     }
 }

@@ -3,28 +3,38 @@ import DinoKernels
 /// Offsets of one block's tensors in the flat parameter buffer.
 struct BlockOffsets {
     let norm1Weight, norm1Bias, qkvWeight, qkvBias, projWeight, projBias: Int
+    /// The feed-forward's first and second layers: `mlp.fc1`/`mlp.fc2`, or SwiGLU's `mlp.w12`/`mlp.w3`.
     let norm2Weight, norm2Bias, fc1Weight, fc1Bias, fc2Weight, fc2Bias: Int
+    /// DINOv2's LayerScale gammas of the attention and feed-forward branches, when the model has them.
+    let layerScale1, layerScale2: Int?
 
-    init(_ layout: ParameterLayout, block i: Int, prefix: String) {
+    init(_ layout: ParameterLayout, block i: Int, prefix: String, config: ViTConfig) {
         func o(_ s: String) -> Int { layout.offset("\(prefix)blocks.\(i).\(s)") }
+        let (first, second) = ParameterLayout.feedForwardNames(config)
         norm1Weight = o("norm1.weight"); norm1Bias = o("norm1.bias")
         qkvWeight = o("attn.qkv.weight"); qkvBias = o("attn.qkv.bias")
         projWeight = o("attn.proj.weight"); projBias = o("attn.proj.bias")
         norm2Weight = o("norm2.weight"); norm2Bias = o("norm2.bias")
-        fc1Weight = o("mlp.fc1.weight"); fc1Bias = o("mlp.fc1.bias")
-        fc2Weight = o("mlp.fc2.weight"); fc2Bias = o("mlp.fc2.bias")
+        fc1Weight = o(first + ".weight"); fc1Bias = o(first + ".bias")
+        fc2Weight = o(second + ".weight"); fc2Bias = o(second + ".bias")
+        layerScale1 = config.usesLayerScale ? o("ls1.gamma") : nil
+        layerScale2 = config.usesLayerScale ? o("ls2.gamma") : nil
     }
 }
 
 /// The DINO Vision Transformer backbone (official `VisionTransformer` with `num_classes=0`):
 /// patch embedding, CLS token, (interpolated) position embedding, `depth` pre-norm blocks
 /// `x + drop_path(attn(norm1(x)))`, `x + drop_path(mlp(norm2(x)))`, and a final LayerNorm.
+/// DINOv2's backbone (`DinoVisionTransformer`) adds register tokens after the class token, LayerScale
+/// on each branch (`x + drop_path(ls1(attn(norm1(x))))`) and optionally the SwiGLU feed-forward.
 ///
 /// It owns no storage: parameters and gradients are flat buffers described by a `ParameterLayout`
 /// that contains the backbone's names (optionally under a prefix); activations live in a `ViTActivations`.
 public struct VisionTransformer: Sendable {
     public let config: ViTConfig
     let clsToken, positionEmbedding, patchWeight, patchBias, normWeight, normBias: Int
+    /// DINOv2's `register_tokens` `(1, R, C)`, when the model has registers.
+    let registerTokens: Int?
     /// DINOv2's `mask_token` `(1, C)`, present when the layout has one (masked-patch training).
     let maskToken: Int?
     let blocks: [BlockOffsets]
@@ -41,7 +51,8 @@ public struct VisionTransformer: Sendable {
         patchBias = layout.offset(prefix + "patch_embed.proj.bias")
         normWeight = layout.offset(prefix + "norm.weight"); normBias = layout.offset(prefix + "norm.bias")
         maskToken = layout.entry(prefix + "mask_token")?.offset
-        blocks = (0..<config.depth).map { BlockOffsets(layout, block: $0, prefix: prefix) }
+        registerTokens = config.registerCount > 0 ? layout.offset(prefix + "register_tokens") : nil
+        blocks = (0..<config.depth).map { BlockOffsets(layout, block: $0, prefix: prefix, config: config) }
     }
 
     /// - Parameter classTokenOnly: compute only what the CLS output needs in the last block (see `ViTActivations`):
@@ -52,7 +63,8 @@ public struct VisionTransformer: Sendable {
                        storesBackwardState: training, classTokenOnly: classTokenOnly)
     }
 
-    /// Runs the backbone on `images` `(B, Cin, H, W)`; the result is `activations.normalized` `(B, N, C)`.
+    /// Runs the backbone on `images` `(B, Cin, H, W)`; the result is `activations.normalized` `(B, N, C)`,
+    /// tokens in the order class, registers, patches.
     /// - Parameters:
     ///   - dropPathRate: the student's stochastic-depth rate (0 for teacher and evaluation); block l
     ///     drops with probability `rate·l/(depth−1)` (`linspace(0, rate, depth)`).
@@ -64,7 +76,7 @@ public struct VisionTransformer: Sendable {
     public func forward(parameters p: UnsafePointer<Float>, images: UnsafePointer<Float>, activations a: ViTActivations,
                         dropPathRate: Float = 0, generator: inout RandomGenerator, patchMask: UnsafePointer<UInt8>? = nil,
                         blockOutput: ((Int, UnsafePointer<Float>) -> Void)? = nil) {
-        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1
+        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, first = c.firstPatchToken, np = n - first
         PatchEmbedding.forward(tokens: a.patchTokens.pointer, patches: a.patches.pointer, images: images,
                                weight: p + patchWeight, bias: p + patchBias, batch: b, channels: c.inChannels,
                                height: a.imageHeight, width: a.imageWidth, patchSize: c.patchSize, embedDim: d,
@@ -91,8 +103,9 @@ public struct VisionTransformer: Sendable {
             for image in images {
                 let row = x0 + image * n * d
                 for i in 0..<d { row[i] = p[clsToken + i] + p[positionEmbedding + i] }
+                if let registerTokens { (row + d).update(from: p + registerTokens, count: c.registerCount * d) }
                 for k in 0..<np {
-                    let out = row + (k + 1) * d, source = a.patchTokens.pointer + (image * np + k) * d, pos = grid + k * d
+                    let out = row + (first + k) * d, source = a.patchTokens.pointer + (image * np + k) * d, pos = grid + k * d
                     for i in 0..<d { out[i] = source[i] + pos[i] }
                 }
             }
@@ -101,10 +114,18 @@ public struct VisionTransformer: Sendable {
         /// output = residual + DropPath(input·weightᵀ + bias) `(R, D)`, R = T rows, or B in a class-token-only
         /// last block. Without drop path the residual is added in the product's initialization (one pass
         /// over the output); with it, the branch is scaled per image first, so it goes through `branch`.
+        /// With LayerScale `gamma`, the product goes to `stored` (what the gamma's gradient needs) and
+        /// γ⊙product to `branch`.
         func residualBranch(output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, input: UnsafePointer<Float>,
                             weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, rows: Int, inputSize: Int,
-                            scales: [Float]) {
-            if scales.isEmpty {
+                            scales: [Float], gamma: Int?, stored: FloatBuffer?) {
+            if let gamma, let stored {
+                Linear.forward(output: stored.pointer, input: input, weight: weight, bias: bias, rows: rows, inputSize: inputSize,
+                               outputSize: d)
+                LayerScale.forward(output: a.branch.pointer, input: stored.pointer, gamma: p + gamma, rows: rows, columns: d)
+                if !scales.isEmpty { DropPath.apply(a.branch.pointer, scales: scales, elementsPerSample: rows / b * d) }
+                Residual.add(output: output, residual, a.branch.pointer, count: rows * d)
+            } else if scales.isEmpty {
                 Linear.forward(output: output, input: input, weight: weight, bias: bias, rows: rows, inputSize: inputSize,
                                outputSize: d, residual: residual)
             } else {
@@ -118,12 +139,18 @@ public struct VisionTransformer: Sendable {
         /// branch that some images drop ran on the kept images alone, `rowsPerImage` consecutive rows each.
         func keptBranch(output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, input: UnsafePointer<Float>,
                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, kept: [Int], scales: [Float],
-                        rowsPerImage: Int, inputSize: Int) {
-            let span = rowsPerImage * d
+                        rowsPerImage: Int, inputSize: Int, gamma: Int?, stored: FloatBuffer?) {
+            let span = rowsPerImage * d, rows = kept.count * rowsPerImage
             output.update(from: residual, count: b * span)
             guard !kept.isEmpty else { return }
-            Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: kept.count * rowsPerImage,
-                           inputSize: inputSize, outputSize: d)
+            if let gamma, let stored {
+                Linear.forward(output: stored.pointer, input: input, weight: weight, bias: bias, rows: rows,
+                               inputSize: inputSize, outputSize: d)
+                LayerScale.forward(output: a.branch.pointer, input: stored.pointer, gamma: p + gamma, rows: rows, columns: d)
+            } else {
+                Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: rows,
+                               inputSize: inputSize, outputSize: d)
+            }
             scatterAddImages(output, from: a.branch.pointer, images: kept, span: span, scales: scales)
         }
         for l in 0..<c.depth {
@@ -153,11 +180,12 @@ public struct VisionTransformer: Sendable {
                               tokens: n, classOnly: classOnly)
                 keptBranch(output: s.middle.pointer, residual: residual, input: s.attention.pointer,
                            weight: p + o.projWeight, bias: p + o.projBias, kept: kept, scales: scales.0,
-                           rowsPerImage: rowsPerImage, inputSize: d)
+                           rowsPerImage: rowsPerImage, inputSize: d, gamma: o.layerScale1, stored: s.attentionBranch)
             } else {
                 attentionCore(parameters: p, block: o, activations: s, input: x, images: b, tokens: n, classOnly: classOnly)
                 residualBranch(output: s.middle.pointer, residual: residual, input: s.attention.pointer,
-                               weight: p + o.projWeight, bias: p + o.projBias, rows: rows, inputSize: d, scales: scales.0)
+                               weight: p + o.projWeight, bias: p + o.projBias, rows: rows, inputSize: d, scales: scales.0,
+                               gamma: o.layerScale1, stored: s.attentionBranch)
             }
 
             // MLP branch, the same way.
@@ -167,11 +195,12 @@ public struct VisionTransformer: Sendable {
                 mlpCore(parameters: p, block: o, activations: s, input: a.gathered.pointer, rows: kept.count * rowsPerImage)
                 keptBranch(output: blockOut, residual: s.middle.pointer, input: s.activated.pointer,
                            weight: p + o.fc2Weight, bias: p + o.fc2Bias, kept: kept, scales: scales.1,
-                           rowsPerImage: rowsPerImage, inputSize: c.hiddenDim)
+                           rowsPerImage: rowsPerImage, inputSize: c.hiddenDim, gamma: o.layerScale2, stored: s.mlpBranch)
             } else {
                 mlpCore(parameters: p, block: o, activations: s, input: s.middle.pointer, rows: rows)
                 residualBranch(output: blockOut, residual: s.middle.pointer, input: s.activated.pointer,
-                               weight: p + o.fc2Weight, bias: p + o.fc2Bias, rows: rows, inputSize: c.hiddenDim, scales: scales.1)
+                               weight: p + o.fc2Weight, bias: p + o.fc2Bias, rows: rows, inputSize: c.hiddenDim, scales: scales.1,
+                               gamma: o.layerScale2, stored: s.mlpBranch)
             }
             if classOnly {
                 for image in 0..<b { (out + image * n * d).update(from: a.classOutput.pointer + image * d, count: d) }
@@ -241,15 +270,21 @@ public struct VisionTransformer: Sendable {
         ColumnSums.accumulate(dWeight: nil, dBias: g + o.qkvBias, dOutput: dQKV, rows: m, rowStride: n * 3 * d, columns: 0..<d)
     }
 
-    /// norm2 → fc1 → GELU of `rows` rows starting at `input`, into the block's activations.
+    /// norm2 → fc1 → GELU (or w12 → SiLU gate) of `rows` rows starting at `input`, into the block's activations.
     func mlpCore(parameters p: UnsafePointer<Float>, block o: BlockOffsets, activations s: BlockActivations,
                  input: UnsafePointer<Float>, rows: Int) {
         guard rows > 0 else { return }
         LayerNorm.forward(output: s.norm2.pointer, mean: s.norm2Mean.pointer, rstd: s.norm2Rstd.pointer,
                           input: input, weight: p + o.norm2Weight, bias: p + o.norm2Bias, rows: rows, columns: config.embedDim, epsilon: config.layerNormEpsilon)
-        Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
-                           weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: config.embedDim,
-                           outputSize: config.hiddenDim)
+        if config.usesSwiGLU {
+            Linear.forward(output: s.hidden.pointer, input: s.norm2.pointer, weight: p + o.fc1Weight, bias: p + o.fc1Bias,
+                           rows: rows, inputSize: config.embedDim, outputSize: config.firstLayerWidth)
+            SwiGLU.forward(output: s.activated.pointer, input: s.hidden.pointer, rows: rows, hidden: config.hiddenDim)
+        } else {
+            Linear.forwardGELU(output: s.hidden.pointer, activated: s.activated.pointer, input: s.norm2.pointer,
+                               weight: p + o.fc1Weight, bias: p + o.fc1Bias, rows: rows, inputSize: config.embedDim,
+                               outputSize: config.hiddenDim)
+        }
     }
 
     /// Forward with no drop path (teacher, evaluation).
@@ -299,7 +334,7 @@ public struct VisionTransformer: Sendable {
 
     /// Accumulates every parameter gradient into `gradients` from dL/d(CLS output) `(B, C)` and, when
     /// given, dL/d(output) of some patch tokens: `dTokens` `(R, C)` for the token rows `tokenRows`
-    /// (indices into the `(B·N)` rows, `image·N + 1 + patch`), as the masked-patch loss gives.
+    /// (indices into the `(B·N)` rows, `image·N + firstPatchToken + patch`), as the masked-patch loss gives.
     /// Requires a forward pass with `storesBackwardState`. Masked patches pass their gradient to
     /// `mask_token` instead of the patch embedding.
     public func backward(gradients g: UnsafeMutablePointer<Float>, parameters p: UnsafePointer<Float>,
@@ -307,7 +342,8 @@ public struct VisionTransformer: Sendable {
                          tokenRows: [Int] = [], dTokens: UnsafePointer<Float>? = nil) {
         precondition(a.storesBackwardState, "backward needs activations made with training: true")
         precondition(!a.classTokenOnly || dTokens == nil, "a class-token-only pass has no patch-token outputs")
-        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, np = n - 1, h = c.hiddenDim
+        let c = config, d = c.embedDim, n = a.tokens, b = a.batch, t = b * n, first = c.firstPatchToken, np = n - first
+        let h = c.hiddenDim
         let dx = a.dStream.pointer, dBranch = a.dBranch.pointer, dNorm = a.dNorm.pointer
         if a.classTokenOnly {
             a.dClass.zero()
@@ -320,7 +356,7 @@ public struct VisionTransformer: Sendable {
             for image in 0..<b { (dNorm + image * n * d).update(from: dClassTokens + image * d, count: d) }
             if let dTokens {
                 for (r, row) in tokenRows.enumerated() {
-                    precondition(row % n != 0 && row < t, "token row \(row) is not a patch token of this batch")
+                    precondition(row % n >= first && row < t, "token row \(row) is not a patch token of this batch")
                     axpy(dNorm + row * d, 1, dTokens + r * d, d)
                 }
             }
@@ -340,12 +376,24 @@ public struct VisionTransformer: Sendable {
             branchGradient(dBranch, from: dRows, kept: mlpKept, scales: a.dropScales[2 * l + 1], images: b,
                            span: rowsPerImage * d)
             if mlpRows > 0 {
-                Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
-                                input: s.activated.pointer, weight: p + o.fc2Weight, rows: mlpRows, inputSize: h, outputSize: d,
-                                overwriteInput: true, geluInput: s.hidden.pointer)
+                if let gamma = o.layerScale2, let stored = s.mlpBranch {
+                    LayerScale.backward(dGamma: g + gamma, gradient: dBranch, input: stored.pointer, gamma: p + gamma,
+                                        rows: mlpRows, columns: d)
+                }
+                if c.usesSwiGLU {
+                    Linear.backward(dInput: a.dActivated.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
+                                    input: s.activated.pointer, weight: p + o.fc2Weight, rows: mlpRows, inputSize: h, outputSize: d,
+                                    overwriteInput: true)
+                    SwiGLU.backward(dInput: a.dHidden.pointer, dOutput: a.dActivated.pointer, input: s.hidden.pointer,
+                                    rows: mlpRows, hidden: h)
+                } else {
+                    Linear.backward(dInput: a.dHidden.pointer, dWeight: g + o.fc2Weight, dBias: g + o.fc2Bias, dOutput: dBranch,
+                                    input: s.activated.pointer, weight: p + o.fc2Weight, rows: mlpRows, inputSize: h, outputSize: d,
+                                    overwriteInput: true, geluInput: s.hidden.pointer)
+                }
                 Linear.backward(dInput: dNorm, dWeight: g + o.fc1Weight, dBias: g + o.fc1Bias, dOutput: a.dHidden.pointer,
-                                input: s.norm2.pointer, weight: p + o.fc1Weight, rows: mlpRows, inputSize: d, outputSize: h,
-                                overwriteInput: true)
+                                input: s.norm2.pointer, weight: p + o.fc1Weight, rows: mlpRows, inputSize: d,
+                                outputSize: c.firstLayerWidth, overwriteInput: true)
             }
             branchNormBackward(dInput: dRows, dWeight: g + o.norm2Weight, dBias: g + o.norm2Bias, dOutput: dNorm,
                                input: s.middle.pointer, weight: p + o.norm2Weight, mean: s.norm2Mean.pointer,
@@ -355,6 +403,10 @@ public struct VisionTransformer: Sendable {
             branchGradient(dBranch, from: dRows, kept: attentionKept, scales: a.dropScales[2 * l], images: b,
                            span: rowsPerImage * d)
             if images > 0 {
+                if let gamma = o.layerScale1, let stored = s.attentionBranch {
+                    LayerScale.backward(dGamma: g + gamma, gradient: dBranch, input: stored.pointer, gamma: p + gamma,
+                                        rows: images * rowsPerImage, columns: d)
+                }
                 Linear.backward(dInput: a.dAttention.pointer, dWeight: g + o.projWeight, dBias: g + o.projBias,
                                 dOutput: dBranch, input: s.attention.pointer, weight: p + o.projWeight,
                                 rows: images * rowsPerImage, inputSize: d, outputSize: d, overwriteInput: true)
@@ -385,13 +437,15 @@ public struct VisionTransformer: Sendable {
         }
         axpy(g + clsToken, 1, dPositions, d)
         axpy(g + positionEmbedding, 1, dPositions, d)
+        if let registerTokens { axpy(g + registerTokens, 1, dPositions + d, c.registerCount * d) }
+        let dGrid = dPositions + first * d
         if let matrix = a.interpolation {
-            PositionEmbedding.backward(dGrid: g + positionEmbedding + d, dOutput: dPositions + d, matrix: matrix.pointer,
+            PositionEmbedding.backward(dGrid: g + positionEmbedding + d, dOutput: dGrid, matrix: matrix.pointer,
                                        targetCount: np, sourceCount: c.gridSide * c.gridSide, channels: d)
         } else {
-            axpy(g + positionEmbedding + d, 1, dPositions + d, np * d)
+            axpy(g + positionEmbedding + d, 1, dGrid, np * d)
         }
-        for image in 0..<b { (dNorm + image * np * d).update(from: dx + (image * n + 1) * d, count: np * d) }
+        for image in 0..<b { (dNorm + image * np * d).update(from: dx + (image * n + first) * d, count: np * d) }
         if !a.patchMask.isEmpty, let maskToken {
             for i in 0..<(b * np) where a.patchMask[i] != 0 {
                 axpy(g + maskToken, 1, dNorm + i * d, d)

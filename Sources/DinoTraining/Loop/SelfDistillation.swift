@@ -119,7 +119,7 @@ public final class SelfDistillation {
         logits = FloatBuffer(count: views * b * head.outDim); dLogits = FloatBuffer(count: views * b * head.outDim)
         dGlobal = FloatBuffer(count: 2 * b * config.embedDim); dLocal = FloatBuffer(count: max(1, localCount * b * config.embedDim))
         self.patchMasking = patchMasking
-        let patches = studentGlobal[0].tokens - 1, maskable = patchMasking == nil ? 0 : 2 * b * patches
+        let patches = studentGlobal[0].patchCount, maskable = patchMasking == nil ? 0 : 2 * b * patches
         patchLoss = patchMasking.map { _ in
             MaskedPatchLoss(outDim: head.outDim, studentTemperature: studentTemperature, centerMomentum: centerMomentum)
         }
@@ -133,7 +133,7 @@ public final class SelfDistillation {
     /// Official initialization of the student; the teacher starts as its byte copy.
     public func initialize(seed: UInt64) {
         var generator = RandomGenerator(seed: seed)
-        Initialization.initialize(student.pointer, layout: layout, generator: &generator)
+        Initialization.initialize(student.pointer, layout: layout, generator: &generator, layerScale: config.layerScaleInit)
         teacher.copy(from: student)
     }
 
@@ -165,14 +165,14 @@ public final class SelfDistillation {
         // Student on every crop, one backbone pass per resolution and shard, each followed by the head
         // on its rows; some global-crop patches masked (one shard then).
         let rate = Float(s.dropPathRate)
-        let np = studentGlobal[0].tokens - 1
+        let np = studentGlobal[0].patchCount, n = studentGlobal[0].tokens, first = config.firstPatchToken
         var maskedRows: [Int] = [], maskedCrops: [Int] = []
         if let patchMasking {
             patchMask.withUnsafeMutableBufferPointer { mask in
                 patchMasking.sample(mask: mask.baseAddress!, images: 2 * b, patches: np, generator: &generator)
             }
             for i in 0..<(2 * b * np) where patchMask[i] != 0 {
-                maskedRows.append((i / np) * (np + 1) + 1 + i % np); maskedCrops.append(i / np)
+                maskedRows.append((i / np) * n + first + i % np); maskedCrops.append(i / np)
             }
         }
         // One shard draws drop-path masks from the step's generator; more draw from generators of their
