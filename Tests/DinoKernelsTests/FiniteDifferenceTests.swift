@@ -80,6 +80,40 @@ final class FiniteDifferenceTests: XCTestCase {
         }
     }
 
+    /// The antialiased and `size=` rules (DINOv2) are linear too: backward is the adjoint of forward.
+    func testDINOv2InterpolationBackwardIsTheAdjoint() {
+        let (side, c) = (6, 2)
+        let grid = randomArray(side * side * c, seed: 18)
+        for (th, tw, offset, antialias) in [(3, 4, 0.0, true), (8, 9, 0.0, true), (4, 4, 0.0, false)] {
+            let r = randomArray(th * tw * c, seed: 19)
+            let matrix = PositionEmbedding.interpolationMatrix(side: side, targetHeight: th, targetWidth: tw, offset: offset,
+                                                               antialias: antialias)
+            let dGrid = kept(FloatBuffer(count: grid.count))
+            PositionEmbedding.backward(dGrid: dGrid.pointer, dOutput: input(r),
+                                       matrix: input(matrix), targetCount: th * tw, sourceCount: side * side, channels: c)
+            checkGradient(grid, analytic: doubles(dGrid.array), tolerance: 1e-5, "interpolation \(th)x\(tw) antialias \(antialias)") {
+                projection(Reference.bicubic($0, side: side, channels: c, targetHeight: th, targetWidth: tw, offset: offset,
+                                             antialias: antialias), r)
+            }
+        }
+    }
+
+    func testSwiGLU() {
+        let (rows, h) = (3, 5)
+        let x = randomArray(rows * 2 * h, seed: 20, scale: 4), r = randomArray(rows * h, seed: 21)
+        checkGradient(x, analytic: Reference.swiGLUBackward(r, x, rows: rows, hidden: h), "swiglu") {
+            projection(Reference.swiGLU($0, rows: rows, hidden: h), r)
+        }
+    }
+
+    func testLayerScale() {
+        let (rows, c) = (4, 6)
+        let x = randomArray(rows * c, seed: 22), gamma = randomArray(c, seed: 23), r = randomArray(rows * c, seed: 24)
+        let grads = Reference.layerScaleBackward(r, x, gamma, columns: c)
+        checkGradient(x, analytic: grads.dx, "layer scale dx") { projection(Reference.layerScale($0, gamma, columns: c), r) }
+        checkGradient(gamma, analytic: grads.dGamma, "layer scale dgamma") { projection(Reference.layerScale(x, $0, columns: c), r) }
+    }
+
     func testDropPathScalesMatchTheOfficialMask() {
         // floor(keep + u)/keep: u < 1 − keep drops the sample, otherwise it is scaled by 1/keep.
         XCTAssertEqual(DropPath.scales(keepProbability: 0.75, uniforms: [0.1, 0.3, 0.9]), [0, 1 / 0.75, 1 / 0.75])

@@ -398,6 +398,50 @@ final class OptimizedKernelTests: XCTestCase {
         }
     }
 
+    /// DINOv2's rules (`size=`, antialiased) against the Double twin, shrinking and enlarging.
+    func testDINOv2InterpolationMatricesMatchReference() {
+        let (side, c) = (7, 3)
+        let grid = randomArray(side * side * c, seed: 25)
+        for (th, tw) in [(3, 3), (5, 9), (16, 11)] {
+            for antialias in [false, true] {
+                let out = kept(FloatBuffer(count: th * tw * c))
+                let matrix = PositionEmbedding.interpolationMatrix(side: side, targetHeight: th, targetWidth: tw, offset: 0,
+                                                                   antialias: antialias)
+                PositionEmbedding.forward(output: out.pointer, grid: input(grid), matrix: input(matrix),
+                                          targetCount: th * tw, sourceCount: side * side, channels: c)
+                assertClose(out.array, Reference.bicubic(grid, side: side, channels: c, targetHeight: th, targetWidth: tw, offset: 0,
+                                                         antialias: antialias), tolerance: 1e-5, "bicubic \(th)x\(tw) antialias \(antialias)")
+            }
+        }
+    }
+
+    /// SwiGLU and LayerScale, forward and backward, against the Double twins; the same bits on 1 and 2 threads
+    /// (LayerScale's gamma gradient sums rows in order per column).
+    func testSwiGLUAndLayerScale() {
+        let (rows, h, c) = (37, 21, 19)
+        let x = randomArray(rows * 2 * h, seed: 26, scale: 3), dy = randomArray(rows * h, seed: 27)
+        let y = randomArray(rows * c, seed: 28), gamma = randomArray(c, seed: 29), dz = randomArray(rows * c, seed: 30)
+        var bits: [[Float]] = []
+        for threads in [1, 2] {
+            Parallel.setThreadCount(threads)
+            let out = kept(FloatBuffer(count: rows * h)), dx = kept(FloatBuffer(count: rows * 2 * h))
+            SwiGLU.forward(output: out.pointer, input: input(x), rows: rows, hidden: h)
+            SwiGLU.backward(dInput: dx.pointer, dOutput: input(dy), input: input(x), rows: rows, hidden: h)
+            assertClose(out.array, Reference.swiGLU(x, rows: rows, hidden: h), tolerance: 1e-6, "swiglu forward")
+            assertClose(dx.array, Reference.swiGLUBackward(dy, x, rows: rows, hidden: h), tolerance: 1e-6, "swiglu backward")
+            let scaled = kept(FloatBuffer(count: rows * c)), dGamma = kept(FloatBuffer(count: c))
+            let gradient = kept(FloatBuffer(floats(dz)))
+            LayerScale.forward(output: scaled.pointer, input: input(y), gamma: input(gamma), rows: rows, columns: c)
+            LayerScale.backward(dGamma: dGamma.pointer, gradient: gradient.pointer, input: input(y), gamma: input(gamma), rows: rows, columns: c)
+            let reference = Reference.layerScaleBackward(dz, y, gamma, columns: c)
+            assertClose(scaled.array, Reference.layerScale(y, gamma, columns: c), tolerance: 1e-6, "layer scale forward")
+            assertClose(gradient.array, reference.dx, tolerance: 1e-6, "layer scale dx")
+            assertClose(dGamma.array, reference.dGamma, tolerance: 1e-5, "layer scale dgamma")
+            bits.append(out.array + dx.array + scaled.array + gradient.array + dGamma.array)
+        }
+        XCTAssertEqual(bits[0], bits[1], "SwiGLU / LayerScale: 1 and 2 threads differ")
+    }
+
     /// Softmax and log-softmax with the teacher's centering shift, and each row's log Σ exp (the entropy's
     /// normalizer), against Double: a tail-only row (11), whole vectors (16), a prototype count with a
     /// tail (1029), each kernel variant.

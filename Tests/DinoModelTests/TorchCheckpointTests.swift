@@ -29,7 +29,7 @@ final class TorchCheckpointTests: XCTestCase {
         let golden = try SafeTensors.read(Self.folder.appendingPathComponent("outputs.safetensors"))
         let image = golden.values("image")
         let backbone = try BackboneCheckpoint.load(from: Self.folder.appendingPathComponent("backbone.pth"))
-        XCTAssertEqual(backbone.source, "a backbone state dict in the official DINO layout")
+        XCTAssertEqual(backbone.source, "a backbone state dict in the official DINO / DINOv2 layout")
         XCTAssertEqual([backbone.config.embedDim, backbone.config.depth, backbone.config.numHeads, backbone.config.patchSize,
                         backbone.config.imageSize], [64, 1, 1, 4, 16])
         let (cls, attention) = forward(backbone, image)
@@ -98,6 +98,12 @@ final class TorchCheckpointTests: XCTestCase {
             let n = 17, reference = golden.values("attention")
             assertClose(attention, (0..<2).flatMap { h in reference[(h * n * n)..<(h * n * n + n)] }, tolerance: 1e-5,
                         "last-layer CLS attention of \(url.lastPathComponent)")
+            // Off the native size, positions are interpolated as transformers does (size=, no offset).
+            let wide = backbone.transformer.makeActivations(batch: 1, imageHeight: 12, imageWidth: 20, training: false)
+            let image = FloatBuffer(golden.values("image_wide")), wideCLS = FloatBuffer(count: 64)
+            backbone.transformer.forward(parameters: backbone.parameters.pointer, images: image.pointer, activations: wide)
+            wide.copyClassTokens(to: wideCLS.pointer)
+            assertClose(wideCLS.array, golden.values("cls_wide"), tolerance: 1e-5, "CLS of \(url.lastPathComponent) at 20x12")
             // The eps travels with a converted file.
             let converted = FileManager.default.temporaryDirectory.appendingPathComponent("hf-\(UUID().uuidString).safetensors")
             try backbone.save(to: converted)

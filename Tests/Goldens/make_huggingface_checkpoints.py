@@ -7,7 +7,7 @@ this folder:
 A tiny `transformers.ViTModel` (16 px RGB, patch 4, 64 wide, 1 layer, 2 heads of 32, eps 1e-12, no pooler),
 the layout of `facebook/dino-vits16`, saved by `save_pretrained` (vit/: config.json and
 model.safetensors) and as earlier versions saved it (vit-bin/: config.json and pytorch_model.bin), and outputs.safetensors: an input
-image, the last hidden state's CLS row and the last layer's attention, in float64 from the float32 weights.
+image, the last hidden state's CLS row and the last layer's attention, and the CLS row for a 12x20 image, in float64 from the float32 weights.
 """
 import os
 
@@ -37,14 +37,17 @@ os.remove("huggingface/vit-bin/model.safetensors")
 torch.save(legacy, "huggingface/vit-bin/pytorch_model.bin")
 
 image = torch.rand(1, 3, 16, 16)
+wide = torch.rand(1, 3, 12, 20)  # a 3x5 grid: the position embedding interpolated (size=, no antialias)
 config._attn_implementation = "eager"
 reference = ViTModel(config, add_pooling_layer=False).double()
 reference.load_state_dict({k: v.double() for k, v in model.state_dict().items()})
 reference.eval()
 with torch.no_grad():
     out = reference(pixel_values=image.double(), output_attentions=True)
+    out_wide = reference(pixel_values=wide.double(), interpolate_pos_encoding=True)
 save_safetensors("huggingface/outputs.safetensors",
-                 {"image": image, "cls": out.last_hidden_state[:, 0], "attention": out.attentions[-1]},
+                 {"image": image, "cls": out.last_hidden_state[:, 0], "attention": out.attentions[-1],
+                  "image_wide": wide, "cls_wide": out_wide.last_hidden_state[:, 0]},
                  {"torch": torch.__version__, "transformers": transformers.__version__})
 for root, _, files in sorted(os.walk("huggingface")):
     for name in sorted(files):

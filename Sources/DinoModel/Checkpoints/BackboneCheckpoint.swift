@@ -53,7 +53,10 @@ public struct BackboneCheckpoint {
     /// state dict, e.g. `dino_deitsmall16_pretrain.pth`) and training checkpoints (the `teacher`'s
     /// `backbone.` part; `student` with DDP's `module.` prefix when there is no teacher).
     ///
-    /// Hugging Face `transformers` ViT models are read as downloaded: the model folder, or its
+    /// DINOv2's hub files (`dinov2_vits14_pretrain.pth`, `_reg4`, chunked blocks) and timm's DINO and DINOv2
+    /// models are read with their architecture inferred from the shapes (`ForeignLayout`).
+    ///
+    /// Hugging Face `transformers` ViT and DINOv2 models are read as downloaded: the model folder, or its
     /// `model.safetensors` or `pytorch_model.bin`, with the `config.json` beside it.
     public static func load(from url: URL) throws -> BackboneCheckpoint {
         var file = url
@@ -72,7 +75,9 @@ public struct BackboneCheckpoint {
             let json = FileManager.default.contents(atPath: file.deletingLastPathComponent().appendingPathComponent("config.json").path)
             let config = try HuggingFaceViT.config(json, renamed: renamed, path: file.path)
             var checkpoint = try load(renamed, path: file.path, config: config)
-            checkpoint.source = "a Hugging Face transformers ViT" + (json == nil ? " (no config.json beside it: heads of 64 and eps 1e-12 assumed)" : "")
+            let parts = ForeignLayout.dinov2Parts(config)
+            checkpoint.source = "a Hugging Face transformers " + (parts.isEmpty ? "ViT" : parts)
+                + (json == nil ? " (no config.json beside it: heads of 64 and transformers' default eps assumed)" : "")
             return checkpoint
         }
         return try load(read, path: file.path)
@@ -80,7 +85,7 @@ public struct BackboneCheckpoint {
 
     /// Where a file without this project's metadata keeps its backbone, and what to call that layout.
     static let foreignLayouts: [(prefix: String, layout: String)] = [
-        ("", "a backbone state dict in the official DINO layout"),
+        ("", "a backbone state dict in the official DINO / DINOv2 layout"),
         ("teacher.backbone.", "an official DINO training checkpoint (its teacher)"),
         ("teacher.", "a teacher state dict in the official DINO layout"),
         ("student.module.backbone.", "an official DINO training checkpoint without a teacher (its student)"),
@@ -95,8 +100,9 @@ public struct BackboneCheckpoint {
     }
 
     /// With `config`, the architecture is that one (a Hugging Face config.json), not the file's or inferred.
-    static func load(_ file: SafeTensors.File, path: String, config given: ViTConfig?) throws -> BackboneCheckpoint {
+    static func load(_ read: SafeTensors.File, path: String, config given: ViTConfig?) throws -> BackboneCheckpoint {
         let url = URL(fileURLWithPath: path)
+        var file = read
         var prefix = file.metadata["dino.kind"] == "training" ? "teacher." : ""
         var source = file.metadata["dino.kind"] == "training" ? "a dino training checkpoint (its teacher)" : "a dino backbone"
         if file.metadata["dino.config"] == nil {
@@ -106,6 +112,9 @@ public struct BackboneCheckpoint {
                 throw DinoError("\(path): unknown checkpoint layout (no ViT backbone found; the first tensors are \(first.isEmpty ? "none" : first)); official DINO files and this project's are read")
             }
             (prefix, source) = found
+            let normalized = ForeignLayout.normalize(file, prefix: prefix)
+            file = normalized.file
+            if let layout = normalized.layout { source += " (\(layout))" }
         }
         let config: ViTConfig
         if let given {
@@ -113,8 +122,10 @@ public struct BackboneCheckpoint {
         } else if let text = file.metadata["dino.config"] {
             config = try decodeJSON(ViTConfig.self, text, what: "dino.config in \(url.path)")
         } else {
-            config = try inferConfig(file, prefix: prefix, path: url.path)
+            config = try ForeignLayout.inferConfig(file, prefix: prefix, path: url.path)
         }
+        let parts = ForeignLayout.dinov2Parts(config)
+        if !parts.isEmpty && file.metadata["dino.config"] == nil && given == nil { source += ", \(parts)" }
         try config.validate()
         let mean = try file.metadata["dino.mean"].map { try decodeJSON([Float].self, $0, what: "dino.mean") }
             ?? (config.inChannels == 3 ? imageNetMean : [0.5])
@@ -135,21 +146,6 @@ public struct BackboneCheckpoint {
               mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
             throw DinoError("\(path): dino.mean and dino.std must hold 1 or \(channels) finite values (std positive), not \(mean) and \(std)")
         }
-    }
-
-    static func inferConfig(_ file: SafeTensors.File, prefix: String, path: String) throws -> ViTConfig {
-        guard let patch = file.tensor(prefix + "patch_embed.proj.weight"), patch.shape.count == 4,
-              let pos = file.tensor(prefix + "pos_embed"), pos.shape.count == 3, pos.shape[1] >= 2 else {
-            throw DinoError("\(path) has no ViT backbone (no \(prefix)patch_embed.proj.weight / \(prefix)pos_embed) and no dino.config metadata")
-        }
-        let depth = Set(file.tensors.compactMap { t -> Int? in
-            guard t.name.hasPrefix(prefix + "blocks.") else { return nil }
-            return Int(t.name.dropFirst((prefix + "blocks.").count).prefix { $0.isNumber })
-        }).count
-        let side = Int(Double(pos.shape[1] - 1).squareRoot().rounded())
-        let dim = patch.shape[0]
-        return ViTConfig(arch: "custom", imageSize: side * patch.shape[2], patchSize: patch.shape[2],
-                         inChannels: patch.shape[1], embedDim: dim, depth: depth, numHeads: max(1, dim / 64))
     }
 }
 
