@@ -29,6 +29,10 @@ CONFIGS = {
     "in-small16": dict(arch="vit_small", size=224, patch=16, chans=3, local=96, nlocal=10, batch=8, out=65536, training=True),
     "features-small16": dict(arch="vit_small", size=224, patch=16, chans=3, local=0, nlocal=0, batch=64, out=0, training=False),
     "features-tiny4": dict(arch="vit_tiny", size=28, patch=4, chans=1, local=0, nlocal=0, batch=256, out=0, training=False),
+    # DINOv2's ViT-S/14 with 4 registers at 224 px (518 px position embedding, interpolated), as transformers'
+    # Dinov2WithRegistersModel runs it (transformers==5.23.0, its default SDPA attention).
+    "features-small14-reg4": dict(arch="vit_small", size=224, patch=14, chans=3, local=0, nlocal=0, batch=64, out=0, training=False,
+                                  registers=4),
     # Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term).
     "fmnist-recipe": dict(arch="recipe96", size=21, patch=7, chans=1, local=14, nlocal=6, batch=64, out=1024, training=True,
                           hidden=512, bottleneck=128, drop=0.0),
@@ -37,8 +41,8 @@ CONFIGS = {
 
 def backbone_flops(c, size):
     d, depth, _ = ARCH[c["arch"]]
-    n = (size // c["patch"]) ** 2 + 1
-    patch = 2 * (n - 1) * d * c["chans"] * c["patch"] ** 2
+    n = (size // c["patch"]) ** 2 + 1 + c.get("registers", 0)
+    patch = 2 * (size // c["patch"]) ** 2 * d * c["chans"] * c["patch"] ** 2
     block = 2 * n * (3 * d * d + d * d + 8 * d * d) + 4 * n * n * d
     return patch + depth * block
 
@@ -100,7 +104,13 @@ def main():
             if i >= 2:
                 times.append(time.perf_counter() - t)
     else:
-        model = vit(0.0).eval()
+        if c.get("registers"):
+            from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
+            model = Dinov2WithRegistersModel(Dinov2WithRegistersConfig(
+                hidden_size=d, num_hidden_layers=depth, num_attention_heads=heads, image_size=518, patch_size=c["patch"],
+                num_register_tokens=c["registers"], layerscale_value=1e-5)).eval()
+        else:
+            model = vit(0.0).eval()
         x = torch.randn(b, c["chans"], c["size"], c["size"])
         with torch.inference_mode():
             for i in range(a.repeats + 2):

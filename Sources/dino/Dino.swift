@@ -95,11 +95,29 @@ final class ProgressLine {
     func finish() { if isTerminal { FileHandle.standardError.write(Data("\n".utf8)) } }
 }
 
-/// Loads a backbone for a command, saying which layout a file from elsewhere was read as.
-func loadBackbone(_ path: String) throws -> BackboneCheckpoint {
-    let backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: path))
+/// Loads a backbone for a command, saying which layout a file from elsewhere was read as, with the
+/// input normalization the command was given.
+func loadBackbone(_ path: String, normalization: NormalizationOption? = nil) throws -> BackboneCheckpoint {
+    var backbone = try BackboneCheckpoint.load(from: URL(fileURLWithPath: path))
+    if let normalization {
+        (backbone.mean, backbone.std) = try normalization.parsed.statistics(channels: backbone.config.inChannels,
+                                                                            checkpoint: (backbone.mean, backbone.std))
+    }
     if !backbone.source.hasPrefix("a dino ") {   // on stderr, like progress: stdout may be JSON
         FileHandle.standardError.write(Data("read \(path) as \(backbone.source)\n".utf8))
     }
     return backbone
+}
+
+/// What `--checkpoint` accepts, for every command's help.
+let checkpointHelp = "Backbone or training checkpoint: this project's .safetensors; an official DINO or DINOv2 .pth (e.g. dino_deitsmall16_pretrain.pth, dinov2_vits14_reg4_pretrain.pth) or training checkpoint; timm's DINO / DINOv2 weights; a Hugging Face ViT or DINOv2 model folder (e.g. facebook/dino-vits16)."
+
+/// `--normalization`, shared by the commands that run a backbone on images.
+struct NormalizationOption: ParsableArguments {
+    @Option(help: "Input normalization: checkpoint (the file's statistics; ImageNet's for files from elsewhere, as every published DINO and DINOv2 model), imagenet (photos), none (pixels in [0, 1]), or MEAN/STD, e.g. 0.5,0.5,0.5/0.25,0.25,0.25.")
+    var normalization = "checkpoint"
+
+    var parsed: InputNormalization { (try? InputNormalization(parsing: normalization)) ?? .checkpoint }
+
+    func validate() throws { _ = try InputNormalization(parsing: normalization) }
 }

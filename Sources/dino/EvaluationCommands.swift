@@ -20,7 +20,7 @@ struct EvaluationTransform: ParsableArguments {
 
 /// Features for a data argument: a cached `.npy`, raw pixels, or a checkpoint's frozen CLS features.
 struct FeatureSource: ParsableArguments {
-    @Option(help: "Backbone or training checkpoint: this project's .safetensors, an official DINO .pth, or a Hugging Face ViT folder (omit with --raw-pixels or .npy inputs).") var checkpoint: String?
+    @Option(help: ArgumentHelp(checkpointHelp + " Omit it with --raw-pixels or .npy inputs.")) var checkpoint: String?
     @Flag(name: .customLong("raw-pixels"), help: "Use pixels/255 as features (the floor to beat); folder images are resized and center-cropped to 32x32 first.") var rawPixels = false
     @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: normalize by the data set's mean/std.")
     var normalizePixels = false
@@ -32,6 +32,7 @@ struct FeatureSource: ParsableArguments {
     @Option(name: .customLong("n-last-blocks"), help: "Concatenate the normed CLS tokens of the last N blocks (as eval_linear.py's --n_last_blocks; 1 is the CLS output).")
     var lastBlocks = 1
     @OptionGroup var transform: EvaluationTransform
+    @OptionGroup var normalization: NormalizationOption
 
     func validate() throws {
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
@@ -59,7 +60,7 @@ struct FeatureSource: ParsableArguments {
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
-        let extractor = try FeatureExtractor(checkpoint: loadBackbone(checkpoint),
+        let extractor = try FeatureExtractor(checkpoint: loadBackbone(checkpoint, normalization: normalization),
                                              batchSize: batchSize, inputSize: transform.inputSize,
                                              resizeTo: transform.resize)
         let line = ProgressLine()
@@ -192,7 +193,7 @@ struct Attention: ParsableCommand {
         patches with any pixel above 10% intensity (Fashion-MNIST's objects on black).
         """)
 
-    @Option(help: "Backbone or training checkpoint.") var checkpoint: String
+    @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
     @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
@@ -200,6 +201,7 @@ struct Attention: ParsableCommand {
     @Option(help: "Output folder.") var output: String
     @Option(help: "Attention mass the masks keep.") var threshold: Float = 0.6
     @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
+    @OptionGroup var normalization: NormalizationOption
     @Flag(name: .customLong("summary-only"), help: "Print the foreground shares without writing PNGs.") var summaryOnly = false
     @Option(name: .customLong("png-limit"), help: "Write PNGs for at most this many images (the shares cover all).")
     var pngLimit = 100
@@ -216,7 +218,7 @@ struct Attention: ParsableCommand {
         try threads.apply()
         try runReportingErrors {
             guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
-            let backbone = try loadBackbone(checkpoint)
+            let backbone = try loadBackbone(checkpoint, normalization: normalization)
             let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
             // One optional mask per image: the --mask files for the --image files, nil for the rest.
             var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }

@@ -47,7 +47,7 @@ struct Features: ParsableCommand {
         with --patch-tokens.
         """)
 
-    @Option(help: "A backbone checkpoint, or a training checkpoint (its teacher is used).") var checkpoint: String
+    @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
     @Option(help: "Image folder, or fashion-mnist:train / fashion-mnist:test.") var data: String
     @Option(help: "Output .npy file.") var output: String
     @Flag(name: .customLong("patch-tokens"), help: "Also write the patch tokens [N, np, D].") var patchTokens = false
@@ -59,6 +59,7 @@ struct Features: ParsableCommand {
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
     @Option(name: .customLong("batch-size")) var batchSize = 64
     @OptionGroup var transform: EvaluationTransform
+    @OptionGroup var normalization: NormalizationOption
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
     var onBadImage = "fail"
     @OptionGroup var threads: ThreadOptions
@@ -67,13 +68,15 @@ struct Features: ParsableCommand {
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
+        try require((mean == nil && std == nil) || normalization.normalization == "checkpoint",
+                    "give --normalization or --mean/--std, not both")
     }
 
     func run() throws {
         try threads.apply()
         try runReportingErrors {
             let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
-            let backbone = try loadBackbone(checkpoint)
+            let backbone = try loadBackbone(checkpoint, normalization: normalization)
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,
                                                  resizeTo: transform.resize)
@@ -97,7 +100,7 @@ struct Features: ParsableCommand {
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write any checkpoint dino reads (an official DINO .pth, a Hugging Face ViT, a training checkpoint) as this project's self-describing backbone safetensors.")
+        abstract: "Write any checkpoint dino reads (an official DINO or DINOv2 .pth, timm's weights, a Hugging Face ViT or DINOv2 folder, a training checkpoint) as this project's self-describing backbone safetensors.")
 
     @Argument(help: ArgumentHelp("The checkpoint to read.", valueName: "IN")) var input: String
     @Argument(help: ArgumentHelp("The .safetensors file to write.", valueName: "OUT")) var output: String

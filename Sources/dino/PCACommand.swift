@@ -17,13 +17,14 @@ struct PCA: ParsableCommand {
         chosen so that the foreground touches the image borders less).
         """)
 
-    @Option(help: "Backbone or training checkpoint.") var checkpoint: String
+    @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
     @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
     @Option(help: "Output folder.") var output: String
     @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
     @Option(help: "Foreground threshold on the first component, in (0, 1).") var threshold: Float = 0.5
+    @OptionGroup var normalization: NormalizationOption
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
@@ -35,7 +36,7 @@ struct PCA: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let backbone = try loadBackbone(checkpoint)
+            let backbone = try loadBackbone(checkpoint, normalization: normalization)
             let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)

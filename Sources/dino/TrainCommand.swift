@@ -21,14 +21,20 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Override a recipe key: --set lr=0.001 (repeatable).")
     var overrides: [String] = []
     @Flag(help: "Continue the run in --output from its checkpoint.") var resume = false
+    @Option(name: .customLong("init-from"), help: ArgumentHelp("Start from published weights (recipe key init_from): " + checkpointHelp + " The architecture and normalization are the file's; a fresh DINO head first trains alone with the backbone frozen (freeze_backbone_steps).", valueName: "FILE"))
+    var initFrom: String?
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         try runReportingErrors {
-            let recipe = try Recipe.load(path: self.recipe, overrides: overrides)
+            let recipe = try Recipe.load(path: self.recipe, overrides: overrides + (initFrom.map { ["init_from=\($0)"] } ?? []))
             if threads.threads == nil && recipe.threads > 0 { Parallel.setThreadCount(recipe.threads) }
             try threads.apply()
             let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume)
+            if let start = trainer.initialWeightsDescription { print(start) }
+            if trainer.frozenBackboneSteps > trainer.step {
+                print("steps \(trainer.step)..<\(trainer.frozenBackboneSteps) train the head alone, the backbone frozen (freeze_backbone_steps)")
+            }
             let summary = try train(trainer)
             let ending = summary.interrupted ? "stopped after" : summary.timeBoxReached ? "stopped at max_minutes after" : "finished"
             print("\(ending) \(summary.steps) steps"

@@ -359,7 +359,7 @@ final class EvaluationCommandTests: XCTestCase {
         let features = runDino(["features", "--checkpoint", torch.appendingPathComponent("backbone.pth").path,
                                 "--data", Inputs.labelledFolder.path, "--output", out.path])
         assertSucceeded(features)
-        XCTAssertTrue(features.stderr.contains("as a backbone state dict in the official DINO layout"), features.stderr)
+        XCTAssertTrue(features.stderr.contains("as a backbone state dict in the official DINO / DINOv2 layout"), features.stderr)
         XCTAssertEqual(try Npy.read(out).shape, [16, 64])
         let knn = runDino(["knn", "--checkpoint", torch.appendingPathComponent("training.pth").path, "--train", Inputs.labelledFolder.path,
                            "--validation", "--k", "3", "--json"])

@@ -24,6 +24,12 @@ struct BenchConfig {
         BenchConfig(name: "in-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 96, localCount: 10, batch: 8, outDim: 65536, training: true),
         BenchConfig(name: "features-small16", vit: vit("vit_small", 224, 16, 3), globalSize: 224, localSize: 0, localCount: 0, batch: 64, outDim: 0, training: false),
         BenchConfig(name: "features-tiny4", vit: vit("vit_tiny", 28, 4, 1), globalSize: 28, localSize: 0, localCount: 0, batch: 256, outDim: 0, training: false),
+        // DINOv2's ViT-S/14 with 4 registers (dinov2_vits14_reg4): LayerScale, 518 px position embedding
+        // interpolated (antialiased) to 224 px.
+        BenchConfig(name: "features-small14-reg4",
+                    vit: ViTConfig(arch: "custom", imageSize: 518, patchSize: 14, inChannels: 3, embedDim: 384, depth: 12, numHeads: 6,
+                                   registerCount: 4, layerScaleInit: 1e-5, interpolateOffset: 0, interpolateAntialias: true),
+                    globalSize: 224, localSize: 0, localCount: 0, batch: 64, outDim: 0, training: false),
         // Recipes/fashion-mnist.yaml's model and crops (without its KoLeo term): what users of the 30-minute recipe run.
         BenchConfig(name: "fmnist-recipe",
                     vit: ViTConfig(arch: "custom", imageSize: 21, patchSize: 7, inChannels: 1, embedDim: 96, depth: 6, numHeads: 3),
@@ -44,8 +50,8 @@ struct BenchConfig {
     /// student's drop-path skip path).
     func backboneFlops(size: Int, executed: Bool = false, dropPathRate: Double = 0) -> Double {
         let d = Double(vit.embedDim), h = Double(vit.hiddenDim)
-        let n = Double((size / vit.patchSize) * (size / vit.patchSize) + 1)
-        var total = 2 * (n - 1) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
+        let n = Double((size / vit.patchSize) * (size / vit.patchSize) + vit.firstPatchToken)
+        var total = 2 * (n - Double(vit.firstPatchToken)) * d * Double(vit.inChannels * vit.patchSize * vit.patchSize)
         for l in 0..<vit.depth {
             let keep = executed && vit.depth > 1 ? 1 - dropPathRate * Double(l) / Double(vit.depth - 1) : 1
             let queries = executed && l == vit.depth - 1 ? 1 : n
@@ -147,7 +153,7 @@ struct Bench: ParsableCommand {
         commandName: "dino-bench",
         abstract: "Time a DINO training step or feature extraction (same configurations as Benchmarks/pytorch_bench.py).")
 
-    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-tiny4, fmnist-recipe, kernels, pipeline-fmnist or pipeline-folder.")
+    @Option(help: "fmnist-tiny, cifar-tiny, in-small16, features-small16, features-small14-reg4, features-tiny4, fmnist-recipe, kernels, pipeline-fmnist or pipeline-folder.")
     var config = "fmnist-tiny"
     @Option(help: "Kernel threads, or augmentation workers for the pipeline-* configurations.") var threads: Int = 2
     @Option(help: "pipeline-folder: a folder of images to use instead of synthetic JPEGs.") var data: String?

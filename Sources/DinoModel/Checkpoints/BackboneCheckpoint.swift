@@ -201,3 +201,46 @@ public func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: Strin
         throw DinoError("cannot read \(what): \(error)")
     }
 }
+
+/// The input normalization a command applies before the backbone: the checkpoint's own statistics,
+/// ImageNet's (photos, and every published DINO / DINOv2 model), none (pixels in [0, 1]), or given values.
+public enum InputNormalization: Equatable, Sendable {
+    case checkpoint, imageNet, none
+    case values(mean: [Float], std: [Float])
+
+    /// Reads `checkpoint`, `imagenet`, `none`, or `M,M,M/S,S,S` (1 or C values each).
+    public init(parsing text: String) throws {
+        switch text.lowercased() {
+        case "checkpoint": self = .checkpoint
+        case "imagenet": self = .imageNet
+        case "none": self = .none
+        default:
+            let halves = text.split(separator: "/", omittingEmptySubsequences: false)
+            let parsed = halves.map { $0.split(separator: ",").map { Float($0.trimmingCharacters(in: .whitespaces)) } }
+            guard parsed.count == 2, parsed.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0?.isFinite ?? false } }) else {
+                throw DinoError("--normalization takes checkpoint, imagenet, none, or MEAN/STD values such as 0.5,0.5,0.5/0.25,0.25,0.25, not '\(text)'")
+            }
+            let mean = parsed[0].compactMap { $0 }, std = parsed[1].compactMap { $0 }
+            guard std.allSatisfy({ $0 > 0 }) else { throw DinoError("--normalization: every std must be positive, not \(std)") }
+            self = .values(mean: mean, std: std)
+        }
+    }
+
+    /// The (mean, std) for a `channels`-channel model whose file holds `checkpoint`'s statistics.
+    public func statistics(channels: Int, checkpoint: (mean: [Float], std: [Float])) throws -> (mean: [Float], std: [Float]) {
+        switch self {
+        case .checkpoint: return checkpoint
+        case .none: return ([0], [1])
+        case .imageNet:
+            guard channels == 3 else {
+                throw DinoError("--normalization imagenet is for RGB models; this model reads \(channels) channel(s): use checkpoint or MEAN/STD")
+            }
+            return (imageNetMean, imageNetStd)
+        case .values(let mean, let std):
+            guard [1, channels].contains(mean.count), [1, channels].contains(std.count) else {
+                throw DinoError("--normalization needs 1 or \(channels) means and stds for this \(channels)-channel model, not \(mean.count) and \(std.count)")
+            }
+            return (mean, std)
+        }
+    }
+}

@@ -92,6 +92,15 @@ public struct ParameterLayout: Equatable, Sendable {
         c.usesSwiGLU ? ("mlp.w12", "mlp.w3") : ("mlp.fc1", "mlp.fc2")
     }
 
+    /// The DINO head alone, names relative to `head.` (`mlp.0.weight`, …, `last_layer.weight_v`).
+    public static func head(_ head: HeadConfig) -> ParameterLayout {
+        var layout = ParameterLayout()
+        layout.appendHead(head)
+        return layout.subset(prefix: "head.")
+    }
+
+    public func contains(_ name: String) -> Bool { index[name] != nil }
+
     mutating func appendHead(_ head: HeadConfig) {
         for (i, (input, output)) in DINOHead.layerSizes(head).enumerated() {
             let name = DINOHead.linearName(layer: i, count: head.layerCount)

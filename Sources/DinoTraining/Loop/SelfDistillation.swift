@@ -9,6 +9,11 @@ public struct StepSettings: Sendable {
     public var teacherMomentum: Double
     public var teacherTemperature: Double
     public var freezeLastLayer: Bool
+    /// Train the head alone: no backbone backward pass, and the optimizer leaves the backbone (and its
+    /// teacher copy) as they are (`freeze_backbone_steps`).
+    public var freezeBackbone = false
+    /// The backbone's learning rate is `learningRate` times this (the ramp after `freeze_backbone_steps`).
+    public var backboneLearningRateScale = 1.0
     public var clip: Double
     public var dropPathRate: Double
     /// Weight of the KoLeo term on the student's global-crop CLS features (0: off, as DINO).
@@ -263,21 +268,26 @@ public final class SelfDistillation {
                               dLogits: patchLogitGradients.pointer, activations: headPatch, rows: 0..<masked)
         }
         if locals != nil { dLocal.zero() }
+        let backbone = !s.freezeBackbone
         Parallel.forEachShard(shards) { shard in
             let g = shard == 0 ? gradients.pointer : shardGradients[shard - 1].pointer
             if shard > 0 { g.update(repeating: 0, count: shardedCount) }
             let rows = part(2 * b, shard)
             dinoHead.backward(gradients: g, dInput: dGlobal.pointer, parameters: student.pointer, dLogits: dLogits.pointer,
                               activations: headGlobal, rows: rows)
-            transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + rows.lowerBound * d,
-                                 activations: studentGlobal[shard], tokenRows: maskedRows,
-                                 dTokens: masked > 0 ? dPatch.pointer : nil)
+            if backbone {
+                transformer.backward(gradients: g, parameters: student.pointer, dClassTokens: dGlobal.pointer + rows.lowerBound * d,
+                                     activations: studentGlobal[shard], tokenRows: maskedRows,
+                                     dTokens: masked > 0 ? dPatch.pointer : nil)
+            }
             if let headLocal, locals != nil {
                 let localRows = part(localCount * b, shard)
                 dinoHead.backward(gradients: g, dInput: dLocal.pointer, parameters: student.pointer,
                                   dLogits: dLogits.pointer + 2 * b * k, activations: headLocal, rows: localRows)
-                transformer.backward(gradients: g, parameters: student.pointer,
-                                     dClassTokens: dLocal.pointer + localRows.lowerBound * d, activations: studentLocal[shard])
+                if backbone {
+                    transformer.backward(gradients: g, parameters: student.pointer,
+                                         dClassTokens: dLocal.pointer + localRows.lowerBound * d, activations: studentLocal[shard])
+                }
             }
         }
         for other in shardGradients {
@@ -290,7 +300,7 @@ public final class SelfDistillation {
         // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA, in one pass.
         optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(s.learningRate),
                        weightDecay: Float(s.weightDecay), clip: Float(s.clip), freezeLastLayer: s.freezeLastLayer,
-                       teacher: teacher.pointer, teacherMomentum: Float(s.teacherMomentum))
+                       freezeBackbone: s.freezeBackbone, backboneScale: Float(s.backboneLearningRateScale), teacher: teacher.pointer, teacherMomentum: Float(s.teacherMomentum))
         return stats
     }
 }

@@ -104,6 +104,20 @@ public final class Trainer {
     /// The dataset `trainingData` was cut from (itself when `train_subset` is off): k-NN and attention use it.
     let fullData: any ImageDataset
 
+    /// The published weights the run started from (`init_from`), if any.
+    let initialWeights: InitialWeights?
+    /// What the run started from, in words (nil: the official initialization).
+    public var initialWeightsDescription: String? { initialWeights?.description }
+
+    /// Steps at the start that train the head alone (`freeze_backbone_steps`; automatic with `init_from`
+    /// and no head in the file: max(one epoch, 200 steps), at most half the planned run).
+    public var frozenBackboneSteps: Int {
+        if recipe.freeze_backbone_steps >= 0 { return recipe.freeze_backbone_steps }
+        guard let initialWeights, initialWeights.head == nil else { return 0 }
+        let planned = recipe.max_steps > 0 ? min(recipe.epochs * iterationsPerEpoch, recipe.max_steps) : recipe.epochs * iterationsPerEpoch
+        return min(max(iterationsPerEpoch, 200), planned / 2)
+    }
+
     public var checkpointURL: URL { output.appendingPathComponent(TrainingCheckpoint.fileName) }
     public var teacherBackboneURL: URL { output.appendingPathComponent("teacher_backbone.safetensors") }
     public var totalSteps: Int {
@@ -117,19 +131,22 @@ public final class Trainer {
         try recipe.validate()
         self.recipe = recipe
         self.output = output
-        config = try ViTConfig.named(recipe.arch, imageSize: recipe.global_crop_size, patchSize: recipe.patch_size,
+        // With init_from the architecture (and the head, when the file has one) are the file's.
+        let start = try recipe.init_from.isEmpty ? nil : InitialWeights(path: recipe.init_from, recipe: recipe)
+        config = try start?.backbone.config ?? ViTConfig.named(recipe.arch, imageSize: recipe.global_crop_size, patchSize: recipe.patch_size,
                                      inChannels: recipe.in_chans,
                                      embedDim: recipe.embed_dim > 0 ? recipe.embed_dim : nil,
                                      depth: recipe.depth > 0 ? recipe.depth : nil,
                                      numHeads: recipe.num_heads > 0 ? recipe.num_heads : nil,
                                      shiftedPatches: recipe.shifted_patches)
-        head = HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
-                          bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
-                          normLastLayer: recipe.norm_last_layer)
+        head = start?.head?.config ?? HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
+                                                 bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
+                                                 normLastLayer: recipe.norm_last_layer)
         try head.validate()
+        initialWeights = start
         // The student keeps every block of every crop for the backward pass; the teacher one block of the global crops.
-        let patch = config.patchSize
-        func tokens(_ size: Int) -> Int { (size / patch) * (size / patch) + 1 }
+        let patch = config.patchSize, firstPatch = config.firstPatchToken
+        func tokens(_ size: Int) -> Int { (size / patch) * (size / patch) + firstPatch }
         let b = recipe.batch_size
         let activations = config.activationBytes(batch: 2 * b, tokens: tokens(recipe.global_crop_size), keptBlocks: config.depth + 1)
             + config.activationBytes(batch: recipe.local_crops_number * b, tokens: tokens(recipe.local_crop_size), keptBlocks: config.depth)
@@ -142,7 +159,8 @@ public final class Trainer {
         }
         trainingData = data
         fullData = (data as? DatasetSubset)?.base ?? data
-        (mean, std) = Trainer.normalization(recipe: recipe, dataset: fullData)
+        (mean, std) = recipe.mean.isEmpty && start != nil ? (start!.backbone.mean, start!.backbone.std)
+            : Trainer.normalization(recipe: recipe, dataset: fullData)
         loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: recipe.augmentationSettings(mean: mean, std: std)),
                                      batchSize: recipe.batch_size, seed: UInt64(recipe.seed),
                                      onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image)!,  // validated by the recipe
@@ -159,6 +177,7 @@ public final class Trainer {
                                  studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum),
                                  teacherTargets: recipe.teacherTargets, patchMasking: recipe.patchMasking)
         model.initialize(seed: UInt64(recipe.seed))
+        if let start { start.load(into: model) }
 
         do { try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true) } catch {
             throw DinoError("cannot create the run folder \(output.path): \(error.localizedDescription); choose another --output")
@@ -306,10 +325,14 @@ public final class Trainer {
             let lastLayerFrozen = epoch < recipe.freeze_last_layer
 
             var dropGenerator = RandomGenerator(seed: UInt64(recipe.seed), stream: 0xD409, index: UInt64(step))
-            let settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
+            var settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
                                         teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
                                         clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate,
                                         koleoWeight: recipe.koleo_loss_weight, maskedPatchWeight: recipe.ibot_loss_weight)
+            // Head warm-up: the backbone frozen, then its lr ramping up linearly over as many steps.
+            let frozen = frozenBackboneSteps
+            settings.freezeBackbone = step < frozen
+            if frozen > 0 && step >= frozen && step < 2 * frozen { settings.backboneLearningRateScale = Double(step - frozen + 1) / Double(frozen) }
             let stats: LossStatistics
             do {
                 stats = try model.step(globals: batch.globals.pointer, locals: localCount > 0 ? batch.locals.pointer : nil,

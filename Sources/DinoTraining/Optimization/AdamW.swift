@@ -28,19 +28,26 @@ public final class AdamW {
 
     /// Clips each gradient tensor to `clip` L2 norm (0: no clipping) as the official `clip_gradients`
     /// (`coef = clip/(‖g‖ + 1e-6)`, applied in place when < 1), then takes one AdamW step on every
-    /// trainable tensor, skipping the last layer when `freezeLastLayer`. Returns the gradient norms
-    /// before clipping.
+    /// trainable tensor, skipping the last layer when `freezeLastLayer` and everything outside the head
+    /// (`head.`) when `freezeBackbone` (those tensors and their teacher copies are left as they are);
+    /// outside the head the learning rate is `lr·backboneScale`. Returns the gradient norms before clipping.
     ///
     /// Given a `teacher` (same layout), it also takes the EMA θ_t ← m·θ_t + (1 − m)·θ_s after the step,
     /// in the same pass while the updated student value is still in a register (the same bits as
     /// `updateTeacher` after the step, and one read of the student less).
     @discardableResult
     public func step(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
-                     learningRate lr: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool,
-                     teacher: UnsafeMutablePointer<Float>? = nil, teacherMomentum: Float = 0) -> [Float] {
+                     learningRate: Float, weightDecay: Float, clip: Float, freezeLastLayer: Bool, freezeBackbone: Bool = false,
+                     backboneScale: Float = 1, teacher: UnsafeMutablePointer<Float>? = nil, teacherMomentum: Float = 0) -> [Float] {
         norms.removeAll(keepingCapacity: true)
         for (index, e) in layout.entries.enumerated() {
             let g = gradients + e.offset, p = parameters + e.offset
+            let inHead = e.name.hasPrefix("head.")
+            if freezeBackbone && !inHead {
+                norms.append(0)
+                continue
+            }
+            let lr = inHead ? learningRate : learningRate * backboneScale
             guard e.isTrainable, !(freezeLastLayer && e.isLastLayer) else {
                 norms.append(0)
                 if let teacher { updateTeacher(teacher: teacher + e.offset, student: p, count: e.count, momentum: teacherMomentum) }

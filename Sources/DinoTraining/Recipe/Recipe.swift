@@ -50,6 +50,16 @@ public struct Recipe: Equatable, Sendable {
     public var epochs = 100
     public var freeze_last_layer = 1
     public var seed = 0
+    // Continued training from published weights
+    /// A backbone to start from (any file `dino` reads: official DINO / DINOv2, timm, Hugging Face, this
+    /// project's): the architecture and the input normalization are the file's, and so is the DINO head
+    /// when the file has one (an official training checkpoint). "" trains from the official init.
+    public var init_from = ""
+    /// Steps at the start during which only the head trains (the backbone and its teacher stay as loaded),
+    /// after which the backbone's lr ramps up linearly over as many steps: a fresh head's targets are
+    /// noise, and their gradients would wreck a published backbone. -1: automatic,
+    /// with `init_from` and no head in the file max(one epoch, 200 steps) capped at half the run, 0 otherwise.
+    public var freeze_backbone_steps = -1
     // Multi-crop
     public var global_crops_scale = [0.4, 1.0]
     public var local_crops_number = 8
@@ -142,6 +152,7 @@ public struct Recipe: Equatable, Sendable {
         string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
         double("weight_decay", \.weight_decay), double("weight_decay_end", \.weight_decay_end), double("clip_grad", \.clip_grad),
         int("batch_size", \.batch_size), int("epochs", \.epochs), int("freeze_last_layer", \.freeze_last_layer), int("seed", \.seed),
+        string("init_from", \.init_from), int("freeze_backbone_steps", \.freeze_backbone_steps),
         doubles("global_crops_scale", \.global_crops_scale, count: 2), int("local_crops_number", \.local_crops_number),
         doubles("local_crops_scale", \.local_crops_scale, count: 2), int("global_crop_size", \.global_crop_size),
         int("local_crop_size", \.local_crop_size), double("flip_prob", \.flip_prob),
@@ -316,6 +327,7 @@ public struct Recipe: Equatable, Sendable {
                   "counts (warmup_epochs, freeze_last_layer, seed, train_subset, num_workers, max_steps, checkpoint_every, saveckp_freq, threads, knn_*, attention_*) must be 0 or more")
         try check(num_workers <= 256 && threads <= 1024 && attention_images <= 1000, "num_workers (at most 256), threads (at most 1024) or attention_images (at most 1000) is out of range")
         try check(knn_k >= 1, "knn_k must be at least 1")
+        try check(freeze_backbone_steps >= -1, "freeze_backbone_steps must be -1 (automatic) or 0 or more")
         try check(patch_size >= 1 && patch_size <= 256, "patch_size must be 1...256")
     }
 }
