@@ -44,12 +44,14 @@ let package = Package(
                                .product(name: "Yams", package: "Yams")],
                 swiftSettings: kernelSettings),
         .target(name: "DinoPictures", dependencies: ["DinoData"]),
+        // Open MPI, opened at run time (dlopen): nothing of MPI is needed to build or to run without mpirun.
+        .target(name: "DinoDistributed", dependencies: ["DinoKernels"]),
         .target(name: "DinoEval", dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoPictures"],
                 swiftSettings: kernelSettings),
 
         // MARK: Executables
         .executableTarget(name: "dino",
-                          dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoEval",
+                          dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoEval", "DinoDistributed",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "dino-bench",
                           dependencies: ["CDinoKernels", "COpenBLAS", "DinoKernels", "DinoModel", "DinoData", "DinoTraining",

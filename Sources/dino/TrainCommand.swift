@@ -1,4 +1,5 @@
 import ArgumentParser
+import DinoDistributed
 import DinoKernels
 import DinoTraining
 import Dispatch
@@ -28,9 +29,13 @@ struct Train: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let recipe = try Recipe.load(path: self.recipe, overrides: overrides + (initFrom.map { ["init_from=\($0)"] } ?? []))
+            // Under mpirun, one process per rank: rank 0 prints and writes; each takes its share of the cores.
+            let communicator: any Communicator = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : SingleProcess()
+            if communicator.size > 1 && threads.threads == nil && recipe.threads == 0 { Parallel.setThreadCount(MPICommunicator.threadsPerProcess) }
             if threads.threads == nil && recipe.threads > 0 { Parallel.setThreadCount(recipe.threads) }
             try threads.apply()
-            let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume)
+            if !communicator.isPrimary { quiet() }
+            let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume, communicator: communicator)
             if let start = trainer.initialWeightsDescription { print(start) }
             if trainer.frozenBackboneSteps > trainer.step {
                 print("steps \(trainer.step)..<\(trainer.frozenBackboneSteps) train the head alone, the backbone frozen (freeze_backbone_steps)")
@@ -41,7 +46,7 @@ struct Train: ParsableCommand {
                   + (summary.finalLoss.isNaN ? "" : ", final loss \(String(format: "%.4f", summary.finalLoss))")
                   + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
             print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
-            if !summary.interrupted { print("report: \(try writeReport(trainer.output).path)") }
+            if !summary.interrupted && communicator.isPrimary { print("report: \(try writeReport(trainer.output).path)") }
         }
     }
 }
@@ -92,4 +97,12 @@ func writeReport(_ run: URL) throws -> URL {
         FileHandle.standardError.write(Data("warning: the report was not written: \(error)\n".utf8))
         return run.appendingPathComponent("report.html")
     }
+}
+
+/// Sends this process's standard output to /dev/null: the other ranks of an MPI run print nothing but
+/// errors (rank 0 reports for all).
+func quiet() {
+    fflush(stdout)
+    let null = open("/dev/null", O_WRONLY)
+    if null >= 0 { dup2(null, STDOUT_FILENO); close(null) }
 }

@@ -22,6 +22,10 @@ public struct TrainingBatch: @unchecked Sendable {
 /// batch of a step is the same whatever ran before (resume) and however many workers build it.
 /// The next batch is prepared in the background while the current step runs, on `workers` threads at
 /// the lowest CPU priority (`BackgroundWorkers`).
+///
+/// In a data-parallel run of `ranks` processes, `batchSize` is the global batch and rank r builds only
+/// its consecutive share, positions `r·B/ranks ..< (r+1)·B/ranks` of each global batch: every image gets
+/// the crops it would get in one process.
 public final class MultiCropLoader: @unchecked Sendable {
     public let dataset: any ImageDataset
     public let augmenter: MultiCropAugmenter
@@ -29,6 +33,10 @@ public final class MultiCropLoader: @unchecked Sendable {
     public let seed: UInt64
     public let onBadImage: BadImagePolicy
     public let workers: Int
+    /// This process's share of each global batch: rank `rank` of `ranks`.
+    public let rank: Int, ranks: Int
+    /// The images of each batch this process builds (`batchSize / ranks`).
+    public var localBatchSize: Int { batchSize / ranks }
     /// Full batches per epoch (`drop_last=True`).
     public var iterationsPerEpoch: Int { dataset.count / batchSize }
 
@@ -41,12 +49,15 @@ public final class MultiCropLoader: @unchecked Sendable {
     private lazy var background = BackgroundWorkers(count: workers)
 
     public init(dataset: any ImageDataset, augmenter: MultiCropAugmenter, batchSize: Int, seed: UInt64,
-                onBadImage: BadImagePolicy, workers: Int) throws {
+                onBadImage: BadImagePolicy, workers: Int, rank: Int = 0, ranks: Int = 1) throws {
         guard dataset.count >= batchSize else {
             throw DinoError("the dataset has \(dataset.count) images, fewer than one batch of \(batchSize): lower batch_size or add images")
         }
+        guard ranks >= 1, rank >= 0, rank < ranks, batchSize % ranks == 0 else {
+            throw DinoError("batch_size \(batchSize) must be a multiple of the \(ranks) processes (each takes an equal share of the global batch)")
+        }
         self.dataset = dataset; self.augmenter = augmenter; self.batchSize = batchSize; self.seed = seed
-        self.onBadImage = onBadImage; self.workers = max(1, workers)
+        self.onBadImage = onBadImage; self.workers = max(1, workers); self.rank = rank; self.ranks = ranks
     }
 
     /// The shuffled order of dataset indices in `epoch`.
@@ -67,8 +78,8 @@ public final class MultiCropLoader: @unchecked Sendable {
 
     /// Builds the batch of `step`, `run(count, body)` calling `body(worker)` for each of `count` workers.
     func batch(step: Int, run: (Int, (Int) -> Void) -> Void) throws -> TrainingBatch {
-        let s = augmenter.settings, b = batchSize, c = s.channels
-        let epoch = step / iterationsPerEpoch, position = (step % iterationsPerEpoch) * b
+        let s = augmenter.settings, b = localBatchSize, c = s.channels
+        let epoch = step / iterationsPerEpoch, position = (step % iterationsPerEpoch) * batchSize + rank * b
         let order = order(epoch: epoch)
         let globals = FloatBuffer(count: 2 * b * c * s.globalSize * s.globalSize)
         let locals = FloatBuffer(count: max(1, s.localCount * b * c * s.localSize * s.localSize))

@@ -61,6 +61,12 @@ public final class SelfDistillation {
     public let student: FloatBuffer, teacher: FloatBuffer, gradients: FloatBuffer
     public let optimizer: AdamW
     public let loss: DINOLoss
+    /// The processes of a data-parallel run (`SingleProcess` alone), each with `batchSize` images of the
+    /// global batch: the gradients (averaged before clipping), the center's batch mean, Sinkhorn-Knopp's
+    /// sums and the reported statistics are over all of them, so every process takes the same step.
+    public var communicator: any Communicator = SingleProcess() {
+        didSet { loss.communicator = communicator.size > 1 ? communicator : nil }
+    }
     let transformer: VisionTransformer
     let dinoHead: DINOHead
     /// Batch shards of every backbone pass; shard s of a pass over n images takes images
@@ -229,6 +235,8 @@ public final class SelfDistillation {
         // Loss, then the center update (so step t uses the center of step t−1).
         var stats = loss.forwardBackward(student: logits.pointer, teacher: headTeacher.logits.pointer, dStudent: dLogits.pointer,
                                          views: views, batch: b, teacherTemperature: Float(s.teacherTemperature))
+        // Every process sees the averages (a non-finite value on any of them stops all of them together).
+        (stats.loss, stats.teacherEntropy, stats.kullbackLeibler) = averagedOverProcesses(stats.loss, stats.teacherEntropy, stats.kullbackLeibler)
         guard stats.loss.isFinite else { throw NonFiniteLoss(value: stats.loss) }
         // KoLeo (DINOv2): weight·Σ over the two global crops of KoLeo(student CLS), added to dGlobal below.
         let koleoWeight = Float(s.koleoWeight)
@@ -239,6 +247,7 @@ public final class SelfDistillation {
                                                             input: headGlobal.inputPointer + view * b * d,
                                                             rows: b, columns: d, weight: koleoWeight, workspace: koleoWorkspace)
             }
+            stats.koleo = averagedOverProcesses(stats.koleo, 0, 0).0
             guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo, term: "KoLeo term") }
         }
         if let patchLoss, let headPatch, let headTeacherPatch, masked > 0 {
@@ -297,6 +306,13 @@ public final class SelfDistillation {
             }
         }
 
+        // Data parallel: the mean of every process's gradient (each is the gradient of its own batch's mean loss).
+        if communicator.size > 1 {
+            communicator.sum(gradients.pointer, count: gradients.count)
+            let scale = 1 / Float(communicator.size), all = gradients.pointer
+            Parallel.forEachRange(gradients.count, grain: 1 << 14) { range in for i in range { all[i] *= scale } }
+        }
+
         // Per-tensor clipping and AdamW (the last layer skipped entirely while frozen), then the EMA, in one pass.
         optimizer.step(parameters: student.pointer, gradients: gradients.pointer, learningRate: Float(s.learningRate),
                        weightDecay: Float(s.weightDecay), clip: Float(s.clip), freezeLastLayer: s.freezeLastLayer,
@@ -310,4 +326,24 @@ public struct NonFiniteLoss: Error {
     public let value: Float
     /// Which term was not finite: "loss" (the DINO loss) or "KoLeo term".
     public var term = "loss"
+}
+
+extension SelfDistillation {
+    /// The means over the processes of three values (themselves in one process).
+    func averagedOverProcesses(_ a: Float, _ b: Float, _ c: Float) -> (Float, Float, Float) {
+        guard communicator.size > 1 else { return (a, b, c) }
+        var values = [Double(a), Double(b), Double(c)]
+        communicator.sum(&values, count: 3)
+        let n = Double(communicator.size)
+        return (Float(values[0] / n), Float(values[1] / n), Float(values[2] / n))
+    }
+
+    /// A checksum of the teacher's parameters (their sum in Double, in order) and the same over the student:
+    /// processes that took the same steps agree on it bit for bit.
+    public func parameterChecksum() -> (teacher: Double, student: Double) {
+        var t = 0.0, s = 0.0
+        for i in 0..<teacher.count { t += Double(teacher.pointer[i]) }
+        for i in 0..<student.count { s += Double(student.pointer[i]) }
+        return (t, s)
+    }
 }

@@ -73,6 +73,8 @@ public struct TrainingSummary: Sendable {
 public final class Trainer {
     public let recipe: Recipe
     public let output: URL
+    /// The processes of a data-parallel run (one: `SingleProcess`); rank 0 writes every file.
+    public let communicator: any Communicator
     public let config: ViTConfig
     public let head: HeadConfig
     public var layout: ParameterLayout { model.layout }
@@ -127,10 +129,14 @@ public final class Trainer {
 
     /// Builds the model, data and state for `recipe`, writing into `output`. With `resume`, continues
     /// from `output/checkpoint.safetensors` when it exists.
-    public init(recipe: Recipe, output: URL, resume: Bool = false, dataset: (any ImageDataset)? = nil) throws {
+    /// - Parameter communicator: the processes of a data-parallel run (see `Trainer+Distributed.swift`).
+    public init(recipe: Recipe, output: URL, resume: Bool = false, dataset: (any ImageDataset)? = nil,
+                communicator: any Communicator = SingleProcess()) throws {
         try recipe.validate()
+        try Trainer.checkDataParallel(recipe: recipe, processes: communicator.size)
         self.recipe = recipe
         self.output = output
+        self.communicator = communicator
         // With init_from the architecture (and the head, when the file has one) are the file's.
         let start = try recipe.init_from.isEmpty ? nil : InitialWeights(path: recipe.init_from, recipe: recipe)
         config = try start?.backbone.config ?? ViTConfig.named(recipe.arch, imageSize: recipe.global_crop_size, patchSize: recipe.patch_size,
@@ -147,7 +153,7 @@ public final class Trainer {
         // The student keeps every block of every crop for the backward pass; the teacher one block of the global crops.
         let patch = config.patchSize, firstPatch = config.firstPatchToken
         func tokens(_ size: Int) -> Int { (size / patch) * (size / patch) + firstPatch }
-        let b = recipe.batch_size
+        let b = recipe.batch_size / communicator.size
         let activations = config.activationBytes(batch: 2 * b, tokens: tokens(recipe.global_crop_size), keptBlocks: config.depth + 1)
             + config.activationBytes(batch: recipe.local_crops_number * b, tokens: tokens(recipe.local_crop_size), keptBlocks: config.depth)
             + 4 * Double(b) * Double(2 + recipe.local_crops_number) * Double(head.outDim + head.hiddenDim) * 3
@@ -164,7 +170,7 @@ public final class Trainer {
         loader = try MultiCropLoader(dataset: data, augmenter: MultiCropAugmenter(settings: recipe.augmentationSettings(mean: mean, std: std)),
                                      batchSize: recipe.batch_size, seed: UInt64(recipe.seed),
                                      onBadImage: BadImagePolicy(rawValue: recipe.on_bad_image)!,  // validated by the recipe
-                                     workers: recipe.num_workers)
+                                     workers: recipe.num_workers, rank: communicator.rank, ranks: communicator.size)
         iterationsPerEpoch = loader.iterationsPerEpoch
 
         (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
@@ -172,11 +178,12 @@ public final class Trainer {
         teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
                                                            warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
 
-        model = SelfDistillation(config: config, head: head, batchSize: recipe.batch_size, globalSize: recipe.global_crop_size,
+        model = SelfDistillation(config: config, head: head, batchSize: loader.localBatchSize, globalSize: recipe.global_crop_size,
                                  localSize: recipe.local_crop_size, localCount: recipe.local_crops_number,
                                  studentTemperature: Float(recipe.student_temp), centerMomentum: Float(recipe.center_momentum),
                                  teacherTargets: recipe.teacherTargets, patchMasking: recipe.patchMasking)
         model.initialize(seed: UInt64(recipe.seed))
+        model.communicator = communicator
         if let start { start.load(into: model) }
 
         do { try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true) } catch {
@@ -185,7 +192,7 @@ public final class Trainer {
         guard FileManager.default.isWritableFile(atPath: output.path) else {
             throw DinoError("the run folder \(output.path) is not writable: choose another --output")
         }
-        removeStaleTemporaryFiles(in: output)
+        if communicator.isPrimary { removeStaleTemporaryFiles(in: output) }
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             try TrainingCheckpoint.restore(from: checkpointURL, into: self)
             if let scheduledSteps { fitSchedules(to: scheduledSteps) }
@@ -254,6 +261,7 @@ public final class Trainer {
 
     /// Saves the training checkpoint and the teacher backbone (both atomically).
     public func saveCheckpoint() throws {
+        guard communicator.isPrimary else { return }  // one writer: rank 0
         try TrainingCheckpoint.save(to: checkpointURL, trainer: self)
         try teacherBackbone().save(to: teacherBackboneURL)
     }
@@ -261,15 +269,17 @@ public final class Trainer {
     /// Runs until the last step (or `max_steps`, or a stop request), reporting through `progress`.
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
-        try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml"))
+        if communicator.isPrimary { try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml")) }
 
         let logURL = output.appendingPathComponent("log.jsonl")
         // A run killed after its last checkpoint logged steps that the resumed run repeats (and perhaps
         // half a line): keep only the complete lines up to the checkpoint's step.
         try keepLogLines(logURL, upToStep: step)
         try keepLogLines(output.appendingPathComponent("knn.jsonl"), upToStep: step)
-        if !FileManager.default.fileExists(atPath: logURL.path) { _ = FileManager.default.createFile(atPath: logURL.path, contents: nil) }
-        guard let log = try? FileHandle(forWritingTo: logURL) else {
+        if communicator.isPrimary && !FileManager.default.fileExists(atPath: logURL.path) {
+            _ = FileManager.default.createFile(atPath: logURL.path, contents: nil)
+        }
+        guard let log = try? (communicator.isPrimary ? FileHandle(forWritingTo: logURL) : FileHandle(forWritingTo: URL(fileURLWithPath: "/dev/null"))) else {
             throw DinoError("cannot write \(logURL.path): check that \(output.path) is writable")
         }
         defer { try? log.close() }
@@ -289,7 +299,7 @@ public final class Trainer {
                 ? "the run is already at step \(step), the end of the schedules max_minutes fitted: nothing to train"
                 : "the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
         } else if step == 0 {
-            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads, OpenBLAS \(Parallel.blasCoreName) kernels"))
+            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b)\(communicator.size > 1 ? " (\(communicator.size) processes of \(b / communicator.size))" : ""), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads, OpenBLAS \(Parallel.blasCoreName) kernels"))
         } else {
             progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))
         }
@@ -301,7 +311,7 @@ public final class Trainer {
         if recipe.knn_every > 0 && step == 0 {
             try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
         }
-        let started = clock(), secondsBefore = trainedSeconds
+        let started = sharedClock(), secondsBefore = trainedSeconds
         let firstStep = step
         // The time box never fits past the recipe's epochs.
         let ceiling = recipe.epochs * iterationsPerEpoch
@@ -316,7 +326,7 @@ public final class Trainer {
         while step < total {
             let batch = try loader.next(step: step, limit: total)
             if !batch.skipped.isEmpty {
-                summary.skippedImages += batch.skipped.count
+                summary.skippedImages += batch.skipped.count  // this process's; the processes' sum below
                 progress(.warning("skipped \(batch.skipped.count) unreadable image(s): \(batch.skipped.prefix(3).joined(separator: ", "))"))
             }
             let epoch = step / iterationsPerEpoch
@@ -346,8 +356,14 @@ public final class Trainer {
             withExtendedLifetime(batch) {}  // the step saw only the batch's pointers
             step += 1
 
+            // Rank 0's clock, a stop request on any process, and the images every process skipped.
+            let shared = synchronizeStep(stopRequested: stopFlag.isRequested, skipped: batch.skipped.count)
+            let stopping = shared.stop
+            if communicator.size > 1 { summary.skippedImages += shared.skipped - batch.skipped.count }
+            try checkProcessesAgree(step: step)
+
             // Log.
-            let elapsed = clock() - started
+            let elapsed = shared.clock - started
             trainedSeconds = secondsBefore + elapsed
             let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
@@ -386,7 +402,7 @@ public final class Trainer {
             // evaluations: a fit taken mid-epoch (at 10% of the budget) followed by an epoch end a few
             // steps later would otherwise charge a whole k-NN check to those few steps.
             if budget > 0 {
-                trainedSeconds = secondsBefore + (clock() - started)
+                trainedSeconds = secondsBefore + (sharedClock() - started)
                 if scheduledSteps == nil && (endOfEpoch || trainedSeconds >= 0.1 * budget) {
                     let perStep = (trainedSeconds - secondsBefore) / Double(step - firstStep)
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
@@ -408,10 +424,10 @@ public final class Trainer {
             let timeSpent = budget > 0 && trainedSeconds >= budget && step < total
 
             if (recipe.checkpoint_every > 0 && step % recipe.checkpoint_every == 0) || endOfEpoch || step == total
-                || stopFlag.isRequested || timeSpent {
+                || stopping || timeSpent {
                 try saveCheckpoint()
                 lastCheckpointStep = step
-                if endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
+                if communicator.isPrimary && endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
                     let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
                     try writeAtomically(readInputFile(checkpointURL, what: "checkpoint"), to: numbered)
                 }
@@ -421,7 +437,7 @@ public final class Trainer {
                 progress(.message(String(format: "time box reached: max_minutes %g spent at step %d of the %d the schedules were fitted to (the steps ran slower than the last fit measured); checkpoint saved to %@", recipe.max_minutes, step, total, checkpointURL.path)))
                 return summary
             }
-            if stopFlag.isRequested {
+            if stopping {
                 summary.interrupted = true
                 progress(.message("stopped at step \(step); checkpoint saved to \(checkpointURL.path): continue with --resume"))
                 return summary
@@ -433,6 +449,7 @@ public final class Trainer {
 
     /// Teacher k-NN on a validation split of the training data (`knnSplits`).
     func evaluateKNN(epoch: Int, progress: (TrainingEvent) -> Void, summary: inout TrainingSummary) throws {
+        guard communicator.isPrimary else { return }
         let (memory, evaluation) = try knnSplits()
         guard let memory, let evaluation else { return }
         let extractor = try FeatureExtractor(checkpoint: teacherBackbone(), batchSize: 256)
@@ -458,6 +475,7 @@ public final class Trainer {
     /// Rewrites a JSON-lines log to its complete lines whose `"step"` is at most `step` (atomically; a
     /// missing log is left missing).
     func keepLogLines(_ url: URL, upToStep step: Int) throws {
+        guard communicator.isPrimary else { return }
         guard let data = FileManager.default.contents(atPath: url.path), !data.isEmpty else { return }
         let text = String(decoding: data, as: UTF8.self)
         var lines = text.split(separator: "\n", omittingEmptySubsequences: false)
@@ -485,6 +503,7 @@ public final class Trainer {
 
     /// Writes the teacher's last-layer attention for a few fixed training images into `attention/epochNNNN`.
     func writeAttention(epoch: Int, progress: (TrainingEvent) -> Void) throws {
+        guard communicator.isPrimary else { return }
         let images = try (0..<min(recipe.attention_images, fullData.count)).map {
             (fullData.name(at: $0), try fullData.image(at: $0, channels: config.inChannels, minimumShortSide: nil))
         }

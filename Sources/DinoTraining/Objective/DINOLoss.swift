@@ -49,6 +49,8 @@ public final class DINOLoss {
     var teacherLogNormalizers = FloatBuffer(count: 0)
     var studentLogProbabilities = FloatBuffer(count: 0)
     var sinkhornScratch: [Double] = []
+    /// The processes of a data-parallel run: the center's batch mean and Sinkhorn-Knopp's sums are over all of them.
+    public var communicator: (any Communicator)?
     /// Per student row, its cross-entropies against the two teacher views `(V·B, 2)`; per teacher row, its entropy `(2B)`.
     var crossEntropy: [Double] = [], entropy: [Double] = []
 
@@ -79,7 +81,7 @@ public final class DINOLoss {
             if sinkhornScratch.count != (2 * b + 1) * k { sinkhornScratch = [Double](repeating: 0, count: (2 * b + 1) * k) }
             sinkhornScratch.withUnsafeMutableBufferPointer { scratch in
                 SinkhornKnopp.normalize(output: q, input: teacher, temperature: teacherTemperature, rows: 2 * b, columns: k,
-                                        scratch: scratch.baseAddress!)
+                                        scratch: scratch.baseAddress!, communicator: communicator)
             }
         }
         Softmax.forward(output: logP, input: student, temperature: studentTemperature, rows: views * b, columns: k, logarithm: true)
@@ -136,14 +138,25 @@ public final class DINOLoss {
 
     /// center ← m·center + (1 − m)·mean over rows of the raw teacher logits `(rows, K)`.
     public func updateCenter(teacher: UnsafePointer<Float>, rows: Int) {
-        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum)
+        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum,
+                        communicator: communicator)
     }
 }
 
 /// center ← m·center + (1 − m)·(1/rows)·Σ_r teacher[r] `(K)`, per column in row order (the same bits on
 /// any thread count): the DINO loss's center and the masked-patch loss's.
+/// In a data-parallel run (`communicator` of more than one process) the batch mean is over every rank's
+/// rows: the column sums are summed across ranks first (the official `update_center`'s all-reduce).
 func updateCenterEMA(_ center: UnsafeMutablePointer<Float>, teacher: UnsafePointer<Float>, rows: Int, columns k: Int,
-                     momentum m: Float) {
+                     momentum m: Float, communicator: (any Communicator)? = nil) {
+    if let communicator, communicator.size > 1 {
+        var sums = [Float](repeating: 0, count: k)
+        for j in 0..<k { for r in 0..<rows { sums[j] += teacher[r * k + j] } }
+        communicator.sum(&sums, count: k)
+        let count = Float(rows * communicator.size)
+        for j in 0..<k { center[j] = center[j] * m + (sums[j] / count) * (1 - m) }
+        return
+    }
     Parallel.forEachRange((k + 255) / 256) { blocks in
         for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
             var s: Float = 0
