@@ -69,7 +69,17 @@ public final class MPICommunicator: Communicator {
         rank = Int(r); size = Int(s)
     }
 
-    deinit { _ = finalize() }
+    private var finalized = false
+
+    /// Ends this process's part in MPI (`MPI_Finalize`): call it once training is over, before the
+    /// process exits (a process that exits without it is an abnormal termination to `mpirun`).
+    public func finish() {
+        guard !finalized else { return }
+        finalized = true
+        _ = finalize()
+    }
+
+    deinit { finish() }
 
     func reduce(_ values: UnsafeMutableRawPointer, count: Int, elementSize: Int, type: OpaquePointer, operation: OpaquePointer) {
         var done = 0

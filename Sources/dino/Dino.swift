@@ -52,17 +52,24 @@ struct ThreadOptions: ParsableArguments {
     }
 }
 
+/// How an error line starts: `error: `, or under mpirun on ranks other than 0 `rank N: error: ` (rank 0's
+/// line is the one to read; the others' say whether a rank failed on its own).
+let errorPrefix: String = {
+    guard let rank = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_RANK"], rank != "0" else { return "error: " }
+    return "rank \(rank): error: "
+}()
+
 /// Runs library code, turning its errors into a one-line message and exit code 1 (no stack trace).
 func runReportingErrors(_ body: () throws -> Void) throws {
     setvbuf(stdout, nil, _IOLBF, 0)  // progress lines appear as they happen, also when piped to a file
     do { try body() } catch let error as DinoError {
-        FileHandle.standardError.write(Data("error: \(error.message)\n".utf8))
+        FileHandle.standardError.write(Data("\(errorPrefix)\(error.message)\n".utf8))
         throw ExitCode.failure
     } catch let error as ExitCode {
         throw error
     } catch {
         // Foundation's errors (a folder that cannot be created, a file that cannot be written) as one line.
-        FileHandle.standardError.write(Data("error: \(error.localizedDescription)\n".utf8))
+        FileHandle.standardError.write(Data("\(errorPrefix)\(error.localizedDescription)\n".utf8))
         throw ExitCode.failure
     }
 }

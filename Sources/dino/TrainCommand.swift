@@ -31,7 +31,9 @@ struct Train: ParsableCommand {
             let recipe = try Recipe.load(path: self.recipe, overrides: overrides + (initFrom.map { ["init_from=\($0)"] } ?? []))
             // Under mpirun, one process per rank: rank 0 prints and writes; each takes its share of the cores.
             let communicator: any Communicator = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : SingleProcess()
-            if communicator.size > 1 && threads.threads == nil && recipe.threads == 0 { Parallel.setThreadCount(MPICommunicator.threadsPerProcess) }
+            if communicator.size > 1 && threads.threads == nil && recipe.threads == 0 && ProcessInfo.processInfo.environment["DINO_THREADS"] == nil {
+                Parallel.setThreadCount(MPICommunicator.threadsPerProcess)
+            }
             if threads.threads == nil && recipe.threads > 0 { Parallel.setThreadCount(recipe.threads) }
             try threads.apply()
             if !communicator.isPrimary { quiet() }
@@ -47,6 +49,7 @@ struct Train: ParsableCommand {
                   + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
             print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
             if !summary.interrupted && communicator.isPrimary { print("report: \(try writeReport(trainer.output).path)") }
+            (communicator as? MPICommunicator)?.finish()
         }
     }
 }
@@ -65,7 +68,9 @@ func train(_ trainer: Trainer) throws -> TrainingSummary {
     interrupt.resume()
     defer { interrupt.cancel(); signal(SIGINT, SIG_DFL) }
     let line = ProgressLine()
+    let primary = trainer.communicator.isPrimary  // the other ranks of an MPI run report nothing
     return try trainer.run { event in
+        guard primary else { return }
         switch event {
         case .message(let text):
             line.finish(); print(text)
