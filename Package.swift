@@ -54,7 +54,7 @@ let package = Package(
                           dependencies: ["DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoEval", "DinoDistributed",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(name: "dino-bench",
-                          dependencies: ["CDinoKernels", "COpenBLAS", "DinoKernels", "DinoModel", "DinoData", "DinoTraining",
+                          dependencies: ["CDinoKernels", "COpenBLAS", "DinoKernels", "DinoModel", "DinoData", "DinoTraining", "DinoDistributed",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Benchmarks/Sources/dino-bench", swiftSettings: kernelSettings),
 

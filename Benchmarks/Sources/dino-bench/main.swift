@@ -1,6 +1,7 @@
 import ArgumentParser
 import CDinoKernels
 import COpenBLAS
+import DinoDistributed
 import DinoKernels
 import DinoModel
 import DinoTraining
@@ -90,7 +91,8 @@ func peakResidentMiB() -> Double {
 
 /// One timed unit of a configuration on random inputs: a whole training step (`SelfDistillation`), or a
 /// CLS feature pass as `dino features` runs it. `classTokenOnly: false` computes every token in the last block.
-func makeTimedStep(_ c: BenchConfig, classTokenOnly: Bool) -> () throws -> Void {
+/// Under mpirun a training step is data parallel: each process takes its share of the global batch.
+func makeTimedStep(_ c: BenchConfig, classTokenOnly: Bool, communicator: any Communicator = SingleProcess()) -> () throws -> Void {
     var g = RandomGenerator(seed: 1)
     func random(_ count: Int) -> FloatBuffer {
         let x = FloatBuffer(count: max(1, count))
@@ -99,11 +101,13 @@ func makeTimedStep(_ c: BenchConfig, classTokenOnly: Bool) -> () throws -> Void 
     }
     let channels = c.vit.inChannels
     if c.training {
-        let model = SelfDistillation(config: c.vit, head: c.head, batchSize: c.batch, globalSize: c.globalSize,
+        let b = c.batch / communicator.size
+        let model = SelfDistillation(config: c.vit, head: c.head, batchSize: b, globalSize: c.globalSize,
                                      localSize: c.localSize, localCount: c.localCount, classTokenOnly: classTokenOnly)
         model.initialize(seed: 0)
-        let globals = random(2 * c.batch * channels * c.globalSize * c.globalSize)
-        let locals = random(c.localCount * c.batch * channels * c.localSize * c.localSize)
+        model.communicator = communicator
+        let globals = random(2 * b * channels * c.globalSize * c.globalSize)
+        let locals = random(c.localCount * b * channels * c.localSize * c.localSize)
         let settings = StepSettings(learningRate: 1e-4, weightDecay: 0.04, teacherMomentum: 0.996, teacherTemperature: 0.04,
                                     freezeLastLayer: false, clip: 3, dropPathRate: c.dropPathRate)
         var dropPath = RandomGenerator(seed: 3)
@@ -188,8 +192,10 @@ struct Bench: ParsableCommand {
             throw ValidationError("unknown config \(config): \(BenchConfig.all.map(\.name).joined(separator: ", ")), kernels, \(PipelineBenchmark.names.joined(separator: ", "))")
         }
         if compareLastBlock { return try lastBlockComparison(c) }
+        let communicator: any Communicator = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : SingleProcess()
+        guard c.training || communicator.size == 1 else { throw ValidationError("under mpirun, time a training configuration") }
         let peak = sgemmPeak(threads: threads)
-        let step = makeTimedStep(c, classTokenOnly: true)
+        let step = makeTimedStep(c, classTokenOnly: true, communicator: communicator)
         var times: [Double] = []
         var cpuStart = 0.0, wallStart = Date()
         for i in 0..<(repeats + 2) {
@@ -201,6 +207,22 @@ struct Bench: ParsableCommand {
         // Cores kept busy over the timed steps: 2.0 on 2 threads means no thread waits.
         let coresBusy = (processCPUSeconds() - cpuStart) / Date().timeIntervalSince(wallStart)
         let seconds = median(times)
+        // Data parallel: the allreduce of the gradient (every parameter, once per step) timed alone.
+        var distributed: [String: Any] = ["processes": communicator.size]
+        if communicator.size > 1 {
+            let count = ParameterLayout.model(c.vit, head: c.head).count, gradient = FloatBuffer(count: count)
+            var reduces: [Double] = []
+            for _ in 0..<5 {
+                let t = Date()
+                communicator.sum(gradient.pointer, count: count)
+                reduces.append(Date().timeIntervalSince(t))
+            }
+            distributed["allreduce_bytes_per_step"] = 4 * count
+            distributed["allreduce_seconds"] = median(reduces)
+            distributed["allreduce_share_of_step"] = median(reduces) / seconds
+            (communicator as? MPICommunicator)?.finish()
+            if !communicator.isPrimary { return }
+        }
         let gflops = c.flopsPerStep() / seconds / 1e9, executed = c.flopsPerStep(executed: true) / seconds / 1e9
         let result: [String: Any] = [
             "program": "dino", "config": c.name, "threads": threads, "batch": c.batch,
@@ -210,7 +232,7 @@ struct Bench: ParsableCommand {
             "executed_gflops": executed, "executed_share_of_peak": executed / peak, "cores_busy": coresBusy,
             "blas_core": Parallel.blasCoreName,
             "kernels": dino_kernels_use_avx512() != 0 ? "avx512" : dino_kernels_use_avx2() != 0 ? "avx2" : "portable",
-        ]
+        ].merging(distributed) { a, _ in a }
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
         } else {
