@@ -66,6 +66,14 @@ final class DistributedTrainingTests: XCTestCase {
         assertSucceeded(try train(sk1, processes: 1, sinkhorn))
         assertSucceeded(try train(sk2, processes: 2, sinkhorn))
         assertClose(losses(sk2), losses(sk1), "Sinkhorn-Knopp losses")
+        // The masked-patch term: the masks of the global batch as one process draws them, the patch center's
+        // mean over every process's masked patches.
+        let ibot1 = folder.appendingPathComponent("ibot1"), ibot2 = folder.appendingPathComponent("ibot2")
+        let ibot = ["--set", "ibot_loss_weight=1", "--set", "max_steps=10"]
+        assertSucceeded(try train(ibot1, processes: 1, ibot))
+        assertSucceeded(try train(ibot2, processes: 2, ibot))
+        assertClose(losses(ibot2), losses(ibot1), "losses with the masked-patch term")
+        assertClose(try state(ibot2).teacher, try state(ibot1).teacher, "the teacher with the masked-patch term")
         // A global batch that does not split evenly is refused with the fix: one error line from rank 0 (rank 1's
         // says it is rank 1's), then mpirun's note that the job ended.
         let odd = try train(folder.appendingPathComponent("odd"), processes: 2, ["--set", "batch_size=63"])

@@ -65,7 +65,10 @@ public final class SelfDistillation {
     /// global batch: the gradients (averaged before clipping), the center's batch mean, Sinkhorn-Knopp's
     /// sums and the reported statistics are over all of them, so every process takes the same step.
     public var communicator: any Communicator = SingleProcess() {
-        didSet { loss.communicator = communicator.size > 1 ? communicator : nil }
+        didSet {
+            loss.communicator = communicator.size > 1 ? communicator : nil
+            patchLoss?.communicator = loss.communicator
+        }
     }
     let transformer: VisionTransformer
     let dinoHead: DINOHead
@@ -179,8 +182,24 @@ public final class SelfDistillation {
         let np = studentGlobal[0].patchCount, n = studentGlobal[0].tokens, first = config.firstPatchToken
         var maskedRows: [Int] = [], maskedCrops: [Int] = []
         if let patchMasking {
-            patchMask.withUnsafeMutableBufferPointer { mask in
-                patchMasking.sample(mask: mask.baseAddress!, images: 2 * b, patches: np, generator: &generator)
+            if communicator.size > 1 {
+                // The masks of the whole global batch, as one process draws them; then this process's crops
+                // (view v of its image j is global crop v·B + rank·b + j).
+                let ranks = communicator.size, rank = communicator.rank
+                var all = [UInt8](repeating: 0, count: 2 * b * ranks * np)
+                all.withUnsafeMutableBufferPointer { mask in
+                    patchMasking.sample(mask: mask.baseAddress!, images: 2 * b * ranks, patches: np, generator: &generator)
+                }
+                for view in 0..<2 {
+                    for j in 0..<b {
+                        let global = (view * b * ranks + rank * b + j) * np, local = (view * b + j) * np
+                        for p in 0..<np { patchMask[local + p] = all[global + p] }
+                    }
+                }
+            } else {
+                patchMask.withUnsafeMutableBufferPointer { mask in
+                    patchMasking.sample(mask: mask.baseAddress!, images: 2 * b, patches: np, generator: &generator)
+                }
             }
             for i in 0..<(2 * b * np) where patchMask[i] != 0 {
                 maskedRows.append((i / np) * n + first + i % np); maskedCrops.append(i / np)
@@ -250,12 +269,16 @@ public final class SelfDistillation {
             stats.koleo = averagedOverProcesses(stats.koleo, 0, 0).0
             guard stats.koleo.isFinite else { throw NonFiniteLoss(value: stats.koleo, term: "KoLeo term") }
         }
-        if let patchLoss, let headPatch, let headTeacherPatch, masked > 0 {
-            let patch = patchLoss.forwardBackward(student: headPatch.logits.pointer, teacher: headTeacherPatch.logits.pointer,
-                                                  dStudent: patchLogitGradients.pointer, rows: masked, rowCrops: maskedCrops,
-                                                  crops: 2 * b, teacherTemperature: Float(s.teacherTemperature),
-                                                  weight: Float(s.maskedPatchWeight))
-            stats.maskedPatch = Float(s.maskedPatchWeight) * patch.loss
+        // (In a data-parallel run every process takes part, masked patches or not: the mean and the center are collective.)
+        if let patchLoss, let headPatch, let headTeacherPatch, masked > 0 || communicator.size > 1 {
+            if masked > 0 {
+                let patch = patchLoss.forwardBackward(student: headPatch.logits.pointer, teacher: headTeacherPatch.logits.pointer,
+                                                      dStudent: patchLogitGradients.pointer, rows: masked, rowCrops: maskedCrops,
+                                                      crops: 2 * b, teacherTemperature: Float(s.teacherTemperature),
+                                                      weight: Float(s.maskedPatchWeight))
+                stats.maskedPatch = Float(s.maskedPatchWeight) * patch.loss
+            }
+            stats.maskedPatch = averagedOverProcesses(stats.maskedPatch, 0, 0).0
             guard stats.maskedPatch.isFinite else { throw NonFiniteLoss(value: stats.maskedPatch, term: "masked-patch term") }
             patchLoss.updateCenter(teacher: headTeacherPatch.logits.pointer, rows: masked)
         }

@@ -18,9 +18,6 @@ extension Trainer {
         guard recipe.batch_size % processes == 0 else {
             throw DinoError("batch_size \(recipe.batch_size) must be a multiple of the \(processes) processes (each takes an equal share of the global batch): set batch_size to \(max(1, recipe.batch_size / processes) * processes)")
         }
-        guard recipe.ibot_loss_weight == 0 else {
-            throw DinoError("the masked-patch term (ibot_loss_weight) runs in one process only for now: set ibot_loss_weight: 0 or run without mpirun")
-        }
     }
 
     /// Rank 0's `clock()` on every process (one collective: every process calls it at the same points).

@@ -150,10 +150,12 @@ public final class DINOLoss {
 func updateCenterEMA(_ center: UnsafeMutablePointer<Float>, teacher: UnsafePointer<Float>, rows: Int, columns k: Int,
                      momentum m: Float, communicator: (any Communicator)? = nil) {
     if let communicator, communicator.size > 1 {
-        var sums = [Float](repeating: 0, count: k)
+        var sums = [Float](repeating: 0, count: k + 1)  // the column sums, then the row count
         for j in 0..<k { for r in 0..<rows { sums[j] += teacher[r * k + j] } }
-        communicator.sum(&sums, count: k)
-        let count = Float(rows * communicator.size)
+        sums[k] = Float(rows)
+        communicator.sum(&sums, count: k + 1)
+        let count = sums[k]
+        guard count > 0 else { return }
         for j in 0..<k { center[j] = center[j] * m + (sums[j] / count) * (1 - m) }
         return
     }

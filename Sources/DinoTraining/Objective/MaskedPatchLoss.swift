@@ -106,9 +106,13 @@ public final class MaskedPatchLoss {
     }
 
     /// c₂ ← m·c₂ + (1 − m)·mean over rows of the teacher's masked-patch logits `(rows, K)`; nothing
-    /// when no patch was masked.
+    /// when no patch was masked (in a data-parallel run: on any process; the mean is over all of them).
     public func updateCenter(teacher: UnsafePointer<Float>, rows: Int) {
-        guard rows > 0 else { return }
-        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum)
+        guard rows > 0 || communicator != nil else { return }
+        updateCenterEMA(center.pointer, teacher: teacher, rows: rows, columns: outDim, momentum: centerMomentum,
+                        communicator: communicator)
     }
+
+    /// The processes of a data-parallel run: the center's mean is over every process's masked patches.
+    public var communicator: (any Communicator)?
 }
