@@ -44,10 +44,14 @@ public struct AttentionExporter {
     public static let maximumTokens = 4097
 
     /// The size an image of `width`x`height` is resized to: its short side to `size` (at least a patch
-    /// each way), or its own size without `size`.
+    /// each way); without `size` its own size, or, when that would give more than `maximumTokens` tokens
+    /// (a photo from a camera), its short side to the model's training size (224 px for DINO's ViTs,
+    /// 518 for DINOv2's), as the official `visualize_attention.py` resizes.
     func scaled(width: Int, height: Int) -> (width: Int, height: Int) {
-        guard let size else { return (width, height) }
-        let p = checkpoint.config.patchSize, scale = Double(size) / Double(min(width, height))
+        let p = checkpoint.config.patchSize
+        let tooLarge = (width / p) * (height / p) + checkpoint.config.firstPatchToken > Self.maximumTokens
+        guard let size = size ?? (tooLarge ? checkpoint.config.imageSize : nil) else { return (width, height) }
+        let scale = Double(size) / Double(min(width, height))
         return (max(p, Int((Double(width) * scale).rounded())), max(p, Int((Double(height) * scale).rounded())))
     }
 

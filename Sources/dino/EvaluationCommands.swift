@@ -200,7 +200,7 @@ struct Attention: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "Foreground masks (white = object), one per --image.") var mask: [String] = []
     @Option(help: "Output folder.") var output: String
     @Option(help: "Attention mass the masks keep.") var threshold: Float = 0.6
-    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
+    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size (default: the image's own size, or the model's training size for an image that would give more than 4,096 patches).") var size: Int?
     @OptionGroup var normalization: NormalizationOption
     @Flag(name: .customLong("summary-only"), help: "Print the foreground shares without writing PNGs.") var summaryOnly = false
     @Option(name: .customLong("png-limit"), help: "Write PNGs for at most this many images (the shares cover all).")

@@ -22,7 +22,7 @@ struct PCA: ParsableCommand {
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
     @Option(help: "Output folder.") var output: String
-    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size.") var size: Int?
+    @Option(help: "Resize the short side to this before cropping to a multiple of the patch size (default: the image's own size, or the model's training size for an image that would give more than 4,096 patches).") var size: Int?
     @Option(help: "Foreground threshold on the first component, in (0, 1).") var threshold: Float = 0.5
     @OptionGroup var normalization: NormalizationOption
     @OptionGroup var threads: ThreadOptions

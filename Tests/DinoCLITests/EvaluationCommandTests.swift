@@ -301,9 +301,10 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(attention([Inputs.pngHeader(width: 100_000, height: 100_000, name: "bomb.png").path]), "bomb.png", "100000x100000")
         assertRefused(attention([Inputs.pngHeader(width: 0, height: 7, name: "zero.png").path]), "zero.png")
         assertRefused(attention([folder.path]), "is a folder")
-        // Too many patches for the attention matrices: the error names --size.
+        // Too many patches for the attention matrices at the --size given: the error names --size (without
+        // --size such an image is resized to the model's training size).
         let big = Inputs.file("big.png", try ImageCodec.encodePNG(Image(width: 400, height: 300, channels: 1, pixels: .init(repeating: 9, count: 120_000))))
-        assertRefused(attention([big.path]), "big.png", "--size")
+        assertRefused(attention([big.path], ["--size", "300"]), "big.png", "--size")
         assertSucceeded(attention([big.path], ["--size", "32", "--summary-only"]))
         assertRefused(attention([Inputs.photo.path], ["--mask", Inputs.photo.path, Inputs.photo.path]), "one --mask per --image")
         assertRefused(attention([Inputs.photo.path], ["--threshold", "0"]), "--threshold", status: 64)

@@ -49,6 +49,22 @@ final class PretrainedWeightsTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("b").path))
     }
 
+    /// A camera-sized photo without --size is resized to the model's training size (short side 16 px for the
+    /// test backbone), not refused for its 120,000 patches.
+    func testAttentionResizesACameraPhoto() throws {
+        let folder = makeTemporaryFolder()
+        let photo = folder.appendingPathComponent("camera.png")
+        var pixels = [UInt8](repeating: 30, count: 1600 * 1200 * 3)
+        for y in 400..<800 { for x in 600..<1000 { for c in 0..<3 { pixels[3 * (y * 1600 + x) + c] = 230 } } }
+        try ImageCodec.encodePNG(Image(width: 1600, height: 1200, channels: 3, pixels: pixels)).write(to: photo)
+        let run = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photo.path, "--output",
+                           folder.appendingPathComponent("a").path])
+        assertSucceeded(run)
+        XCTAssertTrue(run.stdout.contains("camera.png: 4x5 patches"), run.stdout)
+        let map = try ImageCodec.decode(contentsOf: folder.appendingPathComponent("a/camera-attn-mean.png"), channels: 3)
+        XCTAssertEqual([map.width, map.height], [20, 16])
+    }
+
     func testNormalizationOption() throws {
         let folder = makeTemporaryFolder()
         var features: [String: [Float]] = [:]
