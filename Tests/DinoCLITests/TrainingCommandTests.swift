@@ -121,6 +121,16 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(resumed.stdout.contains("nothing to train"), resumed.stdout)
     }
 
+    /// DINOv2's backbone options from the recipe: registers, LayerScale and SwiGLU train, and the teacher
+    /// backbone file carries them.
+    func testTrainWithDINOv2BackboneOptions() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        assertSucceeded(runDino(["train", "--recipe", Self.recipe(epochs: 1).path, "--output", run.path,
+                                 "--set", "knn_every=0", "--set", "attention_every=0", "--set", "num_register_tokens=2", "--set", "layerscale=1e-5", "--set", "ffn_layer=swiglu"]))
+        let config = try BackboneCheckpoint.load(from: run.appendingPathComponent("teacher_backbone.safetensors")).config
+        XCTAssertEqual([config.registerCount, config.usesLayerScale ? 1 : 0, config.usesSwiGLU ? 1 : 0], [2, 1, 1])
+    }
+
     func testTrainRefusesBadRecipesAndData() throws {
         let folder = makeTemporaryFolder()
         let run = folder.appendingPathComponent("run")
@@ -147,6 +157,8 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "batch_size=65536", "--set", "global_crop_size=4096"]),
                       "GiB of activations", "lower batch_size")
         assertRefused(train(Self.recipe(), ["--set", "in_chans=2"]), "in_chans must be 1 or 3")
+        assertRefused(train(Self.recipe(), ["--set", "ffn_layer=gelu"]), "ffn_layer must be mlp or swiglufused")
+        assertRefused(train(Self.recipe(), ["--set", "num_register_tokens=-1"]), "num_register_tokens")
         assertRefused(train(Self.recipe(), ["--set", "momentum_teacher=2"]), "momentum_teacher")
         assertRefused(train(Self.recipe(), ["--set", "noequals"]), "key=value")
         assertRefused(train(Self.recipe(), ["--threads", "0"]), "--threads", status: 64)

@@ -139,12 +139,7 @@ public final class Trainer {
         self.communicator = communicator
         // With init_from the architecture (and the head, when the file has one) are the file's.
         let start = try recipe.init_from.isEmpty ? nil : InitialWeights(path: recipe.init_from, recipe: recipe)
-        config = try start?.backbone.config ?? ViTConfig.named(recipe.arch, imageSize: recipe.global_crop_size, patchSize: recipe.patch_size,
-                                     inChannels: recipe.in_chans,
-                                     embedDim: recipe.embed_dim > 0 ? recipe.embed_dim : nil,
-                                     depth: recipe.depth > 0 ? recipe.depth : nil,
-                                     numHeads: recipe.num_heads > 0 ? recipe.num_heads : nil,
-                                     shiftedPatches: recipe.shifted_patches)
+        config = try start?.backbone.config ?? recipe.modelConfig()
         head = start?.head?.config ?? HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
                                                  bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,
                                                  normLastLayer: recipe.norm_last_layer)

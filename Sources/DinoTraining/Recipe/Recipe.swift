@@ -1,5 +1,6 @@
 import DinoData
 import DinoKernels
+import DinoModel
 import Foundation
 import Yams
 
@@ -20,6 +21,13 @@ public struct Recipe: Equatable, Sendable {
     /// Shifted patch tokenization (not in the official DINO): the patch embedding also sees four copies of
     /// the image shifted diagonally by half a patch.
     public var shifted_patches = false
+    /// DINOv2's backbone options (its config names): register tokens, LayerScale's initial value (0: none),
+    /// the feed-forward (`mlp` or `swiglufused`), and the position-embedding interpolation.
+    public var num_register_tokens = 0
+    public var layerscale = 0.0
+    public var ffn_layer = "mlp"
+    public var interpolate_offset = 0.1
+    public var interpolate_antialias = false
     // Teacher and loss
     public var momentum_teacher = 0.996
     public var teacher_temp = 0.04
@@ -142,7 +150,9 @@ public struct Recipe: Equatable, Sendable {
         int("num_heads", \.num_heads), int("out_dim", \.out_dim), bool("norm_last_layer", \.norm_last_layer),
         bool("use_bn_in_head", \.use_bn_in_head), int("head_hidden_dim", \.head_hidden_dim),
         int("bottleneck_dim", \.bottleneck_dim), int("head_nlayers", \.head_nlayers), double("drop_path_rate", \.drop_path_rate),
-        bool("shifted_patches", \.shifted_patches),
+        bool("shifted_patches", \.shifted_patches), int("num_register_tokens", \.num_register_tokens),
+        double("layerscale", \.layerscale), string("ffn_layer", \.ffn_layer), double("interpolate_offset", \.interpolate_offset),
+        bool("interpolate_antialias", \.interpolate_antialias),
         double("momentum_teacher", \.momentum_teacher), double("teacher_temp", \.teacher_temp),
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
@@ -333,6 +343,20 @@ public struct Recipe: Equatable, Sendable {
 }
 
 extension Recipe {
+    /// The backbone the recipe describes (the official presets, or `custom`, with DINOv2's options).
+    public func modelConfig() throws -> ViTConfig {
+        var config = try ViTConfig.named(arch, imageSize: global_crop_size, patchSize: patch_size, inChannels: in_chans,
+                                         embedDim: embed_dim > 0 ? embed_dim : nil, depth: depth > 0 ? depth : nil,
+                                         numHeads: num_heads > 0 ? num_heads : nil, shiftedPatches: shifted_patches)
+        config.registerCount = num_register_tokens
+        config.layerScaleInit = Float(layerscale)
+        if ffn_layer != "mlp" { config.ffnLayer = ffn_layer == "swiglu" ? "swiglufused" : ffn_layer }
+        config.interpolateOffset = Float(interpolate_offset)
+        config.interpolateAntialias = interpolate_antialias
+        try config.validate()
+        return config
+    }
+
     /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
     /// The teacher targets named by `centering` (validated by `validate()`).
     public var teacherTargets: DINOLoss.TeacherTargets { DINOLoss.TeacherTargets(rawValue: centering) ?? .centering }
