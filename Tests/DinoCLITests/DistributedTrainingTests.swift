@@ -97,6 +97,32 @@ final class DistributedTrainingTests: XCTestCase {
         }
     }
 
+    /// The pid of rank `rank` of the job writing `run`.
+    func pid(ofRank rank: Int, writing run: URL) throws -> Int32? {
+        (try FileManager.default.contentsOfDirectory(atPath: "/proc")).compactMap(Int32.init).first { pid in
+            guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
+                  let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+            return String(decoding: command, as: UTF8.self).contains(run.path)
+                && environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
+        }
+    }
+
+    /// SIGINT to one process (not rank 0) stops every process at the same step, with a checkpoint.
+    func testAnInterruptedProcessStopsEveryProcessWithACheckpoint() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        let job = startDino(["train", "--output", run.path, "--threads", "1"] + Self.settings + ["--set", "train_subset=6400"],
+                            launcher: try launcher(2))
+        let deadline = Date().addingTimeInterval(120)
+        while losses(run).count < 5 && Date() < deadline && job.process.isRunning { usleep(100_000) }
+        kill(try XCTUnwrap(try pid(ofRank: 1, writing: run), "rank 1 was not found"), SIGINT)
+        let result = job.finish()
+        assertSucceeded(result)
+        let steps = losses(run).count
+        XCTAssertTrue(result.stdout.contains("stopped at step \(steps); checkpoint saved"), result.stdout)
+        XCTAssertLessThan(steps, 200)
+        XCTAssertNoThrow(try BackboneCheckpoint.load(from: run.appendingPathComponent("checkpoint.safetensors")))
+    }
+
     /// SIGKILL one of two processes mid-run: mpirun ends the job and names the rank, the last checkpoint
     /// reads, and --resume finishes the run.
     func testAKilledProcessEndsTheJobAndTheRunResumes() throws {
@@ -106,13 +132,7 @@ final class DistributedTrainingTests: XCTestCase {
         // Wait for a few logged steps, then kill rank 1.
         let deadline = Date().addingTimeInterval(120)
         while losses(run).count < 8 && Date() < deadline && job.process.isRunning { usleep(100_000) }
-        let rank1 = (try FileManager.default.contentsOfDirectory(atPath: "/proc")).compactMap(Int32.init).first { pid in
-            guard let environment = FileManager.default.contents(atPath: "/proc/\(pid)/environ"),
-                  let command = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-            return String(decoding: command, as: UTF8.self).contains(run.path)
-                && environment.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=1" }
-        }
-        let killed = try XCTUnwrap(rank1, "rank 1 was not found")
+        let killed = try XCTUnwrap(try pid(ofRank: 1, writing: run), "rank 1 was not found")
         kill(killed, SIGKILL)
         let stopped = Date().addingTimeInterval(60)
         while job.process.isRunning && Date() < stopped { usleep(100_000) }
