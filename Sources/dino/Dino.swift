@@ -64,6 +64,9 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     setvbuf(stdout, nil, _IOLBF, 0)  // progress lines appear as they happen, also when piped to a file
     do { try body() } catch let error as DinoError {
         FileHandle.standardError.write(Data("\(errorPrefix)\(error.message)\n".utf8))
+        // mpirun ends the job when the first process exits with an error: the other ranks wait a moment,
+        // so that rank 0 prints its line when it fails too (a bad recipe fails on every rank).
+        if errorPrefix != "error: " { sleep(2) }
         throw ExitCode.failure
     } catch let error as ExitCode {
         throw error

@@ -74,12 +74,11 @@ final class DistributedTrainingTests: XCTestCase {
         assertSucceeded(try train(ibot2, processes: 2, ibot))
         assertClose(losses(ibot2), losses(ibot1), "losses with the masked-patch term")
         assertClose(try state(ibot2).teacher, try state(ibot1).teacher, "the teacher with the masked-patch term")
-        // A global batch that does not split evenly is refused with the fix: one error line from rank 0 (rank 1's
-        // says it is rank 1's), then mpirun's note that the job ended.
+        // A global batch that does not split evenly is refused with the fix: one error line from rank 0 (rank 1's,
+        // when mpirun lets it print, says it is rank 1's), then mpirun's note that the job ended.
         let odd = try train(folder.appendingPathComponent("odd"), processes: 2, ["--set", "batch_size=63"])
         XCTAssertNotEqual(odd.status, 0)
         XCTAssertEqual(odd.stderrLines.filter { $0.hasPrefix("error: ") }, ["error: batch_size 63 must be a multiple of the 2 processes (each takes an equal share of the global batch): set batch_size to 62"])
-        XCTAssertTrue(odd.stderr.contains("rank 1: error: batch_size 63"), odd.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder.appendingPathComponent("odd/checkpoint.safetensors").path))
     }
 
