@@ -121,6 +121,26 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(resumed.stdout.contains("nothing to train"), resumed.stdout)
     }
 
+    /// A run started with --init-from resumes to the same bits as the whole run, through the head warm-up
+    /// (the first 8 of 16 steps) and the backbone's lr ramp, and without the file it started from.
+    func testInitFromRunResumesExactlyWithoutItsFile() throws {
+        let folder = makeTemporaryFolder()
+        let start = folder.appendingPathComponent("start.safetensors")
+        try FileManager.default.copyItem(at: Inputs.grayBackbone, to: start)
+        let whole = folder.appendingPathComponent("whole"), split = folder.appendingPathComponent("split")
+        let common = ["--recipe", Self.recipe(epochs: 4).path, "--init-from", start.path, "--set", "knn_every=0", "--set", "attention_every=0"]
+        assertSucceeded(runDino(["train", "--output", whole.path] + common))
+        let first = runDino(["train", "--output", split.path, "--set", "max_steps=6"] + common)
+        assertSucceeded(first)
+        XCTAssertTrue(first.stdout.contains("steps 0..<8 train the head alone"), first.stdout)
+        try FileManager.default.removeItem(at: start)
+        let resumed = runDino(["train", "--output", split.path, "--resume"] + common)
+        assertSucceeded(resumed)
+        XCTAssertTrue(resumed.stdout.contains("resuming a run that started from"), resumed.stdout)
+        XCTAssertEqual(try logged(split), try logged(whole))
+        XCTAssertEqual(try teacher(split), try teacher(whole))
+    }
+
     /// DINOv2's backbone options from the recipe: registers, LayerScale and SwiGLU train, and the teacher
     /// backbone file carries them.
     func testTrainWithDINOv2BackboneOptions() throws {

@@ -23,7 +23,8 @@ public struct HeadCheckpoint {
         return try head(in: read, normLastLayer: normLastLayer, path: url.path)
     }
 
-    static func head(in file: SafeTensors.File, normLastLayer: Bool, path: String) throws -> HeadCheckpoint? {
+    /// The head of a file already read, or nil when it has none; `path` names it in errors.
+    public static func head(in file: SafeTensors.File, normLastLayer: Bool, path: String) throws -> HeadCheckpoint? {
         guard let prefix = prefixes.first(where: { file.tensor($0 + "last_layer.weight_v") != nil }),
               let direction = file.tensor(prefix + "last_layer.weight_v"), direction.shape.count == 2 else { return nil }
         let (outDim, bottleneck) = (direction.shape[0], direction.shape[1])

@@ -9,6 +9,10 @@ struct InitialWeights {
     let backbone: BackboneCheckpoint
     let head: HeadCheckpoint?
     let path: String
+    /// The file had no DINO head: the run starts with a fresh one (and the automatic head warm-up).
+    let freshHead: Bool
+    /// Read back from the run's own checkpoint on `--resume` (the file itself is then not needed).
+    var resumed = false
 
     init(path: String, recipe: Recipe) throws {
         let url = URL(fileURLWithPath: path)
@@ -22,7 +26,22 @@ struct InitialWeights {
         }
         head = try HeadCheckpoint.load(from: url, normLastLayer: recipe.norm_last_layer)
         self.path = path
+        freshHead = head == nil
     }
+
+    /// What a resumed run started from, read from its own training checkpoint, which holds the architecture,
+    /// the normalization and the head (the weights themselves come from the checkpoint's restore).
+    init(resumingFrom checkpoint: URL, recipe: Recipe) throws {
+        let file = try SafeTensors.read(checkpoint)
+        backbone = try BackboneCheckpoint.load(file, path: checkpoint.path)
+        head = try HeadCheckpoint.head(in: file, normLastLayer: recipe.norm_last_layer, path: checkpoint.path)
+        path = recipe.init_from
+        freshHead = file.metadata[Self.freshHeadKey] == "true"
+        resumed = true
+    }
+
+    /// The training checkpoint's metadata key that records whether the run started with a fresh head.
+    static let freshHeadKey = "dino.init_fresh_head"
 
     /// Copies the weights into the student and the teacher (the backbone's tensors come first in the
     /// model layout, then the head's).
@@ -38,6 +57,7 @@ struct InitialWeights {
     /// In words, for the run's first lines.
     var description: String {
         let c = backbone.config
+        if resumed { return "resuming a run that started from \(path): \(c.embedDim)-wide, depth \(c.depth), patch \(c.patchSize)" }
         return "starting from \(path) (\(backbone.source)): \(c.embedDim)-wide, depth \(c.depth), patch \(c.patchSize)"
             + (head.map { ", with its DINO head (\($0.config.outDim) prototypes, from '\($0.prefix)')" } ?? ", with a fresh DINO head")
     }

@@ -112,12 +112,12 @@ public final class Trainer {
     public var initialWeightsDescription: String? { initialWeights?.description }
 
     /// Steps at the start that train the head alone (`freeze_backbone_steps`; automatic with `init_from`
-    /// and no head in the file: max(one epoch, 200 steps), at most half the planned run).
+    /// and no head in the file: max(one epoch, 200 steps), at most half of the recipe's epochs, whatever
+    /// `max_steps` or the time box cut, so that a run split in parts warms up as the whole run).
     public var frozenBackboneSteps: Int {
         if recipe.freeze_backbone_steps >= 0 { return recipe.freeze_backbone_steps }
-        guard let initialWeights, initialWeights.head == nil else { return 0 }
-        let planned = recipe.max_steps > 0 ? min(recipe.epochs * iterationsPerEpoch, recipe.max_steps) : recipe.epochs * iterationsPerEpoch
-        return min(max(iterationsPerEpoch, 200), planned / 2)
+        guard let initialWeights, initialWeights.freshHead else { return 0 }
+        return min(max(iterationsPerEpoch, 200), recipe.epochs * iterationsPerEpoch / 2)
     }
 
     public var checkpointURL: URL { output.appendingPathComponent(TrainingCheckpoint.fileName) }
@@ -138,7 +138,11 @@ public final class Trainer {
         self.output = output
         self.communicator = communicator
         // With init_from the architecture (and the head, when the file has one) are the file's.
-        let start = try recipe.init_from.isEmpty ? nil : InitialWeights(path: recipe.init_from, recipe: recipe)
+        // A resumed run reads them from its own checkpoint: the file it started from is not needed again.
+        let ownCheckpoint = output.appendingPathComponent(TrainingCheckpoint.fileName)
+        let start = try recipe.init_from.isEmpty ? nil
+            : resume && FileManager.default.fileExists(atPath: ownCheckpoint.path) ? InitialWeights(resumingFrom: ownCheckpoint, recipe: recipe)
+            : InitialWeights(path: recipe.init_from, recipe: recipe)
         config = try start?.backbone.config ?? recipe.modelConfig()
         head = start?.head?.config ?? HeadConfig(inDim: config.embedDim, outDim: recipe.out_dim, hiddenDim: recipe.head_hidden_dim,
                                                  bottleneckDim: recipe.bottleneck_dim, layerCount: recipe.head_nlayers,

@@ -66,7 +66,7 @@ public struct Recipe: Equatable, Sendable {
     /// Steps at the start during which only the head trains (the backbone and its teacher stay as loaded),
     /// after which the backbone's lr ramps up linearly over as many steps: a fresh head's targets are
     /// noise, and their gradients would wreck a published backbone. -1: automatic,
-    /// with `init_from` and no head in the file max(one epoch, 200 steps) capped at half the run, 0 otherwise.
+    /// with `init_from` and no head in the file max(one epoch, 200 steps) capped at half of `epochs`, 0 otherwise.
     public var freeze_backbone_steps = -1
     // Multi-crop
     public var global_crops_scale = [0.4, 1.0]
