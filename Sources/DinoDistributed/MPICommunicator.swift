@@ -17,14 +17,12 @@ public final class MPICommunicator: Communicator {
     typealias CommQuery = @convention(c) (OpaquePointer, UnsafeMutablePointer<Int32>) -> Int32
     typealias Allreduce = @convention(c) (UnsafeRawPointer?, UnsafeMutableRawPointer, Int32, OpaquePointer, OpaquePointer,
                                           OpaquePointer) -> Int32
-    typealias Broadcast = @convention(c) (UnsafeMutableRawPointer, Int32, OpaquePointer, Int32, OpaquePointer) -> Int32
     typealias Finalize = @convention(c) () -> Int32
-    typealias Abort = @convention(c) (OpaquePointer, Int32) -> Int32
 
     public let rank: Int
     public let size: Int
-    let world, float, double, byte, sumOperation, maxOperation: OpaquePointer
-    let allreduce: Allreduce, bcast: Broadcast, finalize: Finalize, abortAll: Abort
+    let world, float, double, sumOperation, maxOperation: OpaquePointer
+    let allreduce: Allreduce, finalize: Finalize
     /// MPI_IN_PLACE in Open MPI's mpi.h.
     static let inPlace = UnsafeRawPointer(bitPattern: 1)
     /// The most elements one MPI call takes (counts are C ints); larger buffers go in pieces.
@@ -57,11 +55,9 @@ public final class MPICommunicator: Communicator {
         let commRank = unsafeBitCast(try symbol("MPI_Comm_rank"), to: CommQuery.self)
         let commSize = unsafeBitCast(try symbol("MPI_Comm_size"), to: CommQuery.self)
         allreduce = unsafeBitCast(try symbol("MPI_Allreduce"), to: Allreduce.self)
-        bcast = unsafeBitCast(try symbol("MPI_Bcast"), to: Broadcast.self)
         finalize = unsafeBitCast(try symbol("MPI_Finalize"), to: Finalize.self)
-        abortAll = unsafeBitCast(try symbol("MPI_Abort"), to: Abort.self)
         world = try handle("ompi_mpi_comm_world"); float = try handle("ompi_mpi_float"); double = try handle("ompi_mpi_double")
-        byte = try handle("ompi_mpi_byte"); sumOperation = try handle("ompi_mpi_op_sum"); maxOperation = try handle("ompi_mpi_op_max")
+        sumOperation = try handle("ompi_mpi_op_sum"); maxOperation = try handle("ompi_mpi_op_max")
         var provided: Int32 = 0
         guard initThread(nil, nil, 2, &provided) == 0 else { throw DinoError("MPI_Init_thread failed") }
         var r: Int32 = 0, s: Int32 = 0
@@ -100,19 +96,5 @@ public final class MPICommunicator: Communicator {
 
     public func maximum(_ values: UnsafeMutablePointer<Double>, count: Int) {
         reduce(UnsafeMutableRawPointer(values), count: count, elementSize: 8, type: double, operation: maxOperation)
-    }
-
-    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, from root: Int) {
-        var done = 0
-        while done < count {
-            let n = min(Self.largestCall, count - done)
-            _ = bcast(bytes + done, Int32(n), byte, Int32(root), world)
-            done += n
-        }
-    }
-
-    public func abort(code: Int32) -> Never {
-        _ = abortAll(world, code)
-        exit(code)
     }
 }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// The processes of a data-parallel run and the collective operations a training step needs (the
 /// subset of MPI's that DINO uses). A process alone is `SingleProcess`; under `mpirun`, the
 /// `DinoDistributed` module's `MPICommunicator`. Every rank must make the same calls in the same order.
@@ -13,10 +11,6 @@ public protocol Communicator: AnyObject {
     func sum(_ values: UnsafeMutablePointer<Double>, count: Int)
     /// values ← max over ranks of values, in place.
     func maximum(_ values: UnsafeMutablePointer<Double>, count: Int)
-    /// Copies `count` bytes from rank `root`'s `bytes` into every rank's.
-    func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, from root: Int)
-    /// Ends every rank's process with `code` (after a message on stderr).
-    func abort(code: Int32) -> Never
 }
 
 extension Communicator {
@@ -45,6 +39,4 @@ public final class SingleProcess: Communicator {
     public func sum(_ values: UnsafeMutablePointer<Float>, count: Int) {}
     public func sum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
     public func maximum(_ values: UnsafeMutablePointer<Double>, count: Int) {}
-    public func broadcast(_ bytes: UnsafeMutableRawPointer, count: Int, from root: Int) {}
-    public func abort(code: Int32) -> Never { exit(code) }
 }

@@ -149,21 +149,24 @@ public final class DINOLoss {
 /// rows: the column sums are summed across ranks first (the official `update_center`'s all-reduce).
 func updateCenterEMA(_ center: UnsafeMutablePointer<Float>, teacher: UnsafePointer<Float>, rows: Int, columns k: Int,
                      momentum m: Float, communicator: (any Communicator)? = nil) {
-    if let communicator, communicator.size > 1 {
-        var sums = [Float](repeating: 0, count: k + 1)  // the column sums, then the row count
-        for j in 0..<k { for r in 0..<rows { sums[j] += teacher[r * k + j] } }
-        sums[k] = Float(rows)
-        communicator.sum(&sums, count: k + 1)
-        let count = sums[k]
-        guard count > 0 else { return }
-        for j in 0..<k { center[j] = center[j] * m + (sums[j] / count) * (1 - m) }
-        return
-    }
+    // The column sums, then the row count, in pool scratch (a step allocates nothing once warm).
+    let scratch = ScratchPool.shared.take(count: k + 1)
+    defer { ScratchPool.shared.give(scratch) }
+    let sums = scratch.pointer
     Parallel.forEachRange((k + 255) / 256) { blocks in
         for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
             var s: Float = 0
             for r in 0..<rows { s += teacher[r * k + j] }
-            center[j] = center[j] * m + (s / Float(rows)) * (1 - m)
+            sums[j] = s
+        }
+    }
+    sums[k] = Float(rows)
+    if let communicator, communicator.size > 1 { communicator.sum(sums, count: k + 1) }
+    let count = sums[k]
+    guard count > 0 else { return }
+    Parallel.forEachRange((k + 255) / 256) { blocks in
+        for j in (blocks.lowerBound * 256)..<min(k, blocks.upperBound * 256) {
+            center[j] = center[j] * m + (sums[j] / count) * (1 - m)
         }
     }
 }
