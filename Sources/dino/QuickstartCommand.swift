@@ -25,15 +25,15 @@ struct Quickstart: ParsableCommand {
             let started = Date()
             let recipe = try DinoTraining.Quickstart.recipe(overrides: overrides)
             let folder = URL(fileURLWithPath: output)
-            let trainer = try Trainer(recipe: recipe, output: folder, resume: resume)
-            let summary = try train(trainer)
+            let (trainer, summary) = try trainRecoveringFromCollapse(try Trainer(recipe: recipe, output: folder, resume: resume))
             if summary.interrupted { return }
             let trainedSeconds = Date().timeIntervalSince(started)
             let report = try DinoTraining.Quickstart.evaluate(backbone: trainer.teacherBackbone(), output: folder,
                                                              trainSize: knnTrainSize, testSize: knnTestSize) { print($0) }
             print("")
             print("== quick start: done in \(duration(Date().timeIntervalSince(started))) (training \(duration(trainedSeconds)), \(summary.steps) steps) ==")
-            print(String(format: "teacher weighted 20-NN top-1: %.2f%%  (%d train / %d test images)", report.knn.top1, report.trainImages, report.testImages))
+            print(String(format: "teacher weighted 20-NN top-1: %.2f%%  (CLS token, as eval_knn.py; %d train / %d test images)", report.knn.top1, report.trainImages, report.testImages))
+            print(String(format: "  with the mean patch token:  %.2f%%  (CLS + average-pooled patch tokens, eval_linear.py's --avgpool_patchtokens; dino knn --avgpool)", report.knnWithMeanPatchToken.top1))
             print(String(format: "raw-pixel floor:              %.2f%%  (1-NN %.2f%%)", DinoTraining.Quickstart.rawPixelFloor20NN, DinoTraining.Quickstart.rawPixelFloor1NN))
             print(String(format: "attention on the object:      %.1f%% of the mean CLS attention mass (%d test images)", 100 * report.foregroundShare, report.foregroundImages))
             print("attention sheets: \(report.attentionFolder.appendingPathComponent("attention-overview.png").path) (and NAME-sheet.png per image; \(report.attentionFiles.count) PNGs in all)")

@@ -18,6 +18,10 @@ struct Train: ParsableCommand {
 
     @Option(help: "A YAML recipe (keys: the official main_dino.py argument names; see Recipes/README.md).")
     var recipe: String?
+    @Option(help: ArgumentHelp("A folder of JPEG/PNG images to train on (class subfolders, if any, give the k-NN check labels). Without --recipe, the recipe is chosen from the folder (image count, size, channels), printed, and written to RUN/recipe.yaml.", valueName: "FOLDER"))
+    var data: String?
+    @Option(help: ArgumentHelp("Time box in minutes of training (recipe key max_minutes; default with --data and no recipe: \(Int(FolderRecipe.defaultMinutes))).", valueName: "M"))
+    var minutes: Double?
     @Option(help: "The run folder.") var output: String
     @Option(name: .customLong("set"), parsing: .singleValue, help: "Override a recipe key: --set lr=0.001 (repeatable).")
     var overrides: [String] = []
@@ -26,9 +30,37 @@ struct Train: ParsableCommand {
     var initFrom: String?
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        if let minutes { try require(minutes > 0 && minutes.isFinite, "--minutes must be a positive number of minutes") }
+    }
+
+    /// The recipe: a file, the one a resumed run wrote, or one chosen for --data; then --data, --minutes,
+    /// --init-from and --set, in that order.
+    func loadRecipe() throws -> Recipe {
+        let written = URL(fileURLWithPath: output).appendingPathComponent("recipe.yaml")
+        var recipe: Recipe
+        if self.recipe == nil && resume && FileManager.default.fileExists(atPath: written.path) {
+            print("resuming with the run's own \(written.path)")
+            recipe = try Recipe.load(path: written.path, validate: false)
+        } else if self.recipe == nil, let data {
+            let survey = try FolderSurvey.measure(path: data)
+            recipe = try FolderRecipe.recipe(for: survey, minutes: minutes ?? FolderRecipe.defaultMinutes).recipe
+            print("recipe chosen from the folder (written to \(written.path); --set key=value changes a key):")
+            for line in recipe.note.split(separator: "\n") { print("  " + line) }
+        } else {
+            recipe = try Recipe.load(path: self.recipe, validate: false)
+        }
+        if let data { recipe.dataset = "folder"; recipe.data_path = data }
+        if let minutes { recipe.max_minutes = minutes }
+        if let initFrom { recipe.init_from = initFrom }
+        for o in overrides { try recipe.apply(override: o) }
+        try recipe.validate()
+        return recipe
+    }
+
     func run() throws {
         try runReportingErrors {
-            let recipe = try Recipe.load(path: self.recipe, overrides: overrides + (initFrom.map { ["init_from=\($0)"] } ?? []))
+            let recipe = try loadRecipe()
             // Under mpirun, one process per rank: rank 0 prints and writes; each takes its share of the cores.
             let communicator: any Communicator = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : SingleProcess()
             if communicator.size > 1 && threads.threads == nil && recipe.threads == 0 && ProcessInfo.processInfo.environment["DINO_THREADS"] == nil {
@@ -42,14 +74,32 @@ struct Train: ParsableCommand {
             if trainer.frozenBackboneSteps > trainer.step {
                 print("steps \(trainer.step)..<\(trainer.frozenBackboneSteps) train the head alone, the backbone frozen (freeze_backbone_steps)")
             }
-            let summary = try train(trainer)
+            let (finished, summary) = try trainRecoveringFromCollapse(trainer)
             let ending = summary.interrupted ? "stopped after" : summary.timeBoxReached ? "stopped at max_minutes after" : "finished"
             print("\(ending) \(summary.steps) steps"
                   + (summary.finalLoss.isNaN ? "" : ", final loss \(String(format: "%.4f", summary.finalLoss))")
                   + (summary.skippedImages > 0 ? ", \(summary.skippedImages) unreadable image(s) skipped" : ""))
             print("checkpoint: \(summary.checkpoint.path)\nteacher backbone: \(summary.teacherBackbone.path)")
-            if !summary.interrupted && communicator.isPrimary { print("report: \(try writeReport(trainer.output).path)") }
+            if !summary.interrupted && communicator.isPrimary { print("report: \(try writeReport(finished.output).path)") }
             (communicator as? MPICommunicator)?.finish()
+        }
+    }
+}
+
+/// Trains; after a collapse, restarts as the recipe's `on_collapse: restart` says (at most
+/// `Trainer.maximumRestarts` times, one process only), or stops with the advice.
+func trainRecoveringFromCollapse(_ first: Trainer) throws -> (Trainer, TrainingSummary) {
+    var trainer = first, restarts = 0
+    while true {
+        do { return (trainer, try train(trainer)) } catch let collapse as TrainingCollapse {
+            guard trainer.recipe.on_collapse == "restart", restarts < Trainer.maximumRestarts, trainer.communicator.size == 1 else {
+                let why = trainer.recipe.on_collapse != "restart" ? "" : restarts > 0 ? " (after \(restarts) restarts)" : " (restarts need a single process)"
+                throw DinoError(collapse.description + why)
+            }
+            restarts += 1
+            let next = try trainer.restarted(after: collapse)
+            FileHandle.standardError.write(Data("warning: \(next.message)\n".utf8))
+            trainer = next.trainer
         }
     }
 }

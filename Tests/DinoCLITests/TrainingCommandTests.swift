@@ -321,7 +321,8 @@ final class TrainingCommandTests: XCTestCase {
         for line in ["== quick start: done", "teacher weighted 20-NN top-1:", "raw-pixel floor:", "attention on the object:"] {
             XCTAssertTrue(result.stdout.contains(line), "missing '\(line)': \(result.stdout)")
         }
-        XCTAssertTrue(result.stdout.contains("(500 train / 200 test images)"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("500 train / 200 test images)"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("with the mean patch token:"), result.stdout)
         let attention = files(in: run.appendingPathComponent("attention"))
         XCTAssertEqual(attention.count, 8 * (2 + 3 * 3) + 1, "8 images x (image, sheet, 3 x (2 heads + mean)) and the overview")
         let first = try XCTUnwrap(attention.first { $0.hasSuffix("-image.png") })

@@ -67,8 +67,40 @@ final class RecipeTests: XCTestCase {
         try again.apply(yaml: recipe.yaml, source: "merged")
         XCTAssertEqual(again, recipe)
         var bad = Recipe()
-        bad.warmup_epochs = 200
-        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("warmup_epochs")) }
+        bad.warmup_teacher_temp_epochs = 200
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("warmup_teacher_temp_epochs")) }
+    }
+
+    func testWarmUpIsCountedInStepsWithAFloor() {
+        var recipe = Recipe()
+        recipe.warmup_epochs = 1
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 62, iterations: 6200), 500, "a 62-step epoch is no warm-up")
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 937, iterations: 20000), 937)
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 62, iterations: 400), 100, "at most a quarter of a short run")
+        recipe.warmup_epochs = 10
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 62, iterations: 400), 200, "at most half of the run")
+        XCTAssertNoThrow(try recipe.validate(), "a warm-up longer than the run is cut to half of it, not an error")
+        recipe.warmup_epochs = 1
+        recipe.warmup_epochs = 0
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 62, iterations: 6200), 0, "warmup_epochs: 0 is no warm-up")
+        recipe.warmup_steps = 300
+        XCTAssertEqual(recipe.warmupIterations(iterationsPerEpoch: 62, iterations: 6200), 300)
+        recipe.warmup_steps = -2
+        XCTAssertThrowsError(try recipe.validate()) { XCTAssertTrue("\($0)".contains("warmup_steps")) }
+    }
+
+    func testFolderRecipeScalesWithTheFolder() throws {
+        XCTAssertEqual([100, 1000, 4000, 10000, 60000, 1_000_000].map(FolderRecipe.prototypes), [64, 64, 128, 512, 1024, 1024])
+        XCTAssertEqual([16, 100, 1000, 4000].map(FolderRecipe.batchSize), [8, 8, 64, 64])
+        let photos = FolderSurvey(path: "/photos", imageCount: 20000, classCount: 0, sampled: 200, unreadable: 3, medianShortSide: 256,
+                                  grayscale: false, mean: [0.5, 0.4, 0.3], std: [0.2, 0.2, 0.2])
+        let chosen = try FolderRecipe.recipe(for: photos, minutes: 20).recipe
+        XCTAssertEqual([chosen.in_chans, chosen.patch_size, chosen.global_crop_size, chosen.local_crop_size, chosen.out_dim, chosen.knn_every],
+                       [3, 16, 96, 48, 1024, 0])
+        XCTAssertEqual(chosen.max_minutes, 20)
+        XCTAssertEqual(chosen.mean, [0.5, 0.4, 0.3])
+        XCTAssertTrue(chosen.note.contains("20000 images, color") && chosen.note.contains("3 unreadable"), chosen.note)
+        XCTAssertNoThrow(try chosen.validate())
     }
 }
 

@@ -112,8 +112,10 @@ func clockedTrainer(_ recipe: Recipe, _ folder: URL, resume: Bool = false, secon
 }
 
 /// The tiny recipe's lr cosine (batch 16, 1 warm-up epoch of 4 steps) over `iterations` steps.
+/// The lr schedule of `tinyRecipe` over `iterations` steps: one 4-step epoch of warm-up, raised to a
+/// quarter of the run when that is longer (`Recipe.warmupFloorSteps` is far above these runs).
 func learningRates(_ recipe: Recipe, iterations: Int) -> [Double] {
-    Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: 4)
+    Schedules.cosine(base: recipe.lr * 16 / 256, final: recipe.min_lr, iterations: iterations, warmupIterations: max(4, iterations / 4))
 }
 
 /// `max_minutes` on test clocks (so the fitted horizon is deterministic).

@@ -203,7 +203,7 @@ public final class Trainer {
     /// The per-step schedules over `iterations` steps (utils.cosine_scheduler; lr scaled by batch/256):
     /// lr, weight decay, teacher momentum.
     static func schedules(recipe: Recipe, iterationsPerEpoch: Int, iterations: Int) -> ([Double], [Double], [Double]) {
-        let warmup = recipe.warmup_epochs * iterationsPerEpoch
+        let warmup = recipe.warmupIterations(iterationsPerEpoch: iterationsPerEpoch, iterations: iterations)
         return (Schedules.cosine(base: recipe.lr * Double(recipe.batch_size) / 256, final: recipe.min_lr,
                                  iterations: iterations, warmupIterations: warmup),
                 Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, iterations: iterations,
@@ -305,7 +305,8 @@ public final class Trainer {
         var monitor = CollapseMonitor(outDim: head.outDim)
         var summary = TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false,
                                       skippedImages: 0, knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL)
-        var lastCheckpointStep = step
+        var lastCheckpointStep = step, healthyCheckpointStep = step
+        let warmupSteps = recipe.warmupIterations(iterationsPerEpoch: iterationsPerEpoch, iterations: totalSteps)
         defer { loader.drain() }
         if recipe.knn_every > 0 && step == 0 {
             try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
@@ -350,7 +351,7 @@ public final class Trainer {
                 let kept = FileManager.default.fileExists(atPath: checkpointURL.path)
                     ? "the last good checkpoint (step \(lastCheckpointStep)) is kept at \(checkpointURL.path)"
                     : "no checkpoint had been written yet"
-                throw DinoError("the \(error.term) became \(error.value) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or longer warmup_epochs, clip_grad > 0, a lower teacher_temp")
+                throw DinoError("the \(error.term) became \(error.value) at step \(step) (epoch \(epoch)); training stopped and \(kept). Usual remedies: a lower lr or a longer warm-up (warmup_steps), clip_grad > 0, a lower teacher_temp")
             }
             withExtendedLifetime(batch) {}  // the step saw only the batch's pointers
             step += 1
@@ -375,9 +376,15 @@ public final class Trainer {
             progress(.step(record, totalSteps: total))
             summary.finalLoss = stats.loss
             summary.steps = step
-            if let warning = monitor.observe(stats, step: step, minimumSteps: max(50, iterationsPerEpoch / 2)) {
+            // A flat teacher is normal while the lr warms up; after it, and half an epoch, it is collapse.
+            if let warning = monitor.observe(stats, step: step, minimumSteps: max(50, iterationsPerEpoch / 2, warmupSteps)) {
                 summary.collapseWarned = true
                 progress(.warning(warning))
+                if recipe.on_collapse != "warn" {
+                    let healthy = FileManager.default.fileExists(atPath: output.appendingPathComponent(Trainer.healthyCheckpointName).path)
+                    throw TrainingCollapse(step: step, checkpointStep: lastCheckpointStep, warning: warning,
+                                           healthyStep: healthy ? healthyCheckpointStep : nil, output: output)
+                }
             }
 
             // Evaluation, the time box, checkpoints. The checkpoint comes last so that it carries this
@@ -397,7 +404,8 @@ public final class Trainer {
             // fit or check if at that pace they would overrun the budget (shorter), or leave more than 4%
             // of it unused because the machine sped up again (longer: run D7 was shortened by a slow
             // stretch and then left 5 of its 30 minutes unused); stop at the limit whatever the
-            // schedules say. The pace is taken over at least one whole epoch, so it holds one epoch's
+            // schedules say. The pace is taken over at least one whole epoch and 5% of the budget (a
+            // 15-step epoch is too short to tell a slower machine from noise), so it holds one epoch's
             // evaluations: a fit taken mid-epoch (at 10% of the budget) followed by an epoch end a few
             // steps later would otherwise charge a whole k-NN check to those few steps.
             if budget > 0 {
@@ -409,6 +417,7 @@ public final class Trainer {
                     applyFit(fitted)
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
                 } else if let scheduled = scheduledSteps, let from = paceStart, endOfEpoch, step - from.step >= iterationsPerEpoch,
+                          trainedSeconds - from.seconds >= 0.05 * budget,
                           step < scheduled, trainedSeconds < budget {
                     // Against the fitted horizon, not `max_steps`: a run split by max_steps refits as the whole run would.
                     let pace = (trainedSeconds - from.seconds) / Double(step - from.step)
@@ -426,6 +435,10 @@ public final class Trainer {
                 || stopping || timeSpent {
                 try saveCheckpoint()
                 lastCheckpointStep = step
+                if monitor.looksHealthy && recipe.on_collapse == "restart" {
+                    try keepHealthyCheckpoint(monitor)
+                    healthyCheckpointStep = step
+                }
                 if communicator.isPrimary && endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
                     let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
                     try writeAtomically(readInputFile(checkpointURL, what: "checkpoint"), to: numbered)
