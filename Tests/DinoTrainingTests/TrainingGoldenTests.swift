@@ -133,6 +133,22 @@ final class TrainingGoldenTests: XCTestCase {
         XCTAssertEqual(KoLeo.forwardBackward(dInput: nil, input: x, rows: 1, columns: d), 0)
     }
 
+    /// What made the official KoLeo go to inf or NaN on small batches of a small folder: two images with
+    /// the same features (a duplicated image, or a collapsed student), and all-zero features. The loss
+    /// stays finite (ε inside the log: −log(ε√d + ε) at worst) and so does the gradient.
+    func testKoLeoStaysFiniteOnDuplicatesAndZeros() {
+        let d = 4
+        for rows in [[Float]([0.3, -0.2, 0.5, 0.1, 0.3, -0.2, 0.5, 0.1]),          // two identical rows
+                     [Float](repeating: 0, count: 2 * d),                           // two zero rows
+                     [Float]([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])] {              // a duplicate and a zero row
+            let n = rows.count / d
+            var gradient = [Float](repeating: 0, count: rows.count)
+            let value = KoLeo.forwardBackward(dInput: &gradient, input: rows, rows: n, columns: d)
+            XCTAssertTrue(value.isFinite && value <= -log(Float(1e-8)) + 1, "KoLeo \(value) on \(rows)")
+            XCTAssertTrue(gradient.allSatisfy(\.isFinite), "gradient \(gradient) on \(rows)")
+        }
+    }
+
     /// Six official steps: lr warm-up, cosine wd and momentum, teacher-temperature warm-up by epoch,
     /// the last layer frozen in epoch 0, per-tensor clipping at 0.05, parameter groups, EMA.
     /// Tolerance 1e-4 on the loss and center (the target); the float32 run drifts from the
