@@ -7,13 +7,14 @@ import Foundation
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a ViT by DINO self-distillation (no labels) from a recipe.",
+        abstract: "Train a ViT by DINO self-distillation (no labels) from a recipe, or on a folder with a recipe chosen for it.",
         discussion: """
         RUN receives recipe.yaml (the merged recipe), log.jsonl (one JSON line per step), \
         checkpoint.safetensors (everything needed to resume, written atomically), \
         teacher_backbone.safetensors (for dino features / knn / attention), and knn.jsonl and \
         attention/ when the recipe evaluates during training. Ctrl-C saves a checkpoint and exits; \
-        --resume continues with the same losses as an uninterrupted run.
+        --resume continues with the same losses as an uninterrupted run. A collapsed teacher restarts \
+        the run with half the lr from checkpoint-healthy.safetensors (recipe key on_collapse).
         """)
 
     @Option(help: "A YAML recipe (keys: the official main_dino.py argument names; see Recipes/README.md).")

@@ -13,6 +13,7 @@ final class DistributedTrainingTests: XCTestCase {
     /// 20 steps of batch 64 per epoch on 1,280 Fashion-MNIST images, no drop path, no KoLeo (KoLeo is per
     /// process, as DINOv2's), no evaluation.
     static let settings = ["--recipe", recipe, "--set", "train_subset=1280", "--set", "epochs=2", "--set", "koleo_loss_weight=0",
+                           "--set", "batch_size=64", "--set", "max_minutes=0", "--set", "warmup_epochs=1",
                            "--set", "knn_every=0", "--set", "seed=3", "--set", "checkpoint_every=5"]
 
     func launcher(_ processes: Int, extra: [String] = []) throws -> [String] {

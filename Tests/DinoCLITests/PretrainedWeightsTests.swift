@@ -100,7 +100,8 @@ final class PretrainedWeightsTests: XCTestCase {
         let recipe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Recipes/fashion-mnist-quick.yaml").path
         let start = folder.appendingPathComponent("start"), continued = folder.appendingPathComponent("continued")
-        let common = ["--recipe", recipe, "--set", "train_subset=4000", "--set", "knn_every=0"]
+        let common = ["--recipe", recipe, "--set", "train_subset=4000", "--set", "knn_every=0", "--set", "batch_size=64",
+                      "--set", "max_minutes=0", "--set", "warmup_epochs=1"]
         assertSucceeded(runDino(["train", "--output", start.path, "--set", "epochs=3"] + common, timeout: 600))
         let run = runDino(["train", "--output", continued.path, "--set", "epochs=2", "--init-from",
                            start.appendingPathComponent("teacher_backbone.safetensors").path] + common, timeout: 600)
