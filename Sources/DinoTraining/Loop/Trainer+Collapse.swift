@@ -9,8 +9,6 @@ public struct TrainingCollapse: Error, CustomStringConvertible {
     public let step: Int, checkpointStep: Int
     /// The monitor's warning (what collapsed, and the usual remedies).
     public let warning: String
-    /// The step of `checkpoint-healthy.safetensors`, when one was written (`on_collapse: restart`).
-    public let healthyStep: Int?
     let output: URL
 
     public var description: String {
@@ -44,10 +42,10 @@ extension Trainer {
         next.warmup_steps = max(2 * warmup, Recipe.warmupFloorSteps)
         let changes = String(format: "lr %g -> %g, warmup_steps %d -> %d", recipe.lr, next.lr, warmup, next.warmup_steps)
         let healthy = output.appendingPathComponent(Self.healthyCheckpointName)
-        if let step = collapse.healthyStep, FileManager.default.fileExists(atPath: healthy.path) {
+        if FileManager.default.fileExists(atPath: healthy.path) {
             try writeAtomically(readInputFile(healthy, what: "checkpoint"), to: checkpointURL)
             let trainer = try Trainer(recipe: next, output: output, resume: true, communicator: communicator)
-            return (trainer, "restarting from the last healthy checkpoint (step \(step)) with \(changes) (on_collapse: restart)")
+            return (trainer, "restarting from the last healthy checkpoint (step \(trainer.step)) with \(changes) (on_collapse: restart)")
         }
         if FileManager.default.fileExists(atPath: checkpointURL.path) {
             let kept = output.appendingPathComponent(Self.collapsedCheckpointName)

@@ -305,8 +305,7 @@ public final class Trainer {
         var monitor = CollapseMonitor(outDim: head.outDim)
         var summary = TrainingSummary(steps: step, finalLoss: .nan, interrupted: false, collapseWarned: false,
                                       skippedImages: 0, knn: [], checkpoint: checkpointURL, teacherBackbone: teacherBackboneURL)
-        var lastCheckpointStep = step, healthyCheckpointStep = step
-        let warmupSteps = recipe.warmupIterations(iterationsPerEpoch: iterationsPerEpoch, iterations: totalSteps)
+        var lastCheckpointStep = step
         defer { loader.drain() }
         if recipe.knn_every > 0 && step == 0 {
             try evaluateKNN(epoch: 0, progress: progress, summary: &summary)
@@ -377,13 +376,12 @@ public final class Trainer {
             summary.finalLoss = stats.loss
             summary.steps = step
             // A flat teacher is normal while the lr warms up; after it, and half an epoch, it is collapse.
-            if let warning = monitor.observe(stats, step: step, minimumSteps: max(50, iterationsPerEpoch / 2, warmupSteps)) {
+            let warmup = recipe.warmupIterations(iterationsPerEpoch: iterationsPerEpoch, iterations: total)
+            if let warning = monitor.observe(stats, step: step, minimumSteps: max(50, iterationsPerEpoch / 2, warmup)) {
                 summary.collapseWarned = true
                 progress(.warning(warning))
                 if recipe.on_collapse != "warn" {
-                    let healthy = FileManager.default.fileExists(atPath: output.appendingPathComponent(Trainer.healthyCheckpointName).path)
-                    throw TrainingCollapse(step: step, checkpointStep: lastCheckpointStep, warning: warning,
-                                           healthyStep: healthy ? healthyCheckpointStep : nil, output: output)
+                    throw TrainingCollapse(step: step, checkpointStep: lastCheckpointStep, warning: warning, output: output)
                 }
             }
 
@@ -435,10 +433,7 @@ public final class Trainer {
                 || stopping || timeSpent {
                 try saveCheckpoint()
                 lastCheckpointStep = step
-                if monitor.looksHealthy && recipe.on_collapse == "restart" {
-                    try keepHealthyCheckpoint(monitor)
-                    healthyCheckpointStep = step
-                }
+                try keepHealthyCheckpoint(monitor)
                 if communicator.isPrimary && endOfEpoch && recipe.saveckp_freq > 0 && finishedEpoch % recipe.saveckp_freq == 0 {
                     let numbered = output.appendingPathComponent(String(format: "checkpoint%04d.safetensors", finishedEpoch))
                     try writeAtomically(readInputFile(checkpointURL, what: "checkpoint"), to: numbered)
