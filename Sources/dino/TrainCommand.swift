@@ -45,7 +45,7 @@ struct Train: ParsableCommand {
             recipe = try Recipe.load(path: written.path, validate: false)
         } else if self.recipe == nil, let data {
             let survey = try FolderSurvey.measure(path: data)
-            recipe = try FolderRecipe.recipe(for: survey, minutes: minutes ?? FolderRecipe.defaultMinutes).recipe
+            recipe = try FolderRecipe.recipe(for: survey, minutes: minutes ?? FolderRecipe.defaultMinutes)
             print("recipe chosen from the folder (written to \(written.path); --set key=value changes a key):")
             for line in recipe.note.split(separator: "\n") { print("  " + line) }
         } else {

@@ -94,7 +94,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual([16, 100, 1000, 4000].map(FolderRecipe.batchSize), [8, 8, 64, 64])
         let photos = FolderSurvey(path: "/photos", imageCount: 20000, classCount: 0, sampled: 200, unreadable: 3, medianShortSide: 256,
                                   grayscale: false, mean: [0.5, 0.4, 0.3], std: [0.2, 0.2, 0.2])
-        let chosen = try FolderRecipe.recipe(for: photos, minutes: 20).recipe
+        let chosen = try FolderRecipe.recipe(for: photos, minutes: 20)
         XCTAssertEqual([chosen.in_chans, chosen.patch_size, chosen.global_crop_size, chosen.local_crop_size, chosen.out_dim, chosen.knn_every],
                        [3, 16, 96, 48, 1024, 0])
         XCTAssertEqual(chosen.max_minutes, 20)

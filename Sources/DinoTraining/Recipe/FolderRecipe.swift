@@ -88,8 +88,8 @@ public enum FolderRecipe {
         min(64, max(8, images / 8 / 8 * 8))
     }
 
-    /// The recipe for `survey` with a time box of `minutes`, as a recipe and its YAML (with the reasons).
-    public static func recipe(for survey: FolderSurvey, minutes: Double = defaultMinutes) throws -> (recipe: Recipe, yaml: String) {
+    /// The recipe for `survey` with a time box of `minutes`; `note` holds the reasons.
+    public static func recipe(for survey: FolderSurvey, minutes: Double = defaultMinutes) throws -> Recipe {
         let side = survey.medianShortSide
         // Geometry: tiny images (MNIST-like) keep Fashion-MNIST's validated shape, 4 patches across with
         // 3x3-patch global and 2x2-patch local crops; larger images are resized to crops a 2-core step affords.
@@ -124,8 +124,6 @@ public enum FolderRecipe {
         ]
         let grayAugmentation = channels == 1
         let yaml = """
-        _comment: >
-        \(reasons.map { "  " + $0 + "." }.joined(separator: "\n"))
         arch: custom
         embed_dim: 96
         depth: 6
@@ -176,6 +174,6 @@ public enum FolderRecipe {
         var recipe = Recipe()
         try recipe.apply(yaml: yaml, source: "the recipe chosen for \(survey.path)")
         recipe.note = reasons.joined(separator: ".\n") + "."
-        return (recipe, yaml)
+        return recipe
     }
 }
