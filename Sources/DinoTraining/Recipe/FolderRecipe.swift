@@ -131,7 +131,7 @@ public enum FolderRecipe {
         patch_size: \(patch)
         in_chans: \(channels)
         dataset: folder
-        data_path: "\(survey.path.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\""))"
+        data_path: \(Recipe.doubleQuoted(survey.path))
         mean: \(list(survey.mean))
         std: \(list(survey.std))
         out_dim: \(k)

@@ -301,12 +301,31 @@ public struct Recipe: Equatable, Sendable {
         + Self.fields.map { f -> String in
             let v = f.get(self)
             switch v {
-            case let s as String: return "\(f.name): \"\(s)\""
+            case let s as String: return "\(f.name): \(Self.doubleQuoted(s))"
             case let d as Double: return "\(f.name): \(d)"
             case let list as [Double]: return "\(f.name): [\(list.map { "\($0)" }.joined(separator: ", "))]"
             default: return "\(f.name): \(v)"
             }
         }.joined(separator: "\n") + "\n"
+    }
+
+    /// `text` as a YAML double-quoted scalar that reads back to the same text: backslash, quote and
+    /// every control character escaped (a data path may hold any of them).
+    static func doubleQuoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F { out += String(format: "\\x%02X", scalar.value) }
+                else { out.unicodeScalars.append(scalar) }
+            }
+        }
+        return out + "\""
     }
 
     public func validate() throws {
