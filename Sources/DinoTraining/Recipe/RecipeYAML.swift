@@ -71,7 +71,10 @@ extension Recipe {
         case ".inf", "+.inf": return Double.infinity
         case "-.inf": return -Double.infinity
         case ".nan": return Double.nan
-        default: return Int(text) ?? Double(text) ?? text
+        default:
+            if let integer = Int(text) { return integer }
+            if let double = Double(text) { return double }
+            return text
         }
     }
 }
