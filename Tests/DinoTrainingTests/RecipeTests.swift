@@ -104,6 +104,17 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(chosen.mean, [0.5, 0.4, 0.3])
         XCTAssertTrue(chosen.note.contains("20000 images, color") && chosen.note.contains("3 unreadable"), chosen.note)
         XCTAssertNoThrow(try chosen.validate())
+        // The quick start's model everywhere; its milder crops where they were measured (28 px folders).
+        XCTAssertEqual([chosen.depth, chosen.local_crops_number], [4, 4])
+        XCTAssertEqual([chosen.global_crops_scale, chosen.local_crops_scale], [[0.6, 1.0], [0.1, 0.4]])
+        let clothes = FolderSurvey(path: "fm4k", imageCount: 4000, classCount: 10, sampled: 200, unreadable: 0, medianShortSide: 28,
+                                   grayscale: true, mean: [0.28], std: [0.35])
+        let small = try FolderRecipe.recipe(for: clothes)
+        XCTAssertEqual([small.in_chans, small.patch_size, small.global_crop_size, small.local_crop_size, small.out_dim, small.batch_size,
+                        small.depth, small.local_crops_number, small.knn_every], [1, 7, 21, 14, 128, 64, 4, 4, 1])
+        XCTAssertEqual([small.global_crops_scale, small.local_crops_scale], [[0.8, 1.0], [0.2, 0.5]])
+        XCTAssertEqual(small.max_minutes, FolderRecipe.defaultMinutes)
+        XCTAssertNoThrow(try small.validate())
     }
 }
 
