@@ -62,5 +62,9 @@ extension Trainer {
 
 extension CollapseMonitor {
     /// The last 50 steps are neither flat at ln(out_dim) nor on one prototype.
-    public var looksHealthy: Bool { window.count == 50 && !isFlat && !isOnOnePrototype }
+    public var looksHealthy: Bool {
+        guard window.count == 50 else { return false }
+        let means = windowMeans
+        return !isFlat(means) && !isOnOnePrototype(means)
+    }
 }

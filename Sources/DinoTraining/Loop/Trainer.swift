@@ -537,12 +537,12 @@ public struct CollapseMonitor {
                 window.map(\.kullbackLeibler).reduce(0, +) / n)
     }
     /// Uniform collapse: the loss at ln(out_dim) and nothing for the student to learn.
-    var isFlat: Bool {
-        let lnK = log(Float(outDim)), means = windowMeans
+    func isFlat(_ means: (loss: Float, entropy: Float, kl: Float)) -> Bool {
+        let lnK = log(Float(outDim))
         return abs(means.loss - lnK) < 0.002 * lnK && means.kl < 0.01
     }
     /// One-hot collapse: the teacher's entropy and the KL near 0.
-    var isOnOnePrototype: Bool { windowMeans.entropy < 0.05 && windowMeans.kl < 0.01 }
+    func isOnOnePrototype(_ means: (loss: Float, entropy: Float, kl: Float)) -> Bool { means.entropy < 0.05 && means.kl < 0.01 }
 
     /// Returns a warning (once) when the last 50 steps, after `minimumSteps`, look collapsed.
     public mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
@@ -550,12 +550,13 @@ public struct CollapseMonitor {
         if window.count > 50 { window.removeFirst() }
         guard !warned, step >= minimumSteps, window.count == 50 else { return nil }
         let lnK = log(Float(outDim))
-        let (meanLoss, meanEntropy, meanKL) = windowMeans
-        if isFlat {
+        let means = windowMeans
+        let (meanLoss, meanEntropy, meanKL) = means
+        if isFlat(means) {
             warned = true
             return String(format: "collapse: the loss has been stuck at ln(out_dim) = %.4f for 50 steps (loss %.4f, teacher entropy %.4f, KL %.5f): every output is uniform. Usual remedies: a lower teacher_temp (0.04) or warm it up more slowly, a lower momentum_teacher (0.99-0.996) so the teacher moves, fewer prototypes (out_dim), more local crops, or a higher lr", lnK, meanLoss, meanEntropy, meanKL)
         }
-        if isOnOnePrototype {
+        if isOnOnePrototype(means) {
             warned = true
             return String(format: "collapse: the teacher puts all its mass on one prototype (teacher entropy %.4f, KL %.5f for 50 steps). Usual remedies: keep centering on (center_momentum 0.9), a higher teacher_temp, a lower lr or a longer warmup_epochs", meanEntropy, meanKL)
         }
