@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the first N Fashion-MNIST training images as a folder of PNGs, one subfolder per class
-(the small-folder rows of the README's results table): python3 fashion_mnist_folder.py 4000 fm4k
+"""Writes N Fashion-MNIST training images (the first N, or from --start) as a folder of PNGs, one subfolder per
+class (the small-folder rows of the README's results table): python3 fashion_mnist_folder.py 4000 fm4k; the
+held-out queries: python3 fashion_mnist_folder.py 5000 fmq --start 50000
 
 Standard library only; reads Debian's dataset-fashion-mnist IDX files (or the folder given by --idx).
 """
@@ -28,15 +29,16 @@ def png(width, height, pixels):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("count", type=int, help="how many training images, from the first")
+    parser.add_argument("count", type=int, help="how many training images")
+    parser.add_argument("--start", type=int, default=0, help="the index of the first image written (default 0)")
     parser.add_argument("output", help="the folder to write")
     parser.add_argument("--idx", default="/usr/share/datasets/fashion-mnist", help="folder of the IDX files")
     args = parser.parse_args()
     (n, h, w), images = read_idx(os.path.join(args.idx, "train-images-idx3-ubyte.gz"))
     _, labels = read_idx(os.path.join(args.idx, "train-labels-idx1-ubyte.gz"))
-    if not 1 <= args.count <= n:
-        parser.error(f"count must be 1...{n}")
-    for i in range(args.count):
+    if not 0 <= args.start < n or not 1 <= args.count <= n - args.start:
+        parser.error(f"start must be 0...{n - 1} and count 1...{n} - start")
+    for i in range(args.start, args.start + args.count):
         folder = os.path.join(args.output, CLASSES[labels[i]])
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{i:05d}.png"), "wb") as f:

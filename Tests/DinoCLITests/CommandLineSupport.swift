@@ -68,8 +68,8 @@ func startDino(_ arguments: [String], in directory: URL? = nil, shellPrefix: Str
     let id = UUID().uuidString
     let running = RunningDino(stdoutURL: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-\(id).out"),
                               stderrURL: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("dino-\(id).err"))
-    FileManager.default.createFile(atPath: running.stdoutURL.path, contents: nil)
-    FileManager.default.createFile(atPath: running.stderrURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: running.stdoutURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: running.stderrURL.path, contents: nil)
     let p = running.process
     if let shellPrefix {
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
