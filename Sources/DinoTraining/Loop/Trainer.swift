@@ -530,19 +530,22 @@ public struct CollapseMonitor {
 
     public init(outDim: Int) { self.outDim = outDim }
 
-    /// Mean loss, teacher entropy and KL over the window.
-    var windowMeans: (loss: Float, entropy: Float, kl: Float) {
+    /// Mean loss, teacher entropy and KL over a window of steps.
+    typealias Means = (loss: Float, entropy: Float, kl: Float)
+
+    /// The window's means, taken once per step and passed to both collapse tests.
+    var windowMeans: Means {
         let n = Float(max(window.count, 1))
         return (window.map(\.loss).reduce(0, +) / n, window.map(\.teacherEntropy).reduce(0, +) / n,
                 window.map(\.kullbackLeibler).reduce(0, +) / n)
     }
     /// Uniform collapse: the loss at ln(out_dim) and nothing for the student to learn.
-    func isFlat(_ means: (loss: Float, entropy: Float, kl: Float)) -> Bool {
+    func isFlat(_ means: Means) -> Bool {
         let lnK = log(Float(outDim))
         return abs(means.loss - lnK) < 0.002 * lnK && means.kl < 0.01
     }
     /// One-hot collapse: the teacher's entropy and the KL near 0.
-    func isOnOnePrototype(_ means: (loss: Float, entropy: Float, kl: Float)) -> Bool { means.entropy < 0.05 && means.kl < 0.01 }
+    func isOnOnePrototype(_ means: Means) -> Bool { means.entropy < 0.05 && means.kl < 0.01 }
 
     /// Returns a warning (once) when the last 50 steps, after `minimumSteps`, look collapsed.
     public mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
