@@ -65,7 +65,10 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--autocast-bf16", action="store_true",
+                   help="run the forward passes under torch.autocast('cpu', dtype=torch.bfloat16): bfloat16 matmuls")
     a = p.parse_args()
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.autocast_bf16)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     c = CONFIGS[a.config]
@@ -90,10 +93,11 @@ def main():
         loc = [torch.randn(b, c["chans"], c["local"], c["local"]) for _ in range(c["nlocal"])]
         for i in range(a.repeats + 2):
             t = time.perf_counter()
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 t_out = teacher(glob)
-            s_out = student(glob + loc)
-            loss = loss_fn(s_out, t_out, 0)
+            with autocast():
+                s_out = student(glob + loc)
+            loss = loss_fn(s_out.float(), t_out.float(), 0)
             opt.zero_grad()
             loss.backward()
             clip_gradients(student, 3.0)
@@ -112,7 +116,7 @@ def main():
         else:
             model = vit(0.0).eval()
         x = torch.randn(b, c["chans"], c["size"], c["size"])
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for i in range(a.repeats + 2):
                 t = time.perf_counter()
                 model(x)
@@ -133,7 +137,7 @@ def main():
     out = {"program": "pytorch", "config": a.config, "threads": a.threads, "batch": b, "images_per_s": b / s,
            "seconds_per_step": s, "gflops": f / s / 1e9, "sgemm_peak_gflops": peak, "share_of_peak": f / s / 1e9 / peak,
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "flops_per_step": f,
-           "torch": torch.__version__}
+           "torch": torch.__version__, "matmul_precision": "bfloat16" if a.autocast_bf16 else "float32"}
     print(json.dumps(out, sort_keys=True) if a.json else out)
 
 

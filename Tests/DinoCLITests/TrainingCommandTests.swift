@@ -151,6 +151,31 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertEqual([config.registerCount, config.usesLayerScale ? 1 : 0, config.usesSwiGLU ? 1 : 0], [2, 1, 1])
     }
 
+    /// `matmul_precision: bfloat16` trains (or says that this CPU runs float32), is written to the run's
+    /// recipe, and resumes to the same bits as the whole run.
+    func testTrainInBFloat16ResumesExactly() throws {
+        let folder = makeTemporaryFolder()
+        let whole = folder.appendingPathComponent("whole"), split = folder.appendingPathComponent("split")
+        let common = ["--recipe", Self.recipe(epochs: 2).path, "--set", "matmul_precision=bfloat16", "--set", "attention_every=0"]
+        let result = runDino(["train", "--output", whole.path] + common)
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains(GEMM.bfloat16Available ? "bfloat16 matmuls (AVX-512 BF16)" : "this CPU has no AVX-512 BF16"),
+                      result.stdout)
+        XCTAssertTrue(try String(contentsOf: whole.appendingPathComponent("recipe.yaml"), encoding: .utf8)
+            .contains("matmul_precision: \"bfloat16\""))
+        let log = try logged(whole)
+        XCTAssertEqual(log.count, 8)
+        XCTAssertTrue(log.allSatisfy { $0[1].isFinite && $0[3].isFinite }, "\(log)")
+        assertSucceeded(runDino(["train", "--output", split.path, "--set", "max_steps=5"] + common))
+        assertSucceeded(runDino(["train", "--output", split.path, "--resume"] + common))
+        XCTAssertEqual(try logged(split), log)
+        XCTAssertEqual(try teacher(split), try teacher(whole))
+        // The same run in float32 is a different run: the switch reaches the training step.
+        let float = folder.appendingPathComponent("float")
+        assertSucceeded(runDino(["train", "--output", float.path, "--recipe", Self.recipe(epochs: 2).path, "--set", "attention_every=0"]))
+        if GEMM.bfloat16Available { XCTAssertNotEqual(try teacher(float), try teacher(whole)) }
+    }
+
     func testTrainRefusesBadRecipesAndData() throws {
         let folder = makeTemporaryFolder()
         let run = folder.appendingPathComponent("run")
@@ -180,6 +205,7 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "ffn_layer=gelu"]), "ffn_layer must be mlp or swiglufused")
         assertRefused(train(Self.recipe(), ["--set", "num_register_tokens=-1"]), "num_register_tokens")
         assertRefused(train(Self.recipe(), ["--set", "momentum_teacher=2"]), "momentum_teacher")
+        assertRefused(train(Self.recipe(), ["--set", "matmul_precision=half"]), "matmul_precision must be float32 or bfloat16")
         assertRefused(train(Self.recipe(), ["--set", "noequals"]), "key=value")
         assertRefused(train(Self.recipe(), ["--threads", "0"]), "--threads", status: 64)
         // Data: missing, empty, too small for a batch, not images.

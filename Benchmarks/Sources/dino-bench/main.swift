@@ -167,6 +167,8 @@ struct Bench: ParsableCommand {
     var kernels = "auto"
     @Flag(help: "Time the last block for the class token only against the full last block, alternating in one process.")
     var compareLastBlock = false
+    @Option(help: "The matmuls' precision: float32 (OpenBLAS) or bfloat16 (AVX-512 BF16; float32 on CPUs without it).")
+    var matmulPrecision = "float32"
 
     func run() throws {
         Parallel.setThreadCount(threads)
@@ -176,6 +178,10 @@ struct Bench: ParsableCommand {
         case "portable": dino_kernels_force_portable(1)
         default: throw ValidationError("--kernels takes auto, avx2 or portable")
         }
+        guard let precision = GEMM.Precision(rawValue: matmulPrecision) else {
+            throw ValidationError("--matmul-precision takes float32 or bfloat16")
+        }
+        GEMM.precision = precision
         if config == "kernels" { return kernelBenchmarks() }
         if PipelineBenchmark.names.contains(config) {
             let result = try PipelineBenchmark(name: config, workers: threads, repeats: repeats, dataPath: data).run()
@@ -230,7 +236,7 @@ struct Bench: ParsableCommand {
             "sgemm_peak_gflops": peak, "share_of_peak": gflops / peak, "peak_rss_mib": peakResidentMiB(),
             "flops_per_step": c.flopsPerStep(), "executed_flops_per_step": c.flopsPerStep(executed: true),
             "executed_gflops": executed, "executed_share_of_peak": executed / peak, "cores_busy": coresBusy,
-            "blas_core": Parallel.blasCoreName,
+            "blas_core": Parallel.blasCoreName, "matmul_precision": GEMM.precision.rawValue,
             "kernels": dino_kernels_use_avx512() != 0 ? "avx512" : dino_kernels_use_avx2() != 0 ? "avx2" : "portable",
         ].merging(distributed) { a, _ in a }
         if json {
@@ -263,7 +269,8 @@ struct Bench: ParsableCommand {
     /// Kernel throughput at the model's shapes (ViT-T/4 at 28 px, batch 128 images of 50 tokens).
     func kernelBenchmarks() {
         let peak = sgemmPeak(threads: threads)
-        print(String(format: "sgemm peak (OpenBLAS %@ kernels, own threading, best of 5 at 2048^3): %.1f GFLOP/s on %d thread(s)", Parallel.blasCoreName, peak, threads))
+        print(String(format: "sgemm peak (OpenBLAS %@ kernels, own threading, best of 5 at 2048^3): %.1f GFLOP/s on %d thread(s); the linear layers below in %@",
+                     Parallel.blasCoreName, peak, threads, GEMM.precision.rawValue))
         let (b, n, d, h) = (128, 50, 192, 3)
         let t = b * n
         var g = RandomGenerator(seed: 2)

@@ -1,6 +1,7 @@
 // Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
 // per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c), the
-// bias / LayerNorm parameter column sums (ColumnSums.c) and the loss's softmax rows (Softmax.c).
+// bias / LayerNorm parameter column sums (ColumnSums.c), the loss's softmax rows (Softmax.c), and a
+// bfloat16 GEMM with float sums (GEMMBFloat16.c: AVX-512 BF16 or its portable twin).
 // Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), some with
 // AVX-512 parts that give the same bits, and a portable scalar version. Each computes every
 // output element by a fixed sequence of operations, so results do not depend on how callers split
@@ -77,6 +78,19 @@ void dino_softmax_rows(float *out, float *logNormalizers, const float *in, const
 /// q0 for view 1, both (n = 2) for any other view (`view` 2). k floats each.
 void dino_cross_entropy_row(float *d, double *c0, double *c1, const float *lp, const float *q0, const float *q1,
                             long k, int view, float scale);
+
+/// C = α·op(A)·op(B) + β·C (row-major; op = transpose when transA / transB is 1) with every element of A
+/// and B rounded to bfloat16 (round to nearest even) and the products summed in float: AVX-512 BF16's
+/// vdpbf16ps where the CPU has it, dino_gemm_bf16_reference otherwise. β = 0 never reads C.
+void dino_gemm_bf16(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                    const float *b, long ldb, float beta, float *c, long ldc);
+/// The plain twin of dino_gemm_bf16: per element, Σₚ bf16(aᵢₚ)·bf16(bₚⱼ) in float, p in order.
+void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                              const float *b, long ldb, float beta, float *c, long ldc);
+/// 1 when the CPU (and OS) run AVX-512 BF16, so that dino_gemm_bf16 takes the fast path.
+int dino_gemm_bf16_available(void);
+/// x rounded to the nearest bfloat16 (ties to even), as a float.
+float dino_round_to_bfloat16(float x);
 
 /// 1 while the calling thread runs a shard of `Parallel.forEachShard` (its kernels then run inline).
 int dino_thread_inside_shard(void);

@@ -1,3 +1,4 @@
+import CDinoKernels
 import COpenBLAS
 import Foundation
 
@@ -15,6 +16,25 @@ import Foundation
 /// A small C with a long inner dimension (weight gradients: k = tokens) is split along k instead:
 /// fixed chunks each computed into scratch in full, then summed in a fixed order.
 public enum GEMM {
+    /// How products are computed. `bfloat16` rounds A and B to bfloat16 and sums the products in float
+    /// (mixed-precision training's matmuls: vdpbf16ps does twice the multiply-adds of a float FMA), on
+    /// CPUs with AVX-512 BF16; elsewhere it falls back to `float32`.
+    public enum Precision: String, Sendable, CaseIterable {
+        case float32, bfloat16
+    }
+
+    nonisolated(unsafe) private static var storedPrecision = Precision.float32
+
+    /// The precision `multiply` uses: `float32` (the default) unless set to `bfloat16` on a CPU that has
+    /// AVX-512 BF16 (`bfloat16Available`). Set it between products, not during one.
+    public static var precision: Precision {
+        get { storedPrecision }
+        set { storedPrecision = newValue == .bfloat16 && !bfloat16Available ? .float32 : newValue }
+    }
+
+    /// Whether this CPU runs the bfloat16 GEMM (AVX-512 BF16).
+    public static var bfloat16Available: Bool { dino_gemm_bf16_available() != 0 }
+
     static let targetTiles = 8
     static let minimumRows = 128
     static let maximumColumns = 1024
@@ -57,7 +77,6 @@ public enum GEMM {
         if m == 0 || n == 0 { return }
         let initialized = bias != nil || addend != nil
         let beta: Float = initialized ? 1 : beta
-        let ta = transposeA ? CblasTrans : CblasNoTrans, tb = transposeB ? CblasTrans : CblasNoTrans
         let chunks = innerChunks(m: m, n: n, k: k)
         if chunks > 1 {
             let scratch = ScratchPool.shared.take(count: chunks * m * n)
@@ -69,8 +88,8 @@ public enum GEMM {
                     // op(A) columns k0..<k1 and op(B) rows k0..<k1.
                     let aChunk = transposeA ? a + k0 * lda : a + k0
                     let bChunk = transposeB ? b + k0 : b + k0 * ldb
-                    cblas_sgemm(CblasRowMajor, ta, tb, Int32(m), Int32(n), Int32(k1 - k0), alpha,
-                                aChunk, Int32(lda), bChunk, Int32(ldb), 0, partials + chunk * m * n, Int32(n))
+                    product(transposeA, transposeB, m, n, k1 - k0, alpha, aChunk, lda, bChunk, ldb, 0,
+                            partials + chunk * m * n, n)
                 }
             }
             // C = β·C + ((P₀ + P₁) + P₂) + …, each row in the same order on any thread count.
@@ -106,10 +125,23 @@ public enum GEMM {
                                    count: columns)
                     }
                 }
-                cblas_sgemm(CblasRowMajor, ta, tb, Int32(rows), Int32(columns), Int32(k), alpha,
-                            aTile, Int32(lda), bTile, Int32(ldb), beta, c + i0 * ldc + j0, Int32(ldc))
+                product(transposeA, transposeB, rows, columns, k, alpha, aTile, lda, bTile, ldb, beta,
+                        c + i0 * ldc + j0, ldc)
                 epilogue?(i0..<(i0 + rows), j0..<(j0 + columns))
             }
+        }
+    }
+
+    /// One single-threaded product in the current precision.
+    @inline(__always)
+    static func product(_ transposeA: Bool, _ transposeB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+                        _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+                        _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+        if storedPrecision == .bfloat16 {
+            dino_gemm_bf16(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        } else {
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
         }
     }
 

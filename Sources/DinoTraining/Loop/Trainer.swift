@@ -268,6 +268,12 @@ public final class Trainer {
     /// Runs until the last step (or `max_steps`, or a stop request), reporting through `progress`.
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
+        let previousPrecision = GEMM.precision
+        GEMM.precision = GEMM.Precision(rawValue: recipe.matmul_precision) ?? .float32
+        defer { GEMM.precision = previousPrecision }
+        if recipe.matmul_precision == "bfloat16" && GEMM.precision != .bfloat16 {
+            progress(.message("matmul_precision bfloat16: this CPU has no AVX-512 BF16, so the matmuls run in float32"))
+        }
         if communicator.isPrimary { try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml")) }
 
         let logURL = output.appendingPathComponent("log.jsonl")
@@ -298,7 +304,7 @@ public final class Trainer {
                 ? "the run is already at step \(step), the end of the schedules max_minutes fitted: nothing to train"
                 : "the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
         } else if step == 0 {
-            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b)\(communicator.size > 1 ? " (\(communicator.size) processes of \(b / communicator.size))" : ""), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads, OpenBLAS \(Parallel.blasCoreName) kernels"))
+            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b)\(communicator.size > 1 ? " (\(communicator.size) processes of \(b / communicator.size))" : ""), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads, \(GEMM.precision == .bfloat16 ? "bfloat16 matmuls (AVX-512 BF16)" : "OpenBLAS \(Parallel.blasCoreName) kernels")"))
         } else {
             progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))
         }
