@@ -20,6 +20,18 @@ final class BFloat16GEMMTests: XCTestCase {
         Parallel.setThreadCount(2)
     }
 
+    /// Σₚ op(A)ᵢₚ·op(B)ₚⱼ and Σₚ|op(A)ᵢₚ·op(B)ₚⱼ| in Double, A m×k (k×m transposed), B k×n (n×k transposed).
+    func dot(_ a: [Double], _ b: [Double], _ i: Int, _ j: Int, m: Int, n: Int, k: Int, transposeA: Bool,
+             transposeB: Bool) -> (Double, Double) {
+        var total = 0.0, magnitude = 0.0
+        for p in 0..<k {
+            let product = (transposeA ? a[p * m + i] : a[i * k + p]) * (transposeB ? b[j * k + p] : b[p * n + j])
+            total += product
+            magnitude += abs(product)
+        }
+        return (total, magnitude)
+    }
+
     func testRoundingToBFloat16() {
         let one = Float(1), ulp = Float(1) / 128  // bfloat16's spacing just above 1
         XCTAssertEqual(dino_round_to_bfloat16(one), one)
@@ -62,12 +74,7 @@ final class BFloat16GEMMTests: XCTestCase {
                     var worstTwin = 0.0, worstExact = 0.0
                     for i in 0..<m {
                         for j in 0..<n {
-                            var exact = 0.0, magnitude = 0.0
-                            for p in 0..<k {
-                                let x = transposeA ? a[p * m + i] : a[i * k + p], y = transposeB ? b[j * k + p] : b[p * n + j]
-                                exact += x * y
-                                magnitude += abs(x * y)
-                            }
+                            var (exact, magnitude) = dot(a, b, i, j, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
                             exact = 0.5 * exact + Double(beta) * c0[i * n + j]
                             magnitude = 0.5 * magnitude + Double(beta) * abs(c0[i * n + j])
                             let floatSums = Double(k + 2) * 0x1p-24 * magnitude + 1e-30
@@ -112,12 +119,7 @@ final class BFloat16GEMMTests: XCTestCase {
                     XCTAssertNotEqual(results[0], results[2], "\(label): bfloat16 gave the float32 result")
                     for i in 0..<m {
                         for j in 0..<n {
-                            var exact = 0.0, magnitude = 0.0
-                            for p in 0..<k {
-                                let x = transposeA ? a[p * m + i] : a[i * k + p], y = transposeB ? b[j * k + p] : b[p * n + j]
-                                exact += x * y
-                                magnitude += abs(x * y)
-                            }
+                            var (exact, magnitude) = dot(a, b, i, j, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
                             let addend = withBias ? bias[j] : c0[i * n + j]
                             exact = 0.5 * exact + addend
                             magnitude = 0.5 * magnitude + abs(addend)
