@@ -30,8 +30,8 @@ float dino_round_to_bfloat16(float x) { return bfloat16Value(bfloat16Bits(x)); }
 
 // MARK: - Portable twin
 
-/// Each element: the pairs (2q, 2q+1) of the inner dimension in order, s += a₂q·b₂q then
-/// s += a₂q₊₁·b₂q₊₁ (the products of bfloat16 values are exact in float); then α·s + β·C.
+/// Each element: s += bf16(aᵢₚ)·bf16(bₚⱼ) for p in order (a product of two bfloat16 values is exact in
+/// float), then α·s + β·C. The kernel sums the same products in another order (pairs, passes over k).
 void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                               const float *b, long ldb, float beta, float *c, long ldc) {
     for (long i = 0; i < m; i++) {
