@@ -269,9 +269,9 @@ public final class Trainer {
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
         let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
         let previousPrecision = GEMM.precision
-        GEMM.precision = GEMM.Precision(rawValue: recipe.matmul_precision) ?? .float32
+        GEMM.precision = recipe.matmulPrecision
         defer { GEMM.precision = previousPrecision }
-        if recipe.matmul_precision == "bfloat16" && GEMM.precision != .bfloat16 {
+        if GEMM.precision != recipe.matmulPrecision {
             progress(.message("matmul_precision bfloat16: this CPU has no AVX-512 BF16, so the matmuls run in float32"))
         }
         if communicator.isPrimary { try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml")) }

@@ -411,6 +411,9 @@ extension Recipe {
     /// The teacher targets named by `centering` (validated by `validate()`).
     public var teacherTargets: DINOLoss.TeacherTargets { DINOLoss.TeacherTargets(rawValue: centering) ?? .centering }
 
+    /// The matmul precision named by `matmul_precision` (validated by `validate()`).
+    public var matmulPrecision: GEMM.Precision { GEMM.Precision(rawValue: matmul_precision) ?? .float32 }
+
     /// The patch masking of the masked-patch term, nil when `ibot_loss_weight` is 0.
     public var patchMasking: PatchMasking? {
         ibot_loss_weight > 0 ? PatchMasking(probability: ibot_mask_sample_probability,
