@@ -206,6 +206,7 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "num_register_tokens=-1"]), "num_register_tokens")
         assertRefused(train(Self.recipe(), ["--set", "momentum_teacher=2"]), "momentum_teacher")
         assertRefused(train(Self.recipe(), ["--set", "matmul_precision=half"]), "matmul_precision must be float32 or bfloat16")
+        assertRefused(train(Self.recipe(), ["--set", "koleo_loss_weight_end=-0.5"]), "koleo_loss_weight_end must be 0 or more")
         assertRefused(train(Self.recipe(), ["--set", "noequals"]), "key=value")
         assertRefused(train(Self.recipe(), ["--threads", "0"]), "--threads", status: 64)
         // Data: missing, empty, too small for a batch, not images.

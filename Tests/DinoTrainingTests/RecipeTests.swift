@@ -92,6 +92,24 @@ final class RecipeTests: XCTestCase {
         XCTAssertThrowsError(try recipe.validate()) { XCTAssertTrue("\($0)".contains("warmup_steps")) }
     }
 
+    /// `koleo_loss_weight_end` makes the KoLeo weight a cosine like the weight decay's; -1 keeps it constant.
+    func testKoLeoWeightFollowsItsSchedule() throws {
+        var recipe = Recipe()
+        recipe.koleo_loss_weight = 0.05
+        let constant = Trainer.schedules(recipe: recipe, iterationsPerEpoch: 10, iterations: 100).koleoWeights
+        XCTAssertEqual(constant.count, 100)
+        XCTAssertTrue(constant.allSatisfy { $0 == 0.05 }, "-1 (the default) keeps koleo_loss_weight all run")
+        recipe.koleo_loss_weight_end = 0
+        try recipe.validate()
+        let decaying = Trainer.schedules(recipe: recipe, iterationsPerEpoch: 10, iterations: 100).koleoWeights
+        XCTAssertEqual(decaying.first!, 0.05, accuracy: 1e-12)
+        XCTAssertEqual(decaying[50], 0.025, accuracy: 0.001, "half-way down the cosine")
+        XCTAssertLessThan(decaying.last!, 1e-4)
+        XCTAssertTrue(zip(decaying, decaying.dropFirst()).allSatisfy { $0 >= $1 })
+        recipe.koleo_loss_weight_end = -0.5
+        XCTAssertThrowsError(try recipe.validate()) { XCTAssertTrue("\($0)".contains("koleo_loss_weight_end")) }
+    }
+
     func testFolderRecipeScalesWithTheFolder() throws {
         XCTAssertEqual([100, 1000, 4000, 10000, 60000, 1_000_000].map(FolderRecipe.prototypes), [64, 64, 128, 512, 1024, 1024])
         XCTAssertEqual([16, 100, 1000, 4000].map(FolderRecipe.batchSize), [8, 8, 64, 64])

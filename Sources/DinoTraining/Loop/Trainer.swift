@@ -89,7 +89,7 @@ public final class Trainer {
     public let iterationsPerEpoch: Int
     public internal(set) var step = 0
     public let stopFlag = StopFlag()
-    var learningRates: [Double], weightDecays: [Double], momenta: [Double]
+    var learningRates: [Double], weightDecays: [Double], momenta: [Double], koleoWeights: [Double]
     let teacherTemperatures: [Double]
     /// With `max_minutes`: the steps the schedules were fitted to, once measured (saved with the checkpoint,
     /// so a resumed run keeps the same schedules).
@@ -172,7 +172,7 @@ public final class Trainer {
                                      workers: recipe.num_workers, rank: communicator.rank, ranks: communicator.size)
         iterationsPerEpoch = loader.iterationsPerEpoch
 
-        (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+        (learningRates, weightDecays, momenta, koleoWeights) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
                                                                    iterations: recipe.epochs * iterationsPerEpoch)
         teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
                                                            warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
@@ -201,20 +201,23 @@ public final class Trainer {
     }
 
     /// The per-step schedules over `iterations` steps (utils.cosine_scheduler; lr scaled by batch/256):
-    /// lr, weight decay, teacher momentum.
-    static func schedules(recipe: Recipe, iterationsPerEpoch: Int, iterations: Int) -> ([Double], [Double], [Double]) {
+    /// lr, weight decay, teacher momentum, KoLeo weight.
+    public static func schedules(recipe: Recipe, iterationsPerEpoch: Int, iterations: Int)
+        -> (learningRates: [Double], weightDecays: [Double], momenta: [Double], koleoWeights: [Double]) {
         let warmup = recipe.warmupIterations(iterationsPerEpoch: iterationsPerEpoch, iterations: iterations)
         return (Schedules.cosine(base: recipe.lr * Double(recipe.batch_size) / 256, final: recipe.min_lr,
                                  iterations: iterations, warmupIterations: warmup),
                 Schedules.cosine(base: recipe.weight_decay, final: recipe.weight_decay_end, iterations: iterations,
                                  warmupIterations: 0),
-                Schedules.cosine(base: recipe.momentum_teacher, final: 1, iterations: iterations, warmupIterations: 0))
+                Schedules.cosine(base: recipe.momentum_teacher, final: 1, iterations: iterations, warmupIterations: 0),
+                Schedules.cosine(base: recipe.koleo_loss_weight, final: recipe.koleoLossWeightEnd, iterations: iterations,
+                                 warmupIterations: 0))
     }
 
     /// Rebuilds the schedules over `steps` in all and records them as the run's horizon (`max_minutes`).
     func fitSchedules(to steps: Int) {
         scheduledSteps = steps
-        (learningRates, weightDecays, momenta) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
+        (learningRates, weightDecays, momenta, koleoWeights) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
                                                                    iterations: steps)
     }
 
@@ -343,7 +346,7 @@ public final class Trainer {
             var settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
                                         teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
                                         clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate,
-                                        koleoWeight: recipe.koleo_loss_weight, maskedPatchWeight: recipe.ibot_loss_weight)
+                                        koleoWeight: koleoWeights[step], maskedPatchWeight: recipe.ibot_loss_weight)
             // Head warm-up: the backbone frozen, then its lr ramping up linearly over as many steps.
             let frozen = frozenBackboneSteps
             settings.freezeBackbone = step < frozen

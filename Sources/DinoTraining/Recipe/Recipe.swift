@@ -39,6 +39,10 @@ public struct Recipe: Equatable, Sendable {
     public var centering = "centering"
     /// Weight of DINOv2's KoLeo regularizer on the student's global-crop CLS features (0: off).
     public var koleo_loss_weight = 0.0
+    /// The KoLeo weight at the last step, reached by a cosine from `koleo_loss_weight` as the weight decay's
+    /// (-1: constant). Late in a run KoLeo keeps pushing each image away from its nearest neighbour, which is
+    /// what a k-NN evaluation then needs close.
+    public var koleo_loss_weight_end = -1.0
     /// Weight of DINOv2's masked-patch (iBOT) term (0: off). The student's global crops then have some
     /// patches replaced by a learned `mask_token`, and learn the teacher's head output at those patches.
     public var ibot_loss_weight = 0.0
@@ -182,6 +186,7 @@ public struct Recipe: Equatable, Sendable {
         double("warmup_teacher_temp", \.warmup_teacher_temp), int("warmup_teacher_temp_epochs", \.warmup_teacher_temp_epochs),
         double("student_temp", \.student_temp), double("center_momentum", \.center_momentum),
         string("centering", \.centering), double("koleo_loss_weight", \.koleo_loss_weight),
+        double("koleo_loss_weight_end", \.koleo_loss_weight_end),
         double("ibot_loss_weight", \.ibot_loss_weight), double("ibot_mask_sample_probability", \.ibot_mask_sample_probability),
         doubles("ibot_mask_ratio_min_max", \.ibot_mask_ratio_min_max, count: 2),
         string("optimizer", \.optimizer), double("lr", \.lr), double("min_lr", \.min_lr), int("warmup_epochs", \.warmup_epochs),
@@ -356,6 +361,8 @@ public struct Recipe: Equatable, Sendable {
         try check(DINOLoss.TeacherTargets(rawValue: centering) != nil,
                   "centering '\(centering)' is not supported; use centering or sinkhorn_knopp")
         try check(koleo_loss_weight >= 0, "koleo_loss_weight must be 0 or more")
+        try check(koleo_loss_weight_end == -1 || (koleo_loss_weight_end >= 0 && koleo_loss_weight_end.isFinite),
+                  "koleo_loss_weight_end must be 0 or more (or -1: the same as koleo_loss_weight)")
         try check(ibot_loss_weight >= 0 && ibot_loss_weight.isFinite, "ibot_loss_weight must be 0 (off) or more")
         try check(ibot_mask_sample_probability >= 0 && ibot_mask_sample_probability <= 1,
                   "ibot_mask_sample_probability must be in [0, 1]")
@@ -407,12 +414,14 @@ extension Recipe {
         return config
     }
 
-    /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
     /// The teacher targets named by `centering` (validated by `validate()`).
     public var teacherTargets: DINOLoss.TeacherTargets { DINOLoss.TeacherTargets(rawValue: centering) ?? .centering }
 
     /// The matmul precision named by `matmul_precision` (validated by `validate()`).
     public var matmulPrecision: GEMM.Precision { GEMM.Precision(rawValue: matmul_precision) ?? .float32 }
+
+    /// The KoLeo weight at the last step: `koleo_loss_weight_end`, or `koleo_loss_weight` when that is -1.
+    public var koleoLossWeightEnd: Double { koleo_loss_weight_end < 0 ? koleo_loss_weight : koleo_loss_weight_end }
 
     /// The patch masking of the masked-patch term, nil when `ibot_loss_weight` is 0.
     public var patchMasking: PatchMasking? {
@@ -420,6 +429,7 @@ extension Recipe {
                                             minimumRatio: ibot_mask_ratio_min_max[0], maximumRatio: ibot_mask_ratio_min_max[1]) : nil
     }
 
+    /// The multi-crop augmentation the recipe describes, normalizing with `mean` and `std`.
     public func augmentationSettings(mean: [Float], std: [Float]) -> AugmentationSettings {
         var settings = AugmentationSettings(
             channels: in_chans, globalSize: global_crop_size, localSize: local_crop_size, localCount: local_crops_number,
