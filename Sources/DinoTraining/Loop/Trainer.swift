@@ -172,8 +172,8 @@ public final class Trainer {
                                      workers: recipe.num_workers, rank: communicator.rank, ranks: communicator.size)
         iterationsPerEpoch = loader.iterationsPerEpoch
 
-        (learningRates, weightDecays, momenta, koleoWeights) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
-                                                                   iterations: recipe.epochs * iterationsPerEpoch)
+        (learningRates, weightDecays, momenta, koleoWeights) =
+            Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch, iterations: recipe.epochs * iterationsPerEpoch)
         teacherTemperatures = Schedules.teacherTemperature(warmup: recipe.warmup_teacher_temp, final: recipe.teacher_temp,
                                                            warmupEpochs: recipe.warmup_teacher_temp_epochs, epochs: recipe.epochs)
 
@@ -217,8 +217,8 @@ public final class Trainer {
     /// Rebuilds the schedules over `steps` in all and records them as the run's horizon (`max_minutes`).
     func fitSchedules(to steps: Int) {
         scheduledSteps = steps
-        (learningRates, weightDecays, momenta, koleoWeights) = Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch,
-                                                                   iterations: steps)
+        (learningRates, weightDecays, momenta, koleoWeights) =
+            Trainer.schedules(recipe: recipe, iterationsPerEpoch: iterationsPerEpoch, iterations: steps)
     }
 
     /// The steps a time-boxed run fits its schedules to: the current step plus what the remaining

@@ -40,8 +40,7 @@ public struct Recipe: Equatable, Sendable {
     /// Weight of DINOv2's KoLeo regularizer on the student's global-crop CLS features (0: off).
     public var koleo_loss_weight = 0.0
     /// The KoLeo weight at the last step, reached by a cosine from `koleo_loss_weight` as the weight decay's
-    /// (-1: constant). Late in a run KoLeo keeps pushing each image away from its nearest neighbour, which is
-    /// what a k-NN evaluation then needs close.
+    /// (-1: constant, as in DINOv2).
     public var koleo_loss_weight_end = -1.0
     /// Weight of DINOv2's masked-patch (iBOT) term (0: off). The student's global crops then have some
     /// patches replaced by a learned `mask_token`, and learn the teacher's head output at those patches.
