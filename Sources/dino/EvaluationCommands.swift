@@ -33,6 +33,7 @@ struct FeatureSource: ParsableArguments {
     var lastBlocks = 1
     @OptionGroup var transform: EvaluationTransform
     @OptionGroup var normalization: NormalizationOption
+    @OptionGroup var precision: MatmulPrecisionOption
 
     func validate() throws {
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
@@ -64,8 +65,10 @@ struct FeatureSource: ParsableArguments {
                                              batchSize: batchSize, inputSize: transform.inputSize,
                                              resizeTo: transform.resize)
         let line = ProgressLine()
-        let set = try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
-            line.update("\(what) features \(done)/\(total)", force: done == total)
+        let set = try precision.run {
+            try extractor.extract(dataset, onBadImage: policy, meanPatchToken: avgpool, lastBlocks: lastBlocks) { done, total in
+                line.update("\(what) features \(done)/\(total)", force: done == total)
+            }
         }
         line.finish()
         if !set.skipped.isEmpty { FileHandle.standardError.write(Data("skipped \(set.skipped.count) unreadable \(what) image(s)\n".utf8)) }
@@ -205,6 +208,7 @@ struct Attention: ParsableCommand {
     @Flag(name: .customLong("summary-only"), help: "Print the foreground shares without writing PNGs.") var summaryOnly = false
     @Option(name: .customLong("png-limit"), help: "Write PNGs for at most this many images (the shares cover all).")
     var pngLimit = 100
+    @OptionGroup var precision: MatmulPrecisionOption
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
@@ -229,10 +233,13 @@ struct Attention: ParsableCommand {
             // PNGs (a sheet, the image, and a heatmap, overlay and mask per head and for the mean) for the
             // first pngLimit images; shares for all of them.
             let written = summaryOnly ? 0 : min(pngLimit, inputs.count)
-            var maps = written > 0
-                ? try exporter.export(Array(inputs[..<written]), to: URL(fileURLWithPath: output), masks: Array(masks[..<written])) : []
-            for i in written..<inputs.count {
-                maps.append(exporter.attention(inputs[i].1, name: inputs[i].0, foregroundMask: masks[i]))
+            let maps = try precision.run {
+                var maps = written > 0
+                    ? try exporter.export(Array(inputs[..<written]), to: URL(fileURLWithPath: output), masks: Array(masks[..<written])) : []
+                for i in written..<inputs.count {
+                    maps.append(exporter.attention(inputs[i].1, name: inputs[i].0, foregroundMask: masks[i]))
+                }
+                return maps
             }
             if maps.count <= 20 {
                 for m in maps {

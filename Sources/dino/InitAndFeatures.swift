@@ -62,6 +62,7 @@ struct Features: ParsableCommand {
     @OptionGroup var normalization: NormalizationOption
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
     var onBadImage = "fail"
+    @OptionGroup var precision: MatmulPrecisionOption
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
@@ -83,9 +84,11 @@ struct Features: ParsableCommand {
             let dataset = try openDataset(argument: data)
             let line = ProgressLine()
             let started = Date()
-            let set = try extractor.extract(dataset, onBadImage: policy, patchTokens: patchTokens, meanPatchToken: avgpool,
-                                            lastBlocks: lastBlocks) { done, total in
-                line.update("features \(done)/\(total)", force: done == total)
+            let set = try precision.run {
+                try extractor.extract(dataset, onBadImage: policy, patchTokens: patchTokens, meanPatchToken: avgpool,
+                                      lastBlocks: lastBlocks) { done, total in
+                    line.update("features \(done)/\(total)", force: done == total)
+                }
             }
             line.finish()
             try set.write(to: URL(fileURLWithPath: output))

@@ -25,6 +25,7 @@ struct PCA: ParsableCommand {
     @Option(help: "Resize the short side to this before cropping to a multiple of the patch size (default: the image's own size, or the model's training size for an image that would give more than 4,096 patches).") var size: Int?
     @Option(help: "Foreground threshold on the first component, in (0, 1).") var threshold: Float = 0.5
     @OptionGroup var normalization: NormalizationOption
+    @OptionGroup var precision: MatmulPrecisionOption
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
@@ -41,7 +42,8 @@ struct PCA: ParsableCommand {
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)
             for (name, picture) in inputs { try maps.exporter.checkSize(picture, name: name) }
-            let fitted = maps.maps(inputs.map { maps.tokens($0.1, name: $0.0) })
+            let tokens = precision.run { inputs.map { maps.tokens($0.1, name: $0.0) } }
+            let fitted = maps.maps(tokens)
             let written = try maps.export(fitted, to: URL(fileURLWithPath: output))
             if fitted.count <= 20 {
                 for m in fitted {

@@ -248,6 +248,55 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["linear", "--train", good.path]), "--test", status: 64)
     }
 
+    // MARK: --matmul-precision
+
+    /// bfloat16 matmuls give the features to within bfloat16's rounding (each operand within 2⁻⁹ of
+    /// itself, relative: on the unit-variance outputs of the final LayerNorm that is hundredths), or on a
+    /// CPU without AVX-512 BF16 float32's exactly, with a note; every backbone command takes the option.
+    func testMatmulPrecisionOption() throws {
+        let folder = makeTemporaryFolder()
+        func features(_ precision: String) throws -> (result: ProcessResult, values: [Float]) {
+            let out = folder.appendingPathComponent("\(precision).npy")
+            let result = runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,
+                                  "--output", out.path, "--matmul-precision", precision])
+            assertSucceeded(result)
+            return (result, try Npy.read(out).values)
+        }
+        let exact = try features("float32"), rounded = try features("bfloat16")
+        XCTAssertEqual(exact.values.count, 16 * 32)
+        XCTAssertEqual(rounded.values.count, exact.values.count)
+        if GEMM.bfloat16Available {
+            XCTAssertNotEqual(rounded.values, exact.values, "bfloat16 was asked for and float32 ran")
+            let largest = zip(exact.values, rounded.values).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThan(largest, 0.05)
+            XCTAssertFalse(rounded.result.stderr.contains("no AVX-512 BF16"), rounded.result.stderr)
+        } else {
+            XCTAssertEqual(rounded.values, exact.values)
+            XCTAssertTrue(rounded.result.stderr.contains("no AVX-512 BF16, so the matmuls run in float32"), rounded.result.stderr)
+        }
+        let knn = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", Inputs.labelledFolder.path,
+                           "--test", Inputs.labelledFolder.path, "--k", "1", "--matmul-precision", "bfloat16"])
+        assertSucceeded(knn)
+        XCTAssertTrue(knn.stdout.contains("    1  100.00%"), knn.stdout)
+        let maps = folder.appendingPathComponent("maps"), pca = folder.appendingPathComponent("pca")
+        assertSucceeded(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
+                                 "--output", maps.path, "--matmul-precision", "bfloat16"]))
+        XCTAssertTrue(files(in: maps).contains("photo-sheet.png"))
+        assertSucceeded(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
+                                 "--output", pca.path, "--matmul-precision", "bfloat16"]))
+        XCTAssertEqual(files(in: pca), ["photo-pca-sheet.png", "photo-pca.png"])
+        let refused = folder.appendingPathComponent("refused.npy")
+        for command in [["features", "--data", Inputs.labelledFolder.path, "--output", refused.path],
+                        ["knn", "--train", Inputs.labelledFolder.path, "--validation"],
+                        ["linear", "--train", Inputs.labelledFolder.path, "--test", Inputs.labelledFolder.path],
+                        ["attention", "--image", Inputs.photo.path, "--output", maps.path],
+                        ["pca", "--image", Inputs.photo.path, "--output", pca.path]] {
+            assertRefused(runDino(command + ["--checkpoint", Inputs.rgbBackbone.path, "--matmul-precision", "float16"]),
+                          "--matmul-precision takes float32 or bfloat16, not 'float16'", status: 64)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: refused.path))
+    }
+
     // MARK: attention
 
     func testAttentionOnAPhotoWithoutAMask() throws {
