@@ -56,7 +56,7 @@ struct ThreadOptions: ParsableArguments {
 /// `matmul_precision` sets them for training. Only the forward passes of the backbone run at it; the
 /// k-NN similarities, the linear probe and PCA stay float32.
 struct MatmulPrecisionOption: ParsableArguments {
-    @Option(name: .customLong("matmul-precision"), help: "The network's matmuls: float32, or bfloat16 (operands rounded to bfloat16, sums in float; about 1.5x the images/s on CPUs with AVX-512 BF16, float32 elsewhere). k-NN and the linear probe stay float32.")
+    @Option(name: .customLong("matmul-precision"), help: "The network's matmuls: float32, or bfloat16 (operands rounded to bfloat16, sums in float; 1.2-1.5x the images/s on CPUs with AVX-512 BF16, float32 elsewhere). k-NN and the linear probe stay float32.")
     var matmulPrecision = "float32"
 
     func validate() throws {
