@@ -250,7 +250,7 @@ final class EvaluationCommandTests: XCTestCase {
 
     // MARK: --matmul-precision
 
-    /// bfloat16 matmuls give the features to within bfloat16's rounding (each operand within 2⁻⁹ of
+    /// bfloat16 matmuls give the features to within bfloat16's rounding (each operand within 2⁻⁸ of
     /// itself, relative: on the unit-variance outputs of the final LayerNorm that is hundredths), or on a
     /// CPU without AVX-512 BF16 float32's exactly, with a note; every backbone command takes the option.
     func testMatmulPrecisionOption() throws {
