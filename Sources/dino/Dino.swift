@@ -68,14 +68,13 @@ struct MatmulPrecisionOption: ParsableArguments {
     /// on stderr (once per process) when this CPU cannot run bfloat16.
     func run<T>(_ body: () throws -> T) rethrows -> T {
         let requested = GEMM.Precision(rawValue: matmulPrecision) ?? .float32
-        let previous = GEMM.precision
-        GEMM.precision = requested
-        defer { GEMM.precision = previous }
-        if GEMM.precision != requested && !Self.noted {
-            Self.noted = true
-            FileHandle.standardError.write(Data("note: this CPU has no AVX-512 BF16, so the matmuls run in float32\n".utf8))
+        return try GEMM.withPrecision(requested) {
+            if GEMM.precision != requested && !Self.noted {
+                Self.noted = true
+                FileHandle.standardError.write(Data("note: this CPU has no AVX-512 BF16, so the matmuls run in float32\n".utf8))
+            }
+            return try body()
         }
-        return try body()
     }
 
     nonisolated(unsafe) private static var noted = false

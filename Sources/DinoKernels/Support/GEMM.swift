@@ -32,6 +32,15 @@ public enum GEMM {
         set { storedPrecision = newValue == .bfloat16 && !bfloat16Available ? .float32 : newValue }
     }
 
+    /// Runs `body` with `precision` set to `requested` (float32 where bfloat16 is unavailable), then
+    /// restores the previous precision.
+    public static func withPrecision<T>(_ requested: Precision, _ body: () throws -> T) rethrows -> T {
+        let previous = precision
+        precision = requested
+        defer { precision = previous }
+        return try body()
+    }
+
     /// Whether this CPU runs the bfloat16 GEMM (AVX-512 BF16).
     public static var bfloat16Available: Bool { dino_gemm_bf16_available() != 0 }
 

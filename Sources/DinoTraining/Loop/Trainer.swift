@@ -270,13 +270,17 @@ public final class Trainer {
 
     /// Runs until the last step (or `max_steps`, or a stop request), reporting through `progress`.
     public func run(progress: (TrainingEvent) -> Void = { _ in }) throws -> TrainingSummary {
-        let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
-        let previousPrecision = GEMM.precision
-        GEMM.precision = recipe.matmulPrecision
-        defer { GEMM.precision = previousPrecision }
-        if GEMM.precision != recipe.matmulPrecision {
-            progress(.message("matmul_precision bfloat16: this CPU has no AVX-512 BF16, so the matmuls run in float32"))
+        try GEMM.withPrecision(recipe.matmulPrecision) {
+            if GEMM.precision != recipe.matmulPrecision {
+                progress(.message("matmul_precision bfloat16: this CPU has no AVX-512 BF16, so the matmuls run in float32"))
+            }
+            return try runSteps(progress: progress)
         }
+    }
+
+    /// `run`'s body, at the recipe's matmul precision.
+    private func runSteps(progress: (TrainingEvent) -> Void) throws -> TrainingSummary {
+        let b = recipe.batch_size, g = recipe.global_crop_size, l = recipe.local_crop_size, localCount = recipe.local_crops_number
         if communicator.isPrimary { try writeAtomically(Data(recipe.yaml.utf8), to: output.appendingPathComponent("recipe.yaml")) }
 
         let logURL = output.appendingPathComponent("log.jsonl")
