@@ -151,6 +151,25 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertEqual([config.registerCount, config.usesLayerScale ? 1 : 0, config.usesSwiGLU ? 1 : 0], [2, 1, 1])
     }
 
+    /// `koleo_loss_weight_end` anneals the KoLeo weight by a per-step cosine; each log line carries the
+    /// weight beside the weighted term, so the regularizer itself can be read back.
+    func testAnnealedKoLeoWeightIsLogged() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        assertSucceeded(runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path, "--set", "knn_every=0",
+                                 "--set", "attention_every=0", "--set", "koleo_loss_weight=0.1", "--set", "koleo_loss_weight_end=0"]))
+        let lines = try String(contentsOf: run.appendingPathComponent("log.jsonl"), encoding: .utf8).split(separator: "\n")
+        let logged = try lines.map { line -> (weight: Double, term: Double) in
+            let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return (try XCTUnwrap(object["koleo_weight"] as? Double, "\(line)"), try XCTUnwrap(object["koleo"] as? Double, "\(line)"))
+        }
+        XCTAssertEqual(logged.count, 8)
+        // 0.1 at the first step, falling every step, 0 + (0.1 - 0)(1 + cos(π·7/8))/2 ≈ 0.0038 at the last.
+        XCTAssertEqual(logged[0].weight, 0.1, accuracy: 1e-9)
+        XCTAssertEqual(logged[7].weight, 0.05 * (1 + cos(Double.pi * 7 / 8)), accuracy: 1e-6)
+        XCTAssertTrue(zip(logged, logged.dropFirst()).allSatisfy { $0.weight > $1.weight }, "\(logged)")
+        XCTAssertTrue(logged.allSatisfy { $0.term.isFinite && $0.term / $0.weight > 0 }, "\(logged)")
+    }
+
     /// `matmul_precision: bfloat16` trains (or says that this CPU runs float32), is written to the run's
     /// recipe, and resumes to the same bits as the whole run.
     func testTrainInBFloat16ResumesExactly() throws {

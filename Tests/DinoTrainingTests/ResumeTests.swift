@@ -29,13 +29,15 @@ func records(in folder: URL) throws -> [StepRecord] {
 func losses(in folder: URL) throws -> [Float] { try records(in: folder).map(\.loss) }
 
 final class ResumeTests: XCTestCase {
-    /// A log line from before the masked-patch term (no `ibot` key) still reads, as 0; a missing
+    /// A log line from before the masked-patch term and the KoLeo weight (no `ibot`, no `koleo_weight`)
+    /// still reads, both as 0; a missing
     /// loss is still an error.
     func testLogLinesWithoutTheMaskedPatchTermRead() throws {
         let line = #"{"step":1,"epoch":0,"loss":5.93,"teacher_entropy":4.84,"kl":1.09,"koleo":0.09,"lr":0,"wd":0.04,"#
             + #""momentum":0.99,"teacher_temp":0.04,"images_per_s":471,"seconds":0.14,"eta_s":2292}"#
         let record = try JSONDecoder().decode(StepRecord.self, from: Data(line.utf8))
         XCTAssertEqual(record.ibot, 0)
+        XCTAssertEqual(record.koleo_weight, 0)
         XCTAssertEqual(record.loss, 5.93)
         XCTAssertEqual(record.eta_s, 2292)
         let withoutLoss = line.replacingOccurrences(of: #""loss":5.93,"#, with: "")

@@ -11,8 +11,11 @@ public struct StepRecord: Codable, Sendable {
     public var loss: Float
     public var teacher_entropy: Float
     public var kl: Float
-    /// The weighted KoLeo term (0 unless `koleo_loss_weight` > 0).
+    /// The weighted KoLeo term, `koleo_weight` times the regularizer (0 unless `koleo_loss_weight` > 0).
     public var koleo: Float
+    /// The KoLeo weight at this step (a cosine when `koleo_loss_weight_end` is set), so that the
+    /// regularizer itself is `koleo / koleo_weight`.
+    public var koleo_weight: Double = 0
     /// The weighted masked-patch term (0 unless `ibot_loss_weight` > 0).
     public var ibot: Float = 0
     public var lr: Double
@@ -25,7 +28,7 @@ public struct StepRecord: Codable, Sendable {
 }
 
 extension StepRecord {
-    /// Reads a `log.jsonl` line; `ibot` may be absent (logs written before the masked-patch term).
+    /// Reads a `log.jsonl` line; `ibot` and `koleo_weight` may be absent (logs written before them).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         step = try c.decode(Int.self, forKey: .step)
@@ -34,6 +37,7 @@ extension StepRecord {
         teacher_entropy = try c.decode(Float.self, forKey: .teacher_entropy)
         kl = try c.decode(Float.self, forKey: .kl)
         koleo = try c.decode(Float.self, forKey: .koleo)
+        koleo_weight = try c.decodeIfPresent(Double.self, forKey: .koleo_weight) ?? 0
         ibot = try c.decodeIfPresent(Float.self, forKey: .ibot) ?? 0
         lr = try c.decode(Double.self, forKey: .lr)
         wd = try c.decode(Double.self, forKey: .wd)
@@ -342,7 +346,7 @@ public final class Trainer {
                 progress(.warning("skipped \(batch.skipped.count) unreadable image(s): \(batch.skipped.prefix(3).joined(separator: ", "))"))
             }
             let epoch = step / iterationsPerEpoch
-            let lr = learningRates[step], wd = weightDecays[step], momentum = momenta[step]
+            let lr = learningRates[step], wd = weightDecays[step], momentum = momenta[step], koleoWeight = koleoWeights[step]
             let teacherTemperature = teacherTemperatures[min(epoch, teacherTemperatures.count - 1)]
             let lastLayerFrozen = epoch < recipe.freeze_last_layer
 
@@ -350,7 +354,7 @@ public final class Trainer {
             var settings = StepSettings(learningRate: lr, weightDecay: wd, teacherMomentum: momentum,
                                         teacherTemperature: teacherTemperature, freezeLastLayer: lastLayerFrozen,
                                         clip: recipe.clip_grad, dropPathRate: recipe.drop_path_rate,
-                                        koleoWeight: koleoWeights[step], maskedPatchWeight: recipe.ibot_loss_weight)
+                                        koleoWeight: koleoWeight, maskedPatchWeight: recipe.ibot_loss_weight)
             // Head warm-up: the backbone frozen, then its lr ramping up linearly over as many steps.
             let frozen = frozenBackboneSteps
             settings.freezeBackbone = step < frozen
@@ -379,7 +383,8 @@ public final class Trainer {
             trainedSeconds = secondsBefore + elapsed
             let imagesPerSecond = Double((step - firstStep) * b) / max(elapsed, 1e-9)
             let record = StepRecord(step: step, epoch: epoch, loss: stats.loss, teacher_entropy: stats.teacherEntropy,
-                                    kl: stats.kullbackLeibler, koleo: stats.koleo, ibot: stats.maskedPatch, lr: lr, wd: wd, momentum: momentum,
+                                    kl: stats.kullbackLeibler, koleo: stats.koleo, koleo_weight: koleoWeight,
+                                    ibot: stats.maskedPatch, lr: lr, wd: wd, momentum: momentum,
                                     teacher_temp: teacherTemperature, images_per_s: imagesPerSecond, seconds: elapsed,
                                     eta_s: Double((total - step) * b) / max(imagesPerSecond, 1e-9))
             do { try log.write(contentsOf: try encoder.encode(record) + Data("\n".utf8)) } catch {
