@@ -135,15 +135,15 @@ BF16 static void packB(uint32_t *out, uint32_t *row, int transB, const float *b,
 }
 
 /// Row block [i0, i0 + ROWS) of op(A) (m×k: a[i·lda + p], or a[p·lda + i] when transposed) for pairs
-/// [q0, q0 + pairs): word (q, r) at out[q·ROWS + r]; rows past m are zeros. `row`: scratch for `pairs` words.
-BF16 static void packA(uint32_t *out, uint32_t *row, int transA, const float *a, long lda, long m, long k, long i0, long q0,
-                       long pairs) {
+/// [q0, q0 + pairs), rows past m zeros. Untransposed A is packed row by row, word (q, r) at out[r·PAIRS + q]
+/// (each row converted 32 floats at a time, no scatter); transposed A pair by pair, word (q, r) at
+/// out[q·ROWS + r] (12 rows of one pair are 12 contiguous floats of A). The microkernel takes either.
+BF16 static void packA(uint32_t *out, int transA, const float *a, long lda, long m, long k, long i0, long q0, long pairs) {
     if (!transA) {
         for (long r = 0; r < ROWS; r++) {
             long i = i0 + r;
-            if (i >= m) { for (long q = 0; q < pairs; q++) out[q * ROWS + r] = 0; continue; }
-            pairWords(row, a + i * lda, k, q0, pairs);
-            for (long q = 0; q < pairs; q++) out[q * ROWS + r] = row[q];
+            if (i < m) pairWords(out + r * PAIRS, a + i * lda, k, q0, pairs);
+            else memset(out + r * PAIRS, 0, (size_t)pairs * sizeof *out);
         }
     } else {
         long rows = m - i0 < ROWS ? m - i0 : ROWS;
@@ -158,10 +158,13 @@ BF16 static void packA(uint32_t *out, uint32_t *row, int transA, const float *a,
     }
 }
 
-/// The 12×32 tile: acc[r] += Σ_q A(r, q) · B(q, 0..<32) over `pairs` pairs, then stored to C as
-/// α·acc + β·C (first pass over k) or C + α·acc (later passes), for `rows` rows and `columns` columns.
-BF16 static void microkernel(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long pairs,
-                             long rows, long columns, float alpha, float beta, int first) {
+/// The 12×32 tile: acc[r] += Σ_q A(r, q) · B(q, 0..<32) over `pairs` pairs, A's word (q, r) at
+/// pa[q·pairStride + r·rowStride], then stored to C as α·acc + β·C (first pass over k) or C + α·acc (later
+/// passes), for `rows` rows and `columns` columns. Always inlined into the two layouts' kernels below, so
+/// that the strides are constants and the 12 broadcasts are fixed offsets from one pointer.
+BF16 static inline __attribute__((always_inline)) void
+tile(float *c, long ldc, const uint32_t *pa, long pairStride, long rowStride, const uint32_t *pb, long width, long pairs,
+     long rows, long columns, float alpha, float beta, int first) {
     __m512 acc[ROWS][2];
 #pragma clang loop unroll(full)
     for (int r = 0; r < ROWS; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
@@ -170,7 +173,7 @@ BF16 static void microkernel(float *c, long ldc, const uint32_t *pa, const uint3
         __m512bh b1 = (__m512bh)_mm512_load_si512(pb + q * width + 16);
 #pragma clang loop unroll(full)
         for (int r = 0; r < ROWS; r++) {
-            __m512bh x = (__m512bh)_mm512_set1_epi32((int)pa[q * ROWS + r]);
+            __m512bh x = (__m512bh)_mm512_set1_epi32((int)pa[q * pairStride + r * rowStride]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
@@ -193,22 +196,36 @@ BF16 static void microkernel(float *c, long ldc, const uint32_t *pa, const uint3
     }
 }
 
+/// A packed row by row (untransposed A).
+BF16 static void microkernelRows(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long pairs,
+                                 long rows, long columns, float alpha, float beta, int first) {
+    tile(c, ldc, pa, 1, PAIRS, pb, width, pairs, rows, columns, alpha, beta, first);
+}
+
+/// A packed pair by pair (transposed A).
+BF16 static void microkernelPairs(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long pairs,
+                                  long rows, long columns, float alpha, float beta, int first) {
+    tile(c, ldc, pa, ROWS, 1, pb, width, pairs, rows, columns, alpha, beta, first);
+}
+
 BF16 static void gemmBFloat16AVX512(int transA, int transB, long m, long n, long k, float alpha, const float *a,
                                     long lda, const float *b, long ldb, float beta, float *c, long ldc) {
     long totalPairs = (k + 1) / 2;
     long width = (n + COLUMNS - 1) / COLUMNS * COLUMNS;
     long chunk = totalPairs < PAIRS ? totalPairs : PAIRS;
-    uint32_t *memory = panels(chunk * width + chunk * ROWS + 16 * chunk);
+    uint32_t *memory = panels(chunk * width + ROWS * PAIRS + 16 * chunk);
     if (!memory) { dino_gemm_bf16_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return; }
-    uint32_t *pb = memory, *pa = memory + chunk * width, *row = pa + chunk * ROWS;
+    uint32_t *pb = memory, *pa = memory + chunk * width, *row = pa + ROWS * PAIRS;
     for (long q0 = 0; q0 < totalPairs; q0 += PAIRS) {
         long pairs = totalPairs - q0 < PAIRS ? totalPairs - q0 : PAIRS;
         packB(pb, row, transB, b, ldb, n, k, q0, pairs, width);
         for (long i0 = 0; i0 < m; i0 += ROWS) {
-            packA(pa, row, transA, a, lda, m, k, i0, q0, pairs);
+            packA(pa, transA, a, lda, m, k, i0, q0, pairs);
             long rows = m - i0 < ROWS ? m - i0 : ROWS;
-            for (long j0 = 0; j0 < n; j0 += COLUMNS)
-                microkernel(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0);
+            for (long j0 = 0; j0 < n; j0 += COLUMNS) {
+                if (transA) microkernelPairs(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0);
+                else microkernelRows(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0);
+            }
         }
     }
 }
