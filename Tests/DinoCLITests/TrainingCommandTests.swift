@@ -178,7 +178,7 @@ final class TrainingCommandTests: XCTestCase {
         let common = ["--recipe", Self.recipe(epochs: 2).path, "--set", "matmul_precision=bfloat16", "--set", "attention_every=0"]
         let result = runDino(["train", "--output", whole.path] + common)
         assertSucceeded(result)
-        XCTAssertTrue(result.stdout.contains(GEMM.bfloat16Available ? "bfloat16 matmuls (AVX-512 BF16)" : "this CPU has no AVX-512 BF16"),
+        XCTAssertTrue(result.stdout.contains(GEMM.bfloat16Available ? "bfloat16 matmuls (\(GEMM.bfloat16KernelName ?? ""))" : "this CPU has no AVX-512 BF16"),
                       result.stdout)
         XCTAssertTrue(try String(contentsOf: whole.appendingPathComponent("recipe.yaml"), encoding: .utf8)
             .contains("matmul_precision: \"bfloat16\""))

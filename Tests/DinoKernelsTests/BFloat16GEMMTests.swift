@@ -16,6 +16,7 @@ import XCTest
 /// ~2⁻⁸·Σ|a·b|, far outside that, so the comparison shows that the kernel really rounds to bfloat16.
 final class BFloat16GEMMTests: XCTestCase {
     override func tearDown() {
+        dino_gemm_bf16_use_amx(1)
         GEMM.precision = .float32
         Parallel.setThreadCount(2)
     }
@@ -53,13 +54,24 @@ final class BFloat16GEMMTests: XCTestCase {
         }
     }
 
-    /// Shapes past every edge of the 12×32 tile (rows and columns not multiples, odd k, k over one
-    /// 384-long pass), the four transposes, β = 0 over NaNs (C must not be read) and β = 1.
+    /// Shapes past every edge of the 12×32 tile and of AMX's 32×32 block and 16-pair tiles (rows and
+    /// columns not multiples, odd k, k over one 384-long pass), the four transposes, β = 0 over NaNs (C
+    /// must not be read) and β = 1; each kernel the CPU has (AMX, then AVX-512 BF16).
     func testKernelMatchesTwinAndTheBound() throws {
         guard dino_gemm_bf16_available() != 0 else {
             throw XCTSkip("this CPU has no AVX-512 BF16: dino_gemm_bf16 runs its twin, so there is no kernel to compare")
         }
-        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (12, 32, 2), (40, 96, 49), (25, 17, 385), (100, 300, 800), (7, 1030, 96)] {
+        let kernels = dino_gemm_bf16_amx_available() != 0 ? [1, 0] : [0]
+        for useAMX in kernels {
+            dino_gemm_bf16_use_amx(Int32(useAMX))
+            XCTAssertEqual(dino_gemm_bf16_amx_in_use(), Int32(useAMX))
+            try checkKernelAgainstTwin(kernel: useAMX == 1 ? "AMX" : "AVX-512 BF16")
+        }
+    }
+
+    func checkKernelAgainstTwin(kernel: String) throws {
+        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (12, 32, 2), (40, 96, 49), (25, 17, 385), (100, 300, 800), (7, 1030, 96),
+                          (33, 64, 64), (16, 31, 33)] {
             for (transposeA, transposeB) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a = randomArray(m * k, seed: 40), b = randomArray(k * n, seed: 41), c0 = randomArray(m * n, seed: 42)
                 let lda = transposeA ? m : k, ldb = transposeB ? k : n
@@ -70,7 +82,7 @@ final class BFloat16GEMMTests: XCTestCase {
                                    beta, fast.pointer, n)
                     dino_gemm_bf16_reference(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda, input(b), ldb,
                                              beta, twin.pointer, n)
-                    let label = "\(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) β \(beta)"
+                    let label = "\(kernel) \(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) β \(beta)"
                     var worstTwin = 0.0, worstExact = 0.0
                     for i in 0..<m {
                         for j in 0..<n {

@@ -169,6 +169,8 @@ struct Bench: ParsableCommand {
     var compareLastBlock = false
     @Option(help: "The matmuls' precision: float32 (OpenBLAS) or bfloat16 (AVX-512 BF16; float32 on CPUs without it).")
     var matmulPrecision = "float32"
+    @Option(help: "The bfloat16 kernel: auto (AMX where the CPU has it, else AVX-512 BF16) or avx512.")
+    var bfloat16Kernel = "auto"
 
     func run() throws {
         Parallel.setThreadCount(threads)
@@ -182,6 +184,11 @@ struct Bench: ParsableCommand {
             throw ValidationError("--matmul-precision takes float32 or bfloat16")
         }
         GEMM.precision = precision
+        switch bfloat16Kernel {
+        case "auto": GEMM.allowsAMX = true
+        case "avx512": GEMM.allowsAMX = false
+        default: throw ValidationError("--bfloat16-kernel takes auto or avx512")
+        }
         if config == "kernels" { return kernelBenchmarks() }
         if PipelineBenchmark.names.contains(config) {
             let result = try PipelineBenchmark(name: config, workers: threads, repeats: repeats, dataPath: data).run()
@@ -237,6 +244,7 @@ struct Bench: ParsableCommand {
             "flops_per_step": c.flopsPerStep(), "executed_flops_per_step": c.flopsPerStep(executed: true),
             "executed_gflops": executed, "executed_share_of_peak": executed / peak, "cores_busy": coresBusy,
             "blas_core": Parallel.blasCoreName, "matmul_precision": GEMM.precision.rawValue,
+            "bfloat16_kernel": GEMM.precision == .bfloat16 ? GEMM.bfloat16KernelName ?? "none" : "none",
             "kernels": dino_kernels_use_avx512() != 0 ? "avx512" : dino_kernels_use_avx2() != 0 ? "avx2" : "portable",
         ].merging(distributed) { a, _ in a }
         if json {

@@ -80,8 +80,8 @@ void dino_cross_entropy_row(float *d, double *c0, double *c1, const float *lp, c
                             long k, int view, float scale);
 
 /// C = α·op(A)·op(B) + β·C (row-major; op = transpose when transA / transB is 1) with every element of A
-/// and B rounded to bfloat16 (round to nearest even) and the products summed in float: AVX-512 BF16's
-/// vdpbf16ps where the CPU has it, dino_gemm_bf16_reference otherwise. β = 0 never reads C.
+/// and B rounded to bfloat16 (round to nearest even) and the products summed in float: AMX tiles or
+/// AVX-512 BF16's vdpbf16ps where the CPU has them, dino_gemm_bf16_reference otherwise. β = 0 never reads C.
 void dino_gemm_bf16(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                     const float *b, long ldb, float beta, float *c, long ldc);
 /// The plain twin of dino_gemm_bf16: per element, Σₚ bf16(aᵢₚ)·bf16(bₚⱼ) in float, p in order.
@@ -89,6 +89,14 @@ void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, fl
                               const float *b, long ldb, float beta, float *c, long ldc);
 /// 1 when the CPU (and OS) run AVX-512 BF16, so that dino_gemm_bf16 takes the fast path.
 int dino_gemm_bf16_available(void);
+/// 1 when the CPU has AMX-BF16 and the OS granted the tile state: dino_gemm_bf16 then runs on AMX tiles
+/// (4x vdpbf16ps's multiply-adds per instruction, the same float sums of exact pair products).
+int dino_gemm_bf16_amx_available(void);
+/// Lets dino_gemm_bf16 use AMX where available (1, the default) or keeps it on AVX-512 BF16 (0); set it
+/// between products. For comparisons: both kernels meet the same bound against the twin.
+void dino_gemm_bf16_use_amx(int enabled);
+/// 1 when dino_gemm_bf16 runs on AMX tiles now.
+int dino_gemm_bf16_amx_in_use(void);
 /// x rounded to the nearest bfloat16 (ties to even), as a float.
 float dino_round_to_bfloat16(float x);
 

@@ -17,8 +17,8 @@ import Foundation
 /// fixed chunks each computed into scratch in full, then summed in a fixed order.
 public enum GEMM {
     /// How products are computed. `bfloat16` rounds A and B to bfloat16 and sums the products in float
-    /// (mixed-precision training's matmuls: vdpbf16ps does twice the multiply-adds of a float FMA), on
-    /// CPUs with AVX-512 BF16; elsewhere it falls back to `float32`.
+    /// (mixed-precision training's matmuls: vdpbf16ps does twice the multiply-adds of a float FMA, an AMX
+    /// tile instruction 4x vdpbf16ps's), on CPUs with AVX-512 BF16; elsewhere it falls back to `float32`.
     public enum Precision: String, Sendable, CaseIterable {
         case float32, bfloat16
     }
@@ -43,6 +43,19 @@ public enum GEMM {
 
     /// Whether this CPU runs the bfloat16 GEMM (AVX-512 BF16).
     public static var bfloat16Available: Bool { dino_gemm_bf16_available() != 0 }
+
+    /// Whether bfloat16 products may run on AMX tiles where the CPU has them (Intel Xeon of the 4th
+    /// generation on; the default), or stay on AVX-512 BF16 (for comparisons). Both sum the same exact pair
+    /// products in float, in different orders. Set it between products, not during one.
+    public static var allowsAMX: Bool {
+        get { dino_gemm_bf16_amx_in_use() != 0 || dino_gemm_bf16_amx_available() == 0 }
+        set { dino_gemm_bf16_use_amx(newValue ? 1 : 0) }
+    }
+
+    /// The kernel bfloat16 products run on: "AMX", "AVX-512 BF16", or nil where neither is available.
+    public static var bfloat16KernelName: String? {
+        dino_gemm_bf16_amx_in_use() != 0 ? "AMX" : bfloat16Available ? "AVX-512 BF16" : nil
+    }
 
     static let targetTiles = 8
     static let minimumRows = 128
