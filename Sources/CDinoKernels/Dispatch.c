@@ -39,3 +39,15 @@ int dino_kernels_use_avx512(void) {
 void dino_kernels_allow_avx512(int allow) { __atomic_store_n(&avx512Allowed, allow, __ATOMIC_RELAXED); }
 
 void dino_kernels_force_portable(int portable) { __atomic_store_n(&forcedPortable, portable, __ATOMIC_RELAXED); }
+
+int dino_cpu_vector_level(void) {
+#if DINO_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        return 2;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+#else
+    return 0;
+#endif
+}

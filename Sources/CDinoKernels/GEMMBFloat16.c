@@ -237,10 +237,10 @@ BF16 static void gemmBFloat16AVX512(int transA, int transB, long m, long n, long
 // MARK: - AMX tiles
 
 // Intel's AMX (Xeon of the 4th generation on) multiplies a 16×32 bfloat16 tile by a 32×16 one into a
-// 16×16 float tile in one instruction, with the same float sums of exact pair products as vdpbf16ps:
-// 4x the multiply-adds per cycle. Its B tile is the packed B above as it is (16 pair rows of 16
-// columns), its A tile 16 rows of 16 pair words, so A is packed row by row for both transposes. Four C
-// tiles make a 32×32 block (tiles 0–3), with A in tiles 4–5 and B in 6–7.
+// 16×16 float tile in one instruction, with the same float sums of exact pair products as vdpbf16ps: up
+// to 8x the multiply-adds per cycle of two vdpbf16ps ports. Its B tile is the packed B above as it is
+// (16 pair rows of 16 columns), its A tile 16 rows of 16 pair words, so A is packed row by row for both
+// transposes. Four C tiles make a 32×32 block (tiles 0–3), with A in tiles 4–5 and B in 6–7.
 #define AMX __attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")))
 
 enum { BLOCK = 32, TILE_PAIRS = 16 };

@@ -170,6 +170,21 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(logged.allSatisfy { $0.term.isFinite && $0.term / $0.weight > 0 }, "\(logged)")
     }
 
+    /// OpenBLAS falls back to its SSE3 kernels ("Prescott") on CPUs newer than it; `dino` then starts again
+    /// with `OPENBLAS_CORETYPE` set, so a float32 run names the AVX2 or AVX-512 kernel set the CPU runs. The
+    /// variable is left as the environment has it: where it is set, the run names that set.
+    func testTrainNamesTheKernelSetTheCPURuns() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        let result = runDino(["train", "--output", run.path, "--recipe", Self.recipe(epochs: 1).path, "--set", "max_steps=1",
+                              "--set", "attention_every=0", "--set", "knn_every=0"])
+        assertSucceeded(result)
+        let expected = BLASKernels.replacementForThisMachine ?? Parallel.blasCoreName
+        XCTAssertTrue(result.stdout.contains("OpenBLAS \(expected) kernels"), "expected \(expected): \(result.stdout)")
+        if ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil && BLASKernels.vectorLevel > 0 {
+            XCTAssertFalse(result.stdout.contains("OpenBLAS Prescott kernels"), result.stdout)
+        }
+    }
+
     /// `matmul_precision: bfloat16` trains (or says that this CPU runs float32), is written to the run's
     /// recipe, and resumes to the same bits as the whole run.
     func testTrainInBFloat16ResumesExactly() throws {

@@ -24,6 +24,9 @@ int dino_kernels_use_avx512(void);
 /// Allows the AVX-512 parts (1, the default, where the CPU has AVX-512 F) or keeps to AVX2 (0);
 /// for tests and benchmarks.
 void dino_kernels_allow_avx512(int allow);
+/// What the CPU (and OS) run, whatever the kernels above are allowed: 2 for the AVX-512 of Skylake-SP
+/// on (F, BW, DQ, VL), 1 for AVX2 + FMA, 0 otherwise. For choosing OpenBLAS's kernel set.
+int dino_cpu_vector_level(void);
 
 /// out[i] = x·Φ(x) with x = in[i], Φ the standard normal CDF (exact erf form). count values.
 void dino_gelu_forward(float *out, const float *in, long count);
@@ -90,7 +93,7 @@ void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, fl
 /// 1 when the CPU (and OS) run AVX-512 BF16, so that dino_gemm_bf16 takes the fast path.
 int dino_gemm_bf16_available(void);
 /// 1 when the CPU has AMX-BF16 and the OS granted the tile state: dino_gemm_bf16 then runs on AMX tiles
-/// (4x vdpbf16ps's multiply-adds per instruction, the same float sums of exact pair products).
+/// (up to 8x vdpbf16ps's multiply-adds per cycle, the same float sums of exact pair products).
 int dino_gemm_bf16_amx_available(void);
 /// Lets dino_gemm_bf16 use AMX where available (1, the default) or keeps it on AVX-512 BF16 (0); set it
 /// between products. For comparisons: both kernels meet the same bound against the twin.

@@ -18,7 +18,7 @@ import Foundation
 public enum GEMM {
     /// How products are computed. `bfloat16` rounds A and B to bfloat16 and sums the products in float
     /// (mixed-precision training's matmuls: vdpbf16ps does twice the multiply-adds of a float FMA, an AMX
-    /// tile instruction 4x vdpbf16ps's), on CPUs with AVX-512 BF16; elsewhere it falls back to `float32`.
+    /// tile unit up to 8x that per cycle), on CPUs with AVX-512 BF16; elsewhere it falls back to `float32`.
     public enum Precision: String, Sendable, CaseIterable {
         case float32, bfloat16
     }

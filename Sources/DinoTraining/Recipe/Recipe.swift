@@ -116,7 +116,7 @@ public struct Recipe: Equatable, Sendable {
     public var saveckp_freq = 20
     public var threads = 0
     /// The matmuls' precision: `float32`, or `bfloat16` (operands rounded to bfloat16, products summed in
-    /// float: about 1.9x the GEMM rate on CPUs with AVX-512 BF16; float32 elsewhere).
+    /// float: about 1.9x the GEMM rate on CPUs with AVX-512 BF16, 2–3x that on AMX tiles; float32 elsewhere).
     public var matmul_precision = "float32"
     // Evaluation during training
     /// Evaluate teacher k-NN on a held-out split every N epochs (0: never).
