@@ -162,10 +162,12 @@ BF16 static void packA(uint32_t *out, int transA, const float *a, long lda, long
     }
 }
 
-/// One row of a finished tile's sums (s0: columns 0–15, s1: 16–31, masked to C's columns) to C: α·s + β·C on
-/// the first pass over k (C not read when β = 0), C + α·s on later passes.
-BF16 static inline __attribute__((always_inline)) void storeRow(float *out, __m512 s0, __m512 s1, __mmask16 m0, __mmask16 m1,
-                                                                float alpha, float beta, int first) {
+/// One row of a finished tile's sums (s0: columns 0–15, s1: 16–31) to C's first `columns` columns: α·s + β·C
+/// on the first pass over k (C not read when β = 0), C + α·s on later passes.
+BF16 static inline __attribute__((always_inline)) void storeRow(float *out, __m512 s0, __m512 s1, long columns, float alpha,
+                                                                float beta, int first) {
+    __mmask16 m0 = columns >= 16 ? 0xffff : (__mmask16)((1u << columns) - 1);
+    __mmask16 m1 = columns >= 32 ? 0xffff : columns <= 16 ? 0 : (__mmask16)((1u << (columns - 16)) - 1);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 y0 = _mm512_mul_ps(va, s0), y1 = _mm512_mul_ps(va, s1);
     if (!first) {
@@ -199,9 +201,7 @@ tile(float *c, long ldc, const uint32_t *pa, long pairStride, long rowStride, co
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
     }
-    __mmask16 m0 = columns >= 16 ? 0xffff : (__mmask16)((1u << columns) - 1);
-    __mmask16 m1 = columns >= 32 ? 0xffff : columns <= 16 ? 0 : (__mmask16)((1u << (columns - 16)) - 1);
-    for (long r = 0; r < rows; r++) storeRow(c + r * ldc, acc[r][0], acc[r][1], m0, m1, alpha, beta, first);
+    for (long r = 0; r < rows; r++) storeRow(c + r * ldc, acc[r][0], acc[r][1], columns, alpha, beta, first);
 }
 
 /// A packed row by row (untransposed A).
@@ -328,11 +328,9 @@ AMX static void blockAMX(float *c, long ldc, const uint32_t *pa, const uint32_t 
     }
     _tile_stored(0, scratch, BLOCK * 4);
     _tile_stored(1, scratch + 16, BLOCK * 4);
-    __mmask16 m0 = columns >= 16 ? 0xffff : (__mmask16)((1u << columns) - 1);
-    __mmask16 m1 = columns >= 32 ? 0xffff : columns <= 16 ? 0 : (__mmask16)((1u << (columns - 16)) - 1);
     for (long r = 0; r < rows; r++)
-        storeRow(c + r * ldc, _mm512_loadu_ps(scratch + r * BLOCK), _mm512_loadu_ps(scratch + r * BLOCK + 16), m0, m1, alpha,
-                 beta, first);
+        storeRow(c + r * ldc, _mm512_loadu_ps(scratch + r * BLOCK), _mm512_loadu_ps(scratch + r * BLOCK + 16), columns,
+                 alpha, beta, first);
 }
 
 /// The AVX-512 kernel's passes of 384 over k with AMX blocks: returns 0 (nothing written) when the
