@@ -43,7 +43,7 @@ public enum Quickstart {
     grayscale_prob: 0.0
     solarization_prob: 0.0
     batch_size: 32
-    epochs: 14
+    epochs: 20
     max_minutes: 4.5
     train_subset: 30000
     lr: 0.016
