@@ -315,7 +315,7 @@ public final class Trainer {
                 ? "the run is already at step \(step), the end of the schedules max_minutes fitted: nothing to train"
                 : "the run is already at step \(step), and the recipe asks for \(total): nothing to train (raise epochs or max_steps to continue)"))
         } else if step == 0 {
-            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b)\(communicator.size > 1 ? " (\(communicator.size) processes of \(b / communicator.size))" : ""), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) threads, \(GEMM.precision == .bfloat16 ? "bfloat16 matmuls (\(GEMM.bfloat16KernelName ?? "AVX-512 BF16"))" : "OpenBLAS \(Parallel.blasCoreName) kernels")"))
+            progress(.message("training \(config.arch) (\(config.embedDim) wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize)) with a \(head.outDim)-prototype head on \(trainingData.count) images: \(recipe.epochs) epochs of \(iterationsPerEpoch) steps, batch \(b)\(communicator.size > 1 ? " (\(communicator.size) processes of \(b / communicator.size))" : ""), 2x\(g)px + \(localCount)x\(l)px crops, \(Parallel.threadCount) thread\(Parallel.threadCount == 1 ? "" : "s"), \(GEMM.precision == .bfloat16 ? "bfloat16 matmuls (\(GEMM.bfloat16KernelName ?? "AVX-512 BF16"))" : "OpenBLAS \(Parallel.blasCoreName) kernels")"))
         } else {
             progress(.message("resuming at step \(step) of \(total) (epoch \(step / iterationsPerEpoch))"))
         }
