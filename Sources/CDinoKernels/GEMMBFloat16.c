@@ -35,9 +35,11 @@ float dino_round_to_bfloat16(float x) { return bfloat16Value(bfloat16Bits(x)); }
 // MARK: - Portable twin
 
 /// Each element: s += bf16(aᵢₚ)·bf16(bₚⱼ) for p in order (a product of two bfloat16 values is exact in
-/// float), then α·s + β·C. The kernel sums the same products in another order (pairs, passes over k).
-void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
-                              const float *b, long ldb, float beta, float *c, long ldc) {
+/// float), then y = α·s, y = biasⱼ + y (with a bias), and β·C + y. The kernel sums the same products in
+/// another order (pairs, passes over k).
+void dino_gemm_bf16_bias_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a,
+                                   long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                                   const float *bias) {
     for (long i = 0; i < m; i++) {
         for (long j = 0; j < n; j++) {
             float sum = 0;
@@ -46,10 +48,16 @@ void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, fl
                 float y = transB ? b[j * ldb + p] : b[p * ldb + j];
                 sum += dino_round_to_bfloat16(x) * dino_round_to_bfloat16(y);
             }
-            float *out = c + i * ldc + j;
-            *out = beta == 0 ? alpha * sum : alpha * sum + beta * *out;
+            float *out = c + i * ldc + j, y = alpha * sum;
+            if (bias) y = bias[j] + y;
+            *out = beta == 0 ? y : y + beta * *out;
         }
     }
+}
+
+void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                              const float *b, long ldb, float beta, float *c, long ldc) {
+    dino_gemm_bf16_bias_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
 }
 
 #if DINO_X86
@@ -162,14 +170,19 @@ BF16 static void packA(uint32_t *out, int transA, const float *a, long lda, long
     }
 }
 
-/// One row of a finished tile's sums (s0: columns 0–15, s1: 16–31) to C's first `columns` columns: α·s + β·C
-/// on the first pass over k (C not read when β = 0), C + α·s on later passes.
+/// One row of a finished tile's sums (s0: columns 0–15, s1: 16–31) to C's first `columns` columns: (bias +
+/// α·s) + β·C on the first pass over k (C not read when β = 0; `bias` the tile's first column's, or NULL),
+/// C + α·s on later passes. The bias here saves the pass that would write it into C before the product.
 BF16 static inline __attribute__((always_inline)) void storeRow(float *out, __m512 s0, __m512 s1, long columns, float alpha,
-                                                                float beta, int first) {
+                                                                float beta, int first, const float *bias) {
     __mmask16 m0 = columns >= 16 ? 0xffff : (__mmask16)((1u << columns) - 1);
     __mmask16 m1 = columns >= 32 ? 0xffff : columns <= 16 ? 0 : (__mmask16)((1u << (columns - 16)) - 1);
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 y0 = _mm512_mul_ps(va, s0), y1 = _mm512_mul_ps(va, s1);
+    if (first && bias) {
+        y0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, bias), y0);
+        y1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, bias + 16), y1);
+    }
     if (!first) {
         y0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, out), y0);
         y1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, out + 16), y1);
@@ -187,7 +200,7 @@ BF16 static inline __attribute__((always_inline)) void storeRow(float *out, __m5
 /// that the strides are constants and the 12 broadcasts are fixed offsets from one pointer.
 BF16 static inline __attribute__((always_inline)) void
 tile(float *c, long ldc, const uint32_t *pa, long pairStride, long rowStride, const uint32_t *pb, long width, long pairs,
-     long rows, long columns, float alpha, float beta, int first) {
+     long rows, long columns, float alpha, float beta, int first, const float *bias) {
     __m512 acc[ROWS][2];
 #pragma clang loop unroll(full)
     for (int r = 0; r < ROWS; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
@@ -201,28 +214,32 @@ tile(float *c, long ldc, const uint32_t *pa, long pairStride, long rowStride, co
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
         }
     }
-    for (long r = 0; r < rows; r++) storeRow(c + r * ldc, acc[r][0], acc[r][1], columns, alpha, beta, first);
+    for (long r = 0; r < rows; r++) storeRow(c + r * ldc, acc[r][0], acc[r][1], columns, alpha, beta, first, bias);
 }
 
 /// A packed row by row (untransposed A).
 BF16 static void microkernelRows(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long pairs,
-                                 long rows, long columns, float alpha, float beta, int first) {
-    tile(c, ldc, pa, 1, PAIRS, pb, width, pairs, rows, columns, alpha, beta, first);
+                                 long rows, long columns, float alpha, float beta, int first, const float *bias) {
+    tile(c, ldc, pa, 1, PAIRS, pb, width, pairs, rows, columns, alpha, beta, first, bias);
 }
 
 /// A packed pair by pair (transposed A).
 BF16 static void microkernelPairs(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long pairs,
-                                  long rows, long columns, float alpha, float beta, int first) {
-    tile(c, ldc, pa, ROWS, 1, pb, width, pairs, rows, columns, alpha, beta, first);
+                                  long rows, long columns, float alpha, float beta, int first, const float *bias) {
+    tile(c, ldc, pa, ROWS, 1, pb, width, pairs, rows, columns, alpha, beta, first, bias);
 }
 
 BF16 static void gemmBFloat16AVX512(int transA, int transB, long m, long n, long k, float alpha, const float *a,
-                                    long lda, const float *b, long ldb, float beta, float *c, long ldc) {
+                                    long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                                    const float *bias) {
     long totalPairs = (k + 1) / 2;
     long width = (n + COLUMNS - 1) / COLUMNS * COLUMNS;
     long chunk = totalPairs < PAIRS ? totalPairs : PAIRS;
     uint32_t *memory = panels(chunk * width + ROWS * PAIRS + 16 * chunk);
-    if (!memory) { dino_gemm_bf16_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return; }
+    if (!memory) {
+        dino_gemm_bf16_bias_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+        return;
+    }
     uint32_t *pb = memory, *pa = memory + chunk * width, *row = pa + ROWS * PAIRS;
     for (long q0 = 0; q0 < totalPairs; q0 += PAIRS) {
         long pairs = totalPairs - q0 < PAIRS ? totalPairs - q0 : PAIRS;
@@ -231,8 +248,13 @@ BF16 static void gemmBFloat16AVX512(int transA, int transB, long m, long n, long
             packA(pa, transA, a, lda, m, k, i0, q0, pairs);
             long rows = m - i0 < ROWS ? m - i0 : ROWS;
             for (long j0 = 0; j0 < n; j0 += COLUMNS) {
-                if (transA) microkernelPairs(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0);
-                else microkernelRows(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0);
+                const float *columnBias = bias ? bias + j0 : NULL;
+                if (transA)
+                    microkernelPairs(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0,
+                                     columnBias);
+                else
+                    microkernelRows(c + i0 * ldc + j0, ldc, pa, pb + j0, width, pairs, rows, n - j0, alpha, beta, q0 == 0,
+                                    columnBias);
             }
         }
     }
@@ -299,7 +321,7 @@ AMX static void packARows(uint32_t *out, int transA, const float *a, long lda, l
 /// pa[r·PAIRS + q], B's at pb[q·width + j]; then through `scratch` (32×32 floats) to C as α·acc + β·C
 /// (first pass over k) or C + α·acc (later passes), for `rows` rows and `columns` columns.
 AMX static void blockAMX(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long padded, long rows,
-                         long columns, float alpha, float beta, int first, float *scratch) {
+                         long columns, float alpha, float beta, int first, const float *bias, float *scratch) {
     _tile_zero(0);
     _tile_zero(1);
     if (rows > 16) {
@@ -330,13 +352,13 @@ AMX static void blockAMX(float *c, long ldc, const uint32_t *pa, const uint32_t 
     _tile_stored(1, scratch + 16, BLOCK * 4);
     for (long r = 0; r < rows; r++)
         storeRow(c + r * ldc, _mm512_loadu_ps(scratch + r * BLOCK), _mm512_loadu_ps(scratch + r * BLOCK + 16), columns,
-                 alpha, beta, first);
+                 alpha, beta, first, bias);
 }
 
 /// The AVX-512 kernel's passes of 384 over k with AMX blocks: returns 0 (nothing written) when the
 /// scratch cannot be had.
 AMX static int gemmBFloat16AMX(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
-                               const float *b, long ldb, float beta, float *c, long ldc) {
+                               const float *b, long ldb, float beta, float *c, long ldc, const float *bias) {
     long totalPairs = (k + 1) / 2;
     long width = (n + BLOCK - 1) / BLOCK * BLOCK;
     long chunk = totalPairs < PAIRS ? totalPairs : PAIRS;
@@ -356,7 +378,7 @@ AMX static int gemmBFloat16AMX(int transA, int transB, long m, long n, long k, f
             packARows(pa, transA, a, lda, m, k, i0, q0, pairs, padded);
             for (long j0 = 0; j0 < n; j0 += BLOCK)
                 blockAMX(c + i0 * ldc + j0, ldc, pa, pb + j0, width, padded, rows, n - j0 < BLOCK ? n - j0 : BLOCK,
-                         alpha, beta, q0 == 0, scratch);
+                         alpha, beta, q0 == 0, bias ? bias + j0 : NULL, scratch);
         }
     }
     _tile_release();
@@ -411,16 +433,22 @@ int dino_gemm_bf16_amx_in_use(void) {
     return __atomic_load_n(&amxEnabled, __ATOMIC_RELAXED) && dino_gemm_bf16_amx_available();
 }
 
-void dino_gemm_bf16(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
-                    const float *b, long ldb, float beta, float *c, long ldc) {
+void dino_gemm_bf16_bias(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                         const float *b, long ldb, float beta, float *c, long ldc, const float *bias) {
     if (m <= 0 || n <= 0) return;
 #if DINO_X86
-    if (k > 0 && dino_gemm_bf16_amx_in_use() && gemmBFloat16AMX(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc))
+    if (k > 0 && dino_gemm_bf16_amx_in_use() &&
+        gemmBFloat16AMX(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias))
         return;
     if (dino_gemm_bf16_available() && k > 0) {
-        gemmBFloat16AVX512(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        gemmBFloat16AVX512(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
         return;
     }
 #endif
-    dino_gemm_bf16_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    dino_gemm_bf16_bias_reference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
+}
+
+void dino_gemm_bf16(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                    const float *b, long ldb, float beta, float *c, long ldc) {
+    dino_gemm_bf16_bias(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, NULL);
 }

@@ -56,7 +56,8 @@ final class BFloat16GEMMTests: XCTestCase {
 
     /// Shapes past every edge of the 12×32 tile and of AMX's 32×32 block and 16-pair tiles (rows and
     /// columns not multiples, odd k, k over one 384-long pass), the four transposes, β = 0 over NaNs (C
-    /// must not be read) and β = 1; each kernel the CPU has (AMX, then AVX-512 BF16).
+    /// must not be read) and β = 1, with and without a bias in the store; each kernel the CPU has (AMX,
+    /// then AVX-512 BF16).
     func testKernelMatchesTwinAndTheBound() throws {
         guard dino_gemm_bf16_available() != 0 else {
             throw XCTSkip("this CPU has no AVX-512 BF16: dino_gemm_bf16 runs its twin, so there is no kernel to compare")
@@ -74,22 +75,31 @@ final class BFloat16GEMMTests: XCTestCase {
                           (33, 64, 64), (16, 31, 33)] {
             for (transposeA, transposeB) in [(false, false), (false, true), (true, false), (true, true)] {
                 let a = randomArray(m * k, seed: 40), b = randomArray(k * n, seed: 41), c0 = randomArray(m * n, seed: 42)
+                let bias = randomArray(n, seed: 43)
                 let lda = transposeA ? m : k, ldb = transposeB ? k : n
-                for beta: Float in [0, 1] {
+                for (beta, withBias) in [(Float(0), false), (1, false), (0, true), (1, true)] {
                     let start = beta == 0 ? [Float](repeating: .nan, count: m * n) : floats(c0)
                     let fast = kept(FloatBuffer(start)), twin = kept(FloatBuffer(start))
-                    dino_gemm_bf16(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda, input(b), ldb,
-                                   beta, fast.pointer, n)
-                    dino_gemm_bf16_reference(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda, input(b), ldb,
-                                             beta, twin.pointer, n)
-                    let label = "\(kernel) \(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) β \(beta)"
+                    let biasPointer = withBias ? input(bias) : nil
+                    dino_gemm_bf16_bias(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda, input(b), ldb,
+                                        beta, fast.pointer, n, biasPointer)
+                    dino_gemm_bf16_bias_reference(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda,
+                                                  input(b), ldb, beta, twin.pointer, n, biasPointer)
+                    if !withBias {  // the entry point without a bias gives the same bits
+                        let plain = kept(FloatBuffer(start))
+                        dino_gemm_bf16(transposeA ? 1 : 0, transposeB ? 1 : 0, m, n, k, 0.5, input(a), lda, input(b), ldb,
+                                       beta, plain.pointer, n)
+                        XCTAssertEqual(plain.array, fast.array, "\(kernel) \(m)x\(n)x\(k): dino_gemm_bf16 differs")
+                    }
+                    let label = "\(kernel) \(m)x\(n)x\(k) tA \(transposeA) tB \(transposeB) β \(beta) bias \(withBias)"
                     var worstTwin = 0.0, worstExact = 0.0
                     for i in 0..<m {
                         for j in 0..<n {
                             var (exact, magnitude) = dot(a, b, i, j, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
-                            exact = 0.5 * exact + Double(beta) * c0[i * n + j]
-                            magnitude = 0.5 * magnitude + Double(beta) * abs(c0[i * n + j])
-                            let floatSums = Double(k + 2) * 0x1p-24 * magnitude + 1e-30
+                            let added = withBias ? Double(bias[j]) : 0
+                            exact = 0.5 * exact + added + Double(beta) * c0[i * n + j]
+                            magnitude = 0.5 * magnitude + abs(added) + Double(beta) * abs(c0[i * n + j])
+                            let floatSums = Double(k + 3) * 0x1p-24 * magnitude + 1e-30
                             let bound = (0x1p-7 + 0x1p-16) * magnitude + floatSums
                             let f = Double(fast.pointer[i * n + j]), t = Double(twin.pointer[i * n + j])
                             worstTwin = max(worstTwin, abs(f - t) / floatSums)

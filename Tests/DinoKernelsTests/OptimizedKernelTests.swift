@@ -180,6 +180,12 @@ final class OptimizedKernelTests: XCTestCase {
         XCTAssertEqual(GEMM.innerChunks(m: 768, n: 192, k: 6400), 4)  // ViT-T/4's fc1 weight gradient
         XCTAssertEqual(GEMM.innerChunks(m: 6400, n: 192, k: 768), 1)  // its input gradient: row tiles
         XCTAssertEqual(GEMM.tileSides(m: 6400, n: 576).columns, 576)
+        // One thread's bfloat16 tiles: the recipe's shard shapes in one or two tiles of at most 2¹⁸ floats,
+        // rows in multiples of 32 (AMX blocks), columns as in `tileSides`.
+        XCTAssertTrue(GEMM.serialTileSides(m: 640, n: 384) == (640, 384))
+        XCTAssertTrue(GEMM.serialTileSides(m: 960, n: 384) == (480, 384))
+        XCTAssertTrue(GEMM.serialTileSides(m: 6400, n: 576) == (448, 576))
+        XCTAssertTrue(GEMM.serialTileSides(m: 7, n: 9) == (7, 9))
     }
 
     func testLayerNorm() {

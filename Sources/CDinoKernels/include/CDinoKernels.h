@@ -87,9 +87,17 @@ void dino_cross_entropy_row(float *d, double *c0, double *c1, const float *lp, c
 /// AVX-512 BF16's vdpbf16ps where the CPU has them, dino_gemm_bf16_reference otherwise. β = 0 never reads C.
 void dino_gemm_bf16(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                     const float *b, long ldb, float beta, float *c, long ldc);
+/// dino_gemm_bf16 with a bias (n floats, or NULL) added to each row of the product in the kernel's store:
+/// Cᵢⱼ = (biasⱼ + α·Σₚ…) + β·Cᵢⱼ, with no pass that writes the bias into C first.
+void dino_gemm_bf16_bias(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
+                         const float *b, long ldb, float beta, float *c, long ldc, const float *bias);
 /// The plain twin of dino_gemm_bf16: per element, Σₚ bf16(aᵢₚ)·bf16(bₚⱼ) in float, p in order.
 void dino_gemm_bf16_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a, long lda,
                               const float *b, long ldb, float beta, float *c, long ldc);
+/// The plain twin of dino_gemm_bf16_bias: the sum as dino_gemm_bf16_reference's, then (biasⱼ + α·s) + β·Cᵢⱼ.
+void dino_gemm_bf16_bias_reference(int transA, int transB, long m, long n, long k, float alpha, const float *a,
+                                   long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                                   const float *bias);
 /// 1 when the CPU (and OS) run AVX-512 BF16, so that dino_gemm_bf16 takes the fast path.
 int dino_gemm_bf16_available(void);
 /// 1 when the CPU has AMX-BF16 and the OS granted the tile state: dino_gemm_bf16 then runs on AMX tiles

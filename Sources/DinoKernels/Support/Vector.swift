@@ -40,6 +40,22 @@ public func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePo
     while i < n { y[i] += alpha * x[i]; i += 1 }
 }
 
+/// out[i] = y[i] + alpha·x[i] for i in 0..<n: `axpy` into another buffer (the same bits).
+@inlinable @inline(__always)
+public func addScaled(_ out: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ alpha: Float,
+                      _ x: UnsafePointer<Float>, _ n: Int) {
+    var i = 0
+    let rx = UnsafeRawPointer(x), ry = UnsafeRawPointer(y), ro = UnsafeMutableRawPointer(out)
+    let a = SIMD8<Float>(repeating: alpha)
+    while i + 8 <= n {
+        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+            + a * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
+        ro.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
+        i += 8
+    }
+    while i < n { out[i] = y[i] + alpha * x[i]; i += 1 }
+}
+
 /// Returns the maximum of x[0..<n] (n ≥ 1).
 @inlinable @inline(__always)
 public func maximum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {

@@ -141,8 +141,7 @@ public struct VisionTransformer: Sendable {
                         weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, kept: [Int], scales: [Float],
                         rowsPerImage: Int, inputSize: Int, gamma: Int?, stored: FloatBuffer?) {
             let span = rowsPerImage * d, rows = kept.count * rowsPerImage
-            output.update(from: residual, count: b * span)
-            guard !kept.isEmpty else { return }
+            guard !kept.isEmpty else { output.update(from: residual, count: b * span); return }
             if let gamma, let stored {
                 Linear.forward(output: stored.pointer, input: input, weight: weight, bias: bias, rows: rows,
                                inputSize: inputSize, outputSize: d)
@@ -151,7 +150,8 @@ public struct VisionTransformer: Sendable {
                 Linear.forward(output: a.branch.pointer, input: input, weight: weight, bias: bias, rows: rows,
                                inputSize: inputSize, outputSize: d)
             }
-            scatterAddImages(output, from: a.branch.pointer, images: kept, span: span, scales: scales)
+            residualPlusImages(output, residual: residual, from: a.branch.pointer, images: kept, span: span, scales: scales,
+                               batch: b)
         }
         for l in 0..<c.depth {
             let o = blocks[l], s = a.block(l)
@@ -491,6 +491,22 @@ func gatherImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePoin
 func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int,
                       scales: [Float]? = nil) {
     for (i, image) in images.enumerated() { axpy(output + image * span, scales?[image] ?? 1, source + i * span, span) }
+}
+
+/// output[image] = residual[image] + scale(image)·source[i] for each listed image `images[i]` (ascending),
+/// residual[image] for the others: `scatterAddImages` onto a copy of the residual, in one pass over the output.
+func residualPlusImages(_ output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>,
+                        from source: UnsafePointer<Float>, images: [Int], span: Int, scales: [Float], batch: Int) {
+    var next = 0
+    for image in 0..<batch {
+        let out = output + image * span, kept = residual + image * span
+        if next < images.count && images[next] == image {
+            addScaled(out, kept, scales[image], source + next * span, span)
+            next += 1
+        } else {
+            out.update(from: kept, count: span)
+        }
+    }
 }
 
 /// The gradient a drop-path branch sees: dBranch = scale·dOutput per image (scale 1 with no drop path:
