@@ -195,9 +195,9 @@ BF16 static inline __attribute__((always_inline)) void storeRow(float *out, __m5
 }
 
 /// The 12×32 tile: acc[r] += Σ_q A(r, q) · B(q, 0..<32) over `pairs` pairs, A's word (q, r) at
-/// pa[q·pairStride + r·rowStride], then stored to C as α·acc + β·C (first pass over k) or C + α·acc (later
-/// passes), for `rows` rows and `columns` columns. Always inlined into the two layouts' kernels below, so
-/// that the strides are constants and the 12 broadcasts are fixed offsets from one pointer.
+/// pa[q·pairStride + r·rowStride], then stored to C as `storeRow` does, for `rows` rows and `columns`
+/// columns. Always inlined into the two layouts' kernels below, so that the strides are constants and the
+/// 12 broadcasts are fixed offsets from one pointer.
 BF16 static inline __attribute__((always_inline)) void
 tile(float *c, long ldc, const uint32_t *pa, long pairStride, long rowStride, const uint32_t *pb, long width, long pairs,
      long rows, long columns, float alpha, float beta, int first, const float *bias) {
@@ -318,8 +318,8 @@ AMX static void packARows(uint32_t *out, int transA, const float *a, long lda, l
 }
 
 /// One 32×32 block of C (16 rows when `rows` ≤ 16): the tiles summed over `padded` pairs, A's words at
-/// pa[r·PAIRS + q], B's at pb[q·width + j]; then through `scratch` (32×32 floats) to C as α·acc + β·C
-/// (first pass over k) or C + α·acc (later passes), for `rows` rows and `columns` columns.
+/// pa[r·PAIRS + q], B's at pb[q·width + j]; then through `scratch` (32×32 floats) to C as `storeRow` does,
+/// for `rows` rows and `columns` columns.
 AMX static void blockAMX(float *c, long ldc, const uint32_t *pa, const uint32_t *pb, long width, long padded, long rows,
                          long columns, float alpha, float beta, int first, const float *bias, float *scratch) {
     _tile_zero(0);
