@@ -28,19 +28,10 @@ public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) 
 /// y[i] += alpha·x[i] for i in 0..<n.
 @inlinable @inline(__always)
 public func axpy(_ y: UnsafeMutablePointer<Float>, _ alpha: Float, _ x: UnsafePointer<Float>, _ n: Int) {
-    var i = 0
-    let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
-    let a = SIMD8<Float>(repeating: alpha)
-    while i + 8 <= n {
-        let v = ry.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-            + a * rx.loadUnaligned(fromByteOffset: i * 4, as: SIMD8<Float>.self)
-        ry.storeBytes(of: v, toByteOffset: i * 4, as: SIMD8<Float>.self)
-        i += 8
-    }
-    while i < n { y[i] += alpha * x[i]; i += 1 }
+    addScaled(y, UnsafePointer(y), alpha, x, n)  // each element is read before it is written
 }
 
-/// out[i] = y[i] + alpha·x[i] for i in 0..<n: `axpy` into another buffer (the same bits).
+/// out[i] = y[i] + alpha·x[i] for i in 0..<n (`out` may be `y`).
 @inlinable @inline(__always)
 public func addScaled(_ out: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ alpha: Float,
                       _ x: UnsafePointer<Float>, _ n: Int) {
