@@ -487,14 +487,13 @@ func gatherImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePoin
     for (i, image) in images.enumerated() { (output + i * span).update(from: source + image * span, count: span) }
 }
 
-/// output[images[i]] += scale(images[i])·source[i]: the inverse of `gatherImages`, accumulated.
-func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int,
-                      scales: [Float]? = nil) {
-    for (i, image) in images.enumerated() { axpy(output + image * span, scales?[image] ?? 1, source + i * span, span) }
+/// output[images[i]] += source[i]: the inverse of `gatherImages`, accumulated.
+func scatterAddImages(_ output: UnsafeMutablePointer<Float>, from source: UnsafePointer<Float>, images: [Int], span: Int) {
+    for (i, image) in images.enumerated() { axpy(output + image * span, 1, source + i * span, span) }
 }
 
 /// output[image] = residual[image] + scale(image)·source[i] for each listed image `images[i]` (ascending),
-/// residual[image] for the others: `scatterAddImages` onto a copy of the residual, in one pass over the output.
+/// residual[image] for the others, in one pass over the output (not a copy of the residual, then a scatter-add).
 func residualPlusImages(_ output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>,
                         from source: UnsafePointer<Float>, images: [Int], span: Int, scales: [Float], batch: Int) {
     var next = 0
