@@ -149,8 +149,8 @@ public enum GEMM {
             }
             return
         }
-        let serial = dino_thread_inside_shard() != 0 || Parallel.threadCount == 1
-        let (tileRows, tileColumns) = storedPrecision == .bfloat16 && serial ? serialTileSides(m: m, n: n) : tileSides(m: m, n: n)
+        let (tileRows, tileColumns) = storedPrecision == .bfloat16 && Parallel.runsInline
+            ? serialTileSides(m: m, n: n) : tileSides(m: m, n: n)
         let tilesM = (m + tileRows - 1) / tileRows, tilesN = (n + tileColumns - 1) / tileColumns
         // A bias alone goes into the bfloat16 kernel's store (the same sum, bias + α·s, one pass fewer).
         let kernelBias = storedPrecision == .bfloat16 && addend == nil ? bias : nil

@@ -53,6 +53,10 @@ public enum Parallel {
         return created
     }
 
+    /// Whether `forEachRange` runs every range inline on the calling thread: inside a batch shard, or
+    /// with one thread.
+    public static var runsInline: Bool { dino_thread_inside_shard() != 0 || threadCount == 1 }
+
     /// Calls `body` on disjoint ranges covering `0..<count`, concurrently when worthwhile.
     /// - Parameter grain: the smallest number of indices worth a thread of its own.
     ///
