@@ -323,6 +323,43 @@ final class OptimizedKernelTests: XCTestCase {
         assertAVX512MatchesAVX2(inPlaceResults, "gelu backward in place")
     }
 
+    /// The AdamW update is elementwise with no sums, so every variant must give the plain loop's bits
+    /// exactly (any fused multiply-add or reordering shows as differing elements), clipped or not, with
+    /// or without the teacher, across the 16- and 8-lane bodies and their tails.
+    func testAdamWUpdateGivesThePlainLoopsBits() {
+        for (count, scale, withTeacher) in [(1, 1, true), (15, 1, true), (17, 0.37, true), (1000, 0.37, false), (1003, 1, false)]
+            as [(Int, Float, Bool)] {
+            let p0 = floats(randomArray(count, seed: 11)), g0 = floats(randomArray(count, seed: 12, scale: 0.1))
+            let m0 = floats(randomArray(count, seed: 13, scale: 0.01)), t0 = floats(randomArray(count, seed: 15))
+            let v0 = floats(randomArray(count, seed: 14, scale: 0.01)).map { $0 * $0 }
+            let s = DinoAdamWScalars(gradientScale: scale, decay: 1 - 0.016 * 0.04, oneMinusBeta1: 1 - 0.9, beta2: 0.999,
+                                     oneMinusBeta2: 1 - 0.999, stepSize: 0.016 / 0.271, secondMomentCorrectionRoot: 0.0632,
+                                     epsilon: 1e-8, teacherMomentum: 0.98, oneMinusTeacherMomentum: 1 - 0.98)
+            // The plain loop, written out as the optimizer's formula.
+            var (p, g, m, v, t) = (p0, g0, m0, v0, t0)
+            for i in 0..<count {
+                g[i] = g0[i] * s.gradientScale
+                m[i] = m0[i] + (g[i] - m0[i]) * s.oneMinusBeta1
+                v[i] = v0[i] * s.beta2 + s.oneMinusBeta2 * g[i] * g[i]
+                p[i] = p0[i] * s.decay - s.stepSize * m[i] / (v[i].squareRoot() / s.secondMomentCorrectionRoot + s.epsilon)
+                t[i] = t0[i] * s.teacherMomentum + s.oneMinusTeacherMomentum * p[i]
+            }
+            forEachKernelVariant { variant in
+                let label = "adamw \(count) scale \(scale) teacher \(withTeacher) (\(variant))"
+                let (pb, gb, mb, vb, tb) = (kept(FloatBuffer(p0)), kept(FloatBuffer(g0)), kept(FloatBuffer(m0)),
+                                            kept(FloatBuffer(v0)), kept(FloatBuffer(t0)))
+                withUnsafePointer(to: s) {
+                    dino_adamw_update(pb.pointer, gb.pointer, mb.pointer, vb.pointer, withTeacher ? tb.pointer : nil, count, $0)
+                }
+                for (name, got, want) in [("p", pb.array, p), ("g", gb.array, g), ("m", mb.array, m), ("v", vb.array, v),
+                                          ("t", tb.array, withTeacher ? t : t0)] {
+                    let differing = zip(got, want).filter { $0.bitPattern != $1.bitPattern }.count
+                    XCTAssertEqual(differing, 0, "\(label): \(differing) values of \(name) differ from the plain loop")
+                }
+            }
+        }
+    }
+
     func testAttention() {
         // (tokens, channels, heads): head sizes 8, 32, 64 and 25 (a scalar column tail); token counts
         // across the 16-column tiles (1, 5, 17, 50) and the 4-row tiles.

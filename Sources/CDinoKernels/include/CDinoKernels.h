@@ -1,7 +1,8 @@
 // Small C kernels for the inner loops that BLAS does not cover, one file per kernel: fused attention
 // per (image, head) block (Attention.c), the exact-erf GELU (GELU.c), LayerNorm (LayerNorm.c), the
-// bias / LayerNorm parameter column sums (ColumnSums.c), the loss's softmax rows (Softmax.c), and a
-// bfloat16 GEMM with float sums (GEMMBFloat16.c: AVX-512 BF16 or its portable twin).
+// bias / LayerNorm parameter column sums (ColumnSums.c), the loss's softmax rows (Softmax.c), a
+// bfloat16 GEMM with float sums (GEMMBFloat16.c: AVX-512 BF16 or its portable twin), and the AdamW update
+// with the teacher's EMA (AdamW.c).
 // Each function has an AVX2+FMA version, chosen at run time when the CPU has it (Dispatch.c), some with
 // AVX-512 parts that give the same bits, and a portable scalar version. Each computes every
 // output element by a fixed sequence of operations, so results do not depend on how callers split
@@ -110,6 +111,21 @@ void dino_gemm_bf16_use_amx(int enabled);
 int dino_gemm_bf16_amx_in_use(void);
 /// x rounded to the nearest bfloat16 (ties to even), as a float.
 float dino_round_to_bfloat16(float x);
+
+/// The per-tensor numbers of one AdamW step (`dino_adamw_update`), each already in float: the clipping
+/// factor (1: not clipped), the decoupled decay factor 1 − lr·wd (1: not decayed), 1 − β₁, β₂, 1 − β₂,
+/// lr/(1 − β₁ᵗ), √(1 − β₂ᵗ), eps, and the teacher's momentum m and 1 − m.
+typedef struct {
+    float gradientScale, decay, oneMinusBeta1, beta2, oneMinusBeta2, stepSize, secondMomentCorrectionRoot, epsilon,
+        teacherMomentum, oneMinusTeacherMomentum;
+} DinoAdamWScalars;
+
+/// One AdamW step over `count` elements of a tensor, per element in this order (float, no fused
+/// multiply-add): g ← g·scale (stored back only when scale ≠ 1), m ← m + (g − m)·(1 − β₁),
+/// v ← v·β₂ + (1 − β₂)·g·g, p ← p·decay − stepSize·m/(√v/√(1 − β₂ᵗ) + eps), and with a teacher (or NULL)
+/// t ← t·m_t + (1 − m_t)·p. Every path gives the same bits.
+void dino_adamw_update(float *parameters, float *gradients, float *firstMoment, float *secondMoment, float *teacher,
+                       long count, const DinoAdamWScalars *scalars);
 
 /// 1 while the calling thread runs a shard of `Parallel.forEachShard` (its kernels then run inline).
 int dino_thread_inside_shard(void);

@@ -1,3 +1,4 @@
+import CDinoKernels
 import DinoKernels
 import DinoModel
 import Foundation
@@ -66,18 +67,15 @@ public final class AdamW {
             let decay: Float = e.decays ? 1 - lr * weightDecay : 1
             let bc1 = 1 - powf(beta1, t), bc2Root = (1 - powf(beta2, t)).squareRoot()
             let stepSize = lr / bc1
-            let b1 = beta1, b2 = beta2, eps = epsilon, clipped = gradientScale != 1
-            let teacherTensor = teacher.map { $0 + e.offset }, tm = teacherMomentum
-            Parallel.forEachRange(e.count, grain: 8192) { range in
-                for i in range {
-                    let grad = g[i] * gradientScale
-                    if clipped { g[i] = grad }  // an unclipped gradient is left as it is: no store
-                    var parameter = p[i] * decay
-                    m[i] += (grad - m[i]) * (1 - b1)
-                    v[i] = v[i] * b2 + (1 - b2) * grad * grad
-                    parameter -= stepSize * m[i] / (v[i].squareRoot() / bc2Root + eps)
-                    p[i] = parameter
-                    if let teacherTensor { teacherTensor[i] = teacherTensor[i] * tm + (1 - tm) * parameter }
+            let scalars = DinoAdamWScalars(
+                gradientScale: gradientScale, decay: decay, oneMinusBeta1: 1 - beta1, beta2: beta2, oneMinusBeta2: 1 - beta2,
+                stepSize: stepSize, secondMomentCorrectionRoot: bc2Root, epsilon: epsilon,
+                teacherMomentum: teacherMomentum, oneMinusTeacherMomentum: 1 - teacherMomentum)
+            let teacherTensor = teacher.map { $0 + e.offset }
+            withUnsafePointer(to: scalars) { scalars in
+                Parallel.forEachRange(e.count, grain: 8192) { range in
+                    dino_adamw_update(p + range.lowerBound, g + range.lowerBound, m + range.lowerBound, v + range.lowerBound,
+                                      teacherTensor.map { $0 + range.lowerBound }, range.count, scalars)
                 }
             }
         }
