@@ -2,7 +2,7 @@
 #include "SIMD.h"
 
 // Every vector lane takes the portable loop's operations in its order, with no fused multiply-add,
-// so each element gets the same bits on every path (and as the Swift loop this replaced).
+// so each element gets the same bits on every path: runs do not depend on the CPU's vector width.
 #pragma STDC FP_CONTRACT OFF
 
 // MARK: - Portable
