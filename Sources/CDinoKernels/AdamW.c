@@ -1,96 +1,56 @@
 // One AdamW update over a range of one tensor, with the teacher's EMA in the same pass.
 #include "SIMD.h"
 
-// Every vector lane takes the portable loop's operations in its order, with no fused multiply-add,
-// so each element gets the same bits on every path: runs do not depend on the CPU's vector width.
+// Every vector lane takes the plain loop's operations in its order, with no fused multiply-add, so each
+// element gets the same bits on every path: runs do not depend on the CPU's vector width.
 #pragma STDC FP_CONTRACT OFF
 
-// MARK: - Portable
-
-static void adamWPortable(float *p, float *g, float *m, float *v, float *teacher, long count,
-                          const DinoAdamWScalars *s) {
-    int clipped = s->gradientScale != 1.0f;
+/// The plain loop, with `clipped` (store the scaled gradient back) and `withTeacher` constant in each
+/// specialization below, so that the compiler sees a loop without branches. √ as the elementwise builtin:
+/// sqrtf's errno would keep the loop scalar, and v ≥ 0 never sets it.
+static inline __attribute__((always_inline)) void adamWLoop(float *restrict p, float *restrict g, float *restrict m,
+                                                          float *restrict v, float *restrict teacher, long count,
+                                                          const DinoAdamWScalars *s, const int clipped,
+                                                          const int withTeacher) {
+    const float scale = s->gradientScale, decay = s->decay, b1c = s->oneMinusBeta1, b2 = s->beta2, b2c = s->oneMinusBeta2;
+    const float stepSize = s->stepSize, root = s->secondMomentCorrectionRoot, eps = s->epsilon;
+    const float tm = s->teacherMomentum, tmc = s->oneMinusTeacherMomentum;
     for (long i = 0; i < count; i++) {
-        float grad = g[i] * s->gradientScale;
+        float grad = g[i] * scale;
         if (clipped) g[i] = grad;
-        float parameter = p[i] * s->decay;
-        float mi = m[i] + (grad - m[i]) * s->oneMinusBeta1;
-        float vi = v[i] * s->beta2 + s->oneMinusBeta2 * grad * grad;
+        float mi = m[i] + (grad - m[i]) * b1c;
+        float vi = v[i] * b2 + b2c * grad * grad;
         m[i] = mi;
         v[i] = vi;
-        parameter -= s->stepSize * mi / (sqrtf(vi) / s->secondMomentCorrectionRoot + s->epsilon);
+        float parameter = p[i] * decay - stepSize * mi / (__builtin_elementwise_sqrt(vi) / root + eps);
         p[i] = parameter;
-        if (teacher) teacher[i] = teacher[i] * s->teacherMomentum + s->oneMinusTeacherMomentum * parameter;
+        if (withTeacher) teacher[i] = teacher[i] * tm + tmc * parameter;
     }
+}
+
+/// adamWLoop specialized on its two conditions (an unclipped gradient is left as it is: no store).
+static inline __attribute__((always_inline)) void adamWLoops(float *p, float *g, float *m, float *v, float *teacher,
+                                                           long count, const DinoAdamWScalars *s) {
+    int clipped = s->gradientScale != 1.0f;
+    if (clipped && teacher) adamWLoop(p, g, m, v, teacher, count, s, 1, 1);
+    else if (clipped) adamWLoop(p, g, m, v, teacher, count, s, 1, 0);
+    else if (teacher) adamWLoop(p, g, m, v, teacher, count, s, 0, 1);
+    else adamWLoop(p, g, m, v, teacher, count, s, 0, 0);
+}
+
+static void adamWPortable(float *p, float *g, float *m, float *v, float *teacher, long count, const DinoAdamWScalars *s) {
+    adamWLoops(p, g, m, v, teacher, count, s);
 }
 
 #if DINO_X86
-
-// MARK: - AVX-512 (16 lanes; the tail on the portable loop)
-
-AVX512 static void adamWAVX512(float *p, float *g, float *m, float *v, float *teacher, long count,
-                               const DinoAdamWScalars *s) {
-    int clipped = s->gradientScale != 1.0f;
-    __m512 scale = _mm512_set1_ps(s->gradientScale), decay = _mm512_set1_ps(s->decay);
-    __m512 b1c = _mm512_set1_ps(s->oneMinusBeta1), b2 = _mm512_set1_ps(s->beta2), b2c = _mm512_set1_ps(s->oneMinusBeta2);
-    __m512 stepSize = _mm512_set1_ps(s->stepSize), root = _mm512_set1_ps(s->secondMomentCorrectionRoot);
-    __m512 eps = _mm512_set1_ps(s->epsilon);
-    __m512 tm = _mm512_set1_ps(s->teacherMomentum), tmc = _mm512_set1_ps(s->oneMinusTeacherMomentum);
-    long i = 0;
-    for (; i + 16 <= count; i += 16) {
-        __m512 grad = _mm512_mul_ps(_mm512_loadu_ps(g + i), scale);
-        if (clipped) _mm512_storeu_ps(g + i, grad);
-        __m512 parameter = _mm512_mul_ps(_mm512_loadu_ps(p + i), decay);
-        __m512 mi = _mm512_loadu_ps(m + i), vi = _mm512_loadu_ps(v + i);
-        mi = _mm512_add_ps(mi, _mm512_mul_ps(_mm512_sub_ps(grad, mi), b1c));
-        vi = _mm512_add_ps(_mm512_mul_ps(vi, b2), _mm512_mul_ps(_mm512_mul_ps(b2c, grad), grad));
-        _mm512_storeu_ps(m + i, mi);
-        _mm512_storeu_ps(v + i, vi);
-        __m512 denominator = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), root), eps);
-        parameter = _mm512_sub_ps(parameter, _mm512_div_ps(_mm512_mul_ps(stepSize, mi), denominator));
-        _mm512_storeu_ps(p + i, parameter);
-        if (teacher) {
-            __m512 t = _mm512_mul_ps(_mm512_loadu_ps(teacher + i), tm);
-            _mm512_storeu_ps(teacher + i, _mm512_add_ps(t, _mm512_mul_ps(tmc, parameter)));
-        }
-    }
-    if (i < count) adamWPortable(p + i, g + i, m + i, v + i, teacher ? teacher + i : NULL, count - i, s);
+AVX2 static void adamWAVX2(float *p, float *g, float *m, float *v, float *teacher, long count, const DinoAdamWScalars *s) {
+    adamWLoops(p, g, m, v, teacher, count, s);
 }
 
-// MARK: - AVX2 (8 lanes)
-
-AVX2 static void adamWAVX2(float *p, float *g, float *m, float *v, float *teacher, long count,
-                           const DinoAdamWScalars *s) {
-    int clipped = s->gradientScale != 1.0f;
-    __m256 scale = _mm256_set1_ps(s->gradientScale), decay = _mm256_set1_ps(s->decay);
-    __m256 b1c = _mm256_set1_ps(s->oneMinusBeta1), b2 = _mm256_set1_ps(s->beta2), b2c = _mm256_set1_ps(s->oneMinusBeta2);
-    __m256 stepSize = _mm256_set1_ps(s->stepSize), root = _mm256_set1_ps(s->secondMomentCorrectionRoot);
-    __m256 eps = _mm256_set1_ps(s->epsilon);
-    __m256 tm = _mm256_set1_ps(s->teacherMomentum), tmc = _mm256_set1_ps(s->oneMinusTeacherMomentum);
-    long i = 0;
-    for (; i + 8 <= count; i += 8) {
-        __m256 grad = _mm256_mul_ps(_mm256_loadu_ps(g + i), scale);
-        if (clipped) _mm256_storeu_ps(g + i, grad);
-        __m256 parameter = _mm256_mul_ps(_mm256_loadu_ps(p + i), decay);
-        __m256 mi = _mm256_loadu_ps(m + i), vi = _mm256_loadu_ps(v + i);
-        mi = _mm256_add_ps(mi, _mm256_mul_ps(_mm256_sub_ps(grad, mi), b1c));
-        vi = _mm256_add_ps(_mm256_mul_ps(vi, b2), _mm256_mul_ps(_mm256_mul_ps(b2c, grad), grad));
-        _mm256_storeu_ps(m + i, mi);
-        _mm256_storeu_ps(v + i, vi);
-        __m256 denominator = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), root), eps);
-        parameter = _mm256_sub_ps(parameter, _mm256_div_ps(_mm256_mul_ps(stepSize, mi), denominator));
-        _mm256_storeu_ps(p + i, parameter);
-        if (teacher) {
-            __m256 t = _mm256_mul_ps(_mm256_loadu_ps(teacher + i), tm);
-            _mm256_storeu_ps(teacher + i, _mm256_add_ps(t, _mm256_mul_ps(tmc, parameter)));
-        }
-    }
-    if (i < count) adamWPortable(p + i, g + i, m + i, v + i, teacher ? teacher + i : NULL, count - i, s);
+AVX512 static void adamWAVX512(float *p, float *g, float *m, float *v, float *teacher, long count, const DinoAdamWScalars *s) {
+    adamWLoops(p, g, m, v, teacher, count, s);
 }
-
 #endif
-
-// MARK: - Entry point
 
 void dino_adamw_update(float *parameters, float *gradients, float *firstMoment, float *secondMoment, float *teacher,
                        long count, const DinoAdamWScalars *scalars) {
