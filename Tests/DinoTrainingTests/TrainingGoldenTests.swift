@@ -133,6 +133,56 @@ final class TrainingGoldenTests: XCTestCase {
         XCTAssertEqual(KoLeo.forwardBackward(dInput: nil, input: x, rows: 1, columns: d), 0)
     }
 
+    /// The loss and gradient are the plain formula's bits: each similarity summed over c in order from
+    /// zero, the nearest neighbour the first of the largest, on a recipe-sized batch (64 × 96), odd sizes,
+    /// and rows repeated so that ties must go to the first.
+    func testKoLeoGivesThePlainLoopsBits() {
+        func plain(_ x: [Float], _ n: Int, _ d: Int) -> (Float, [Float]) {
+            let epsilon = 1e-8
+            var unit = [Double](repeating: 0, count: n * d), norms = [Double](repeating: 0, count: n)
+            var dUnit = [Double](repeating: 0, count: n * d), total = 0.0
+            for i in 0..<n {
+                var s = 0.0
+                for c in 0..<d { s += Double(x[i * d + c]) * Double(x[i * d + c]) }
+                norms[i] = max(s.squareRoot(), epsilon)
+                for c in 0..<d { unit[i * d + c] = Double(x[i * d + c]) / norms[i] }
+            }
+            for i in 0..<n {
+                var nearest = -1, best = -Double.infinity
+                for j in 0..<n where j != i {
+                    var similarity = 0.0
+                    for c in 0..<d { similarity += unit[i * d + c] * unit[j * d + c] }
+                    if similarity > best { best = similarity; nearest = j }
+                }
+                let difference = (0..<d).map { unit[i * d + $0] - unit[nearest * d + $0] + epsilon }
+                let distance = difference.reduce(0.0) { $0 + $1 * $1 }.squareRoot()
+                total -= log(distance + epsilon)
+                guard distance > 0 else { continue }
+                let scale = -1 / (Double(n) * distance * (distance + epsilon))
+                for c in 0..<d { dUnit[i * d + c] += scale * difference[c]; dUnit[nearest * d + c] -= scale * difference[c] }
+            }
+            var gradient = [Float](repeating: 0, count: n * d)
+            for i in 0..<n where norms[i] > epsilon {
+                var projection = 0.0
+                for c in 0..<d { projection += unit[i * d + c] * dUnit[i * d + c] }
+                for c in 0..<d { gradient[i * d + c] += Float((dUnit[i * d + c] - unit[i * d + c] * projection) / norms[i]) }
+            }
+            return (Float(total / Double(n)), gradient)
+        }
+        var generator = RandomGenerator(seed: 31)
+        let workspace = KoLeo.Workspace()
+        for (n, d, repeats) in [(64, 96, false), (7, 5, false), (13, 33, true), (2, 1, false)] {
+            var x = (0..<n * d).map { _ in generator.nextFloat() * 2 - 1 }
+            if repeats { for c in 0..<d { x[5 * d + c] = x[1 * d + c]; x[9 * d + c] = x[1 * d + c] } }  // 1, 5, 9 tie
+            let (value, gradient) = plain(x, n, d)
+            var got = [Float](repeating: 0, count: n * d)
+            let loss = KoLeo.forwardBackward(dInput: &got, input: x, rows: n, columns: d, workspace: workspace)
+            XCTAssertEqual(loss.bitPattern, value.bitPattern, "loss, n \(n) d \(d)")
+            let differing = zip(got, gradient).filter { $0.bitPattern != $1.bitPattern }.count
+            XCTAssertEqual(differing, 0, "gradient elements not bit-equal, n \(n) d \(d)")
+        }
+    }
+
     /// What made the official KoLeo go to inf or NaN on small batches of a small folder: two images with
     /// the same features (a duplicated image, or a collapsed student), and all-zero features. The loss
     /// stays finite (ε inside the log: −log(ε√d + ε) at worst) and so does the gradient.

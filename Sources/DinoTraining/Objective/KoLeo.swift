@@ -18,10 +18,13 @@ public enum KoLeo {
     /// (resized only when n or d change).
     public final class Workspace {
         var unit: [Double] = [], norms: [Double] = [], dUnit: [Double] = [], difference: [Double] = []
+        var transposed: [Double] = [], similarities: [Double] = []
         public init() {}
 
         func prepare(rows n: Int, columns d: Int) {
             if unit.count != n * d { unit = Array(repeating: 0, count: n * d) }
+            if transposed.count != n * d { transposed = Array(repeating: 0, count: n * d) }
+            if similarities.count != n { similarities = Array(repeating: 0, count: n) }
             if norms.count != n { norms = Array(repeating: 0, count: n) }
             if difference.count != d { difference = Array(repeating: 0, count: d) }
             // dUnit accumulates: zero it on every call.
@@ -43,8 +46,13 @@ public enum KoLeo {
             workspace.norms.withUnsafeMutableBufferPointer { norms in
                 workspace.dUnit.withUnsafeMutableBufferPointer { dUnit in
                     workspace.difference.withUnsafeMutableBufferPointer { difference in
-                        compute(dInput: dInput, input: input, n: n, d: d, weight: weight, unit: unit.baseAddress!,
-                                norms: norms.baseAddress!, dUnit: dUnit.baseAddress!, difference: difference.baseAddress!)
+                        workspace.transposed.withUnsafeMutableBufferPointer { transposed in
+                            workspace.similarities.withUnsafeMutableBufferPointer { similarities in
+                                compute(dInput: dInput, input: input, n: n, d: d, weight: weight, unit: unit.baseAddress!,
+                                        norms: norms.baseAddress!, dUnit: dUnit.baseAddress!, difference: difference.baseAddress!,
+                                        transposed: transposed.baseAddress!, similarities: similarities.baseAddress!)
+                            }
+                        }
                     }
                 }
             }
@@ -53,21 +61,22 @@ public enum KoLeo {
 
     static func compute(dInput: UnsafeMutablePointer<Float>?, input: UnsafePointer<Float>, n: Int, d: Int, weight: Float,
                         unit: UnsafeMutablePointer<Double>, norms: UnsafeMutablePointer<Double>,
-                        dUnit: UnsafeMutablePointer<Double>, difference: UnsafeMutablePointer<Double>) -> Float {
+                        dUnit: UnsafeMutablePointer<Double>, difference: UnsafeMutablePointer<Double>,
+                        transposed: UnsafeMutablePointer<Double>, similarities: UnsafeMutablePointer<Double>) -> Float {
         for i in 0..<n {
             var s = 0.0
             for c in 0..<d { s += Double(input[i * d + c]) * Double(input[i * d + c]) }
             norms[i] = max(s.squareRoot(), epsilon)
             for c in 0..<d { unit[i * d + c] = Double(input[i * d + c]) / norms[i] }
         }
+        // x̂ as (d, n), so that one row of similarities is d passes over contiguous columns: each
+        // similarity is still the sum over c in order from zero (the passes run across j, not c).
+        for i in 0..<n { for c in 0..<d { transposed[c * n + i] = unit[i * d + c] } }
         var total = 0.0
         for i in 0..<n {
+            similarityRow(similarities, row: unit + i * d, transposed: transposed, n: n, d: d)
             var nearest = -1, best = -Double.infinity
-            for j in 0..<n where j != i {
-                var similarity = 0.0
-                for c in 0..<d { similarity += unit[i * d + c] * unit[j * d + c] }
-                if similarity > best { best = similarity; nearest = j }
-            }
+            for j in 0..<n where j != i && similarities[j] > best { best = similarities[j]; nearest = j }
             var squared = 0.0
             for c in 0..<d {
                 difference[c] = unit[i * d + c] - unit[nearest * d + c] + epsilon
@@ -95,5 +104,17 @@ public enum KoLeo {
             }
         }
         return Float(total / Double(n))
+    }
+
+    /// similarities[j] = Σ_c row[c]·transposed[c·n + j] `(n)`, summed over c in order: for each c a pass
+    /// over j, which vectorizes across j without reordering any one sum.
+    @inline(__always)
+    static func similarityRow(_ similarities: UnsafeMutablePointer<Double>, row: UnsafePointer<Double>,
+                              transposed: UnsafePointer<Double>, n: Int, d: Int) {
+        similarities.update(repeating: 0, count: n)
+        for c in 0..<d {
+            let a = row[c], column = transposed + c &* n
+            for j in 0..<n { similarities[j] += a * column[j] }
+        }
     }
 }
