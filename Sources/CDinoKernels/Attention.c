@@ -51,11 +51,46 @@ static void attentionBackwardPortable(float *dq, float *dk, float *dv, const flo
 
 // MARK: - AVX2
 
-static void transposeRows(float *dst, long width, const float *src, long rowStride, long n, long d) {
-    for (long t = 0; t < d; t++) {
-        float *out = dst + t * width;
-        for (long j = 0; j < n; j++) out[j] = src[j * rowStride + t];
-        for (long j = n; j < width; j++) out[j] = 0;
+/// The 8 × 8 block in r[0..<8] (row u = r[u]) transposed in place.
+AVX2 static inline __attribute__((always_inline)) void transpose8x8(__m256 r[8]) {
+    __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+    __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+    __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+    __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(b0, b4, 0x20); r[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+    r[2] = _mm256_permute2f128_ps(b2, b6, 0x20); r[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+    r[4] = _mm256_permute2f128_ps(b0, b4, 0x31); r[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+    r[6] = _mm256_permute2f128_ps(b2, b6, 0x31); r[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
+
+/// dst[t·width + j] = src[j·rowStride + t] `(d, width)` for the n rows of src `(n, d)`, columns n..<width
+/// zero (width a multiple of 8). Head sizes that are multiples of 8 go in 8 × 8 register blocks (contiguous
+/// loads of src's rows, whole rows of dst stored); others element by element. A copy: the same values.
+AVX2 static void transposeRows(float *dst, long width, const float *src, long rowStride, long n, long d) {
+    if (d % 8 != 0) {
+        for (long t = 0; t < d; t++) {
+            float *out = dst + t * width;
+            for (long j = 0; j < n; j++) out[j] = src[j * rowStride + t];
+            for (long j = n; j < width; j++) out[j] = 0;
+        }
+        return;
+    }
+    for (long j0 = 0; j0 < width; j0 += 8) {
+        if (j0 >= n) {
+            for (long t = 0; t < d; t++) _mm256_storeu_ps(dst + t * width + j0, _mm256_setzero_ps());
+            continue;
+        }
+        for (long t0 = 0; t0 < d; t0 += 8) {
+            __m256 r[8];
+            for (int u = 0; u < 8; u++)
+                r[u] = j0 + u < n ? _mm256_loadu_ps(src + (j0 + u) * rowStride + t0) : _mm256_setzero_ps();
+            transpose8x8(r);
+            for (int u = 0; u < 8; u++) _mm256_storeu_ps(dst + (t0 + u) * width + j0, r[u]);
+        }
     }
 }
 
