@@ -286,8 +286,14 @@ public final class SelfDistillation {
 
         // Backward. The last layer's gradient is one product over every row (skipped while frozen); then
         // by shard the head below it and the backbone: shard 0 accumulates into `gradients`, the others
-        // into their own buffers, added in shard order.
-        gradients.zero()
+        // into their own buffers, added in shard order. Each shard zeroes its own part, on its own core,
+        // unless the masked patches' head backward accumulates into it first.
+        let shardsZero = masked == 0
+        if shardsZero {
+            (gradients.pointer + shardedCount).update(repeating: 0, count: gradients.count - shardedCount)
+        } else {
+            gradients.zero()
+        }
         if !s.freezeLastLayer {
             var uses: [DINOHead.LastLayerUse] = [(UnsafePointer(dLogits.pointer), headGlobal)]
             if let headPatch, masked > 0 { uses.append((UnsafePointer(patchLogitGradients.pointer), headPatch)) }
@@ -303,7 +309,7 @@ public final class SelfDistillation {
         let backbone = !s.freezeBackbone
         Parallel.forEachShard(shards) { shard in
             let g = shard == 0 ? gradients.pointer : shardGradients[shard - 1].pointer
-            if shard > 0 { g.update(repeating: 0, count: shardedCount) }
+            if shard > 0 || shardsZero { g.update(repeating: 0, count: shardedCount) }
             let rows = part(2 * b, shard)
             dinoHead.backward(gradients: g, dInput: dGlobal.pointer, parameters: student.pointer, dLogits: dLogits.pointer,
                               activations: headGlobal, rows: rows)
