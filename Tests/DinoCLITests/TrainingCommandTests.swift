@@ -142,13 +142,22 @@ final class TrainingCommandTests: XCTestCase {
     }
 
     /// DINOv2's backbone options from the recipe: registers, LayerScale and SwiGLU train, and the teacher
-    /// backbone file carries them.
+    /// backbone file carries them; so does `mlp_ratio`, and a ratio out of range is refused before training.
     func testTrainWithDINOv2BackboneOptions() throws {
         let run = makeTemporaryFolder().appendingPathComponent("run")
         assertSucceeded(runDino(["train", "--recipe", Self.recipe(epochs: 1).path, "--output", run.path,
                                  "--set", "knn_every=0", "--set", "attention_every=0", "--set", "num_register_tokens=2", "--set", "layerscale=1e-5", "--set", "ffn_layer=swiglu"]))
         let config = try BackboneCheckpoint.load(from: run.appendingPathComponent("teacher_backbone.safetensors")).config
         XCTAssertEqual([config.registerCount, config.usesLayerScale ? 1 : 0, config.usesSwiGLU ? 1 : 0], [2, 1, 1])
+        let narrow = makeTemporaryFolder().appendingPathComponent("narrow")
+        assertSucceeded(runDino(["train", "--recipe", Self.recipe(epochs: 1).path, "--output", narrow.path,
+                                 "--set", "knn_every=0", "--set", "attention_every=0", "--set", "mlp_ratio=2"]))
+        let narrowConfig = try BackboneCheckpoint.load(from: narrow.appendingPathComponent("teacher_backbone.safetensors")).config
+        XCTAssertEqual([narrowConfig.mlpRatio, narrowConfig.hiddenDim], [2, 2 * narrowConfig.embedDim])
+        let refused = makeTemporaryFolder().appendingPathComponent("refused")
+        assertRefused(runDino(["train", "--recipe", Self.recipe(epochs: 1).path, "--output", refused.path, "--set", "mlp_ratio=0"]),
+                      "mlp_ratio must be 1...16")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: refused.appendingPathComponent("checkpoint.safetensors").path))
     }
 
     /// `koleo_loss_weight_end` anneals the KoLeo weight by a per-step cosine; each log line carries the

@@ -17,6 +17,8 @@ public struct Recipe: Equatable, Sendable {
     public var drop_path_rate = 0.1
     // Small models and the head's shape
     public var embed_dim = 0, depth = 0, num_heads = 0          // arch: custom
+    /// The feed-forward's hidden width over the embedding width (timm's and the official `mlp_ratio`).
+    public var mlp_ratio = 4
     public var head_hidden_dim = 2048, bottleneck_dim = 256, head_nlayers = 3
     /// Shifted patch tokenization (not in the official DINO): the patch embedding also sees four copies of
     /// the image shifted diagonally by half a patch.
@@ -175,7 +177,7 @@ public struct Recipe: Equatable, Sendable {
     /// Every key, in the order the merged recipe is written.
     static let fields: [Field] = [
         string("arch", \.arch), int("patch_size", \.patch_size), int("embed_dim", \.embed_dim), int("depth", \.depth),
-        int("num_heads", \.num_heads), int("out_dim", \.out_dim), bool("norm_last_layer", \.norm_last_layer),
+        int("num_heads", \.num_heads), int("mlp_ratio", \.mlp_ratio), int("out_dim", \.out_dim), bool("norm_last_layer", \.norm_last_layer),
         bool("use_bn_in_head", \.use_bn_in_head), int("head_hidden_dim", \.head_hidden_dim),
         int("bottleneck_dim", \.bottleneck_dim), int("head_nlayers", \.head_nlayers), double("drop_path_rate", \.drop_path_rate),
         bool("shifted_patches", \.shifted_patches), int("num_register_tokens", \.num_register_tokens),
@@ -395,6 +397,7 @@ public struct Recipe: Equatable, Sendable {
         try check(freeze_backbone_steps >= -1, "freeze_backbone_steps must be -1 (automatic) or 0 or more")
         try check(warmup_steps >= -1 && warmup_steps <= 100_000_000, "warmup_steps must be -1 (from warmup_epochs) or 0...100000000")
         try check(patch_size >= 1 && patch_size <= 256, "patch_size must be 1...256")
+        try check(mlp_ratio >= 1 && mlp_ratio <= 16, "mlp_ratio must be 1...16 (the feed-forward's width over embed_dim; 4 in every published ViT)")
     }
 }
 
@@ -404,6 +407,7 @@ extension Recipe {
         var config = try ViTConfig.named(arch, imageSize: global_crop_size, patchSize: patch_size, inChannels: in_chans,
                                          embedDim: embed_dim > 0 ? embed_dim : nil, depth: depth > 0 ? depth : nil,
                                          numHeads: num_heads > 0 ? num_heads : nil, shiftedPatches: shifted_patches)
+        config.mlpRatio = mlp_ratio
         config.registerCount = num_register_tokens
         config.layerScaleInit = Float(layerscale)
         if ffn_layer != "mlp" { config.ffnLayer = ffn_layer == "swiglu" ? "swiglufused" : ffn_layer }
