@@ -364,9 +364,11 @@ final class OptimizedKernelTests: XCTestCase {
     func testAttention() {
         // (tokens, channels, heads): head sizes 8, 32, 64 and 25 (a scalar column tail); token counts
         // across the 16-column tiles (1, 5, 17, 50) and the 4-row tiles.
-        // With AVX-512: 32-column tiles for widths ≥ 32, with 16- and 8-column rests (n 33 and 65, d 40).
+        // With AVX-512: 32-column tiles for widths ≥ 32 (score rows padded to 8 columns), with 16-column rests
+        // (n 45: 48 wide) and 8-column rests (n 33 and 65: 40 and 72 wide; d 40).
         // (10, 96, 3) and (5, 96, 3): the Fashion-MNIST recipe's global and local crops.
-        for (n, c, h) in [(17, 24, 3), (1, 64, 2), (5, 64, 1), (50, 128, 2), (33, 50, 2), (65, 80, 2), (10, 96, 3), (5, 96, 3)] {
+        for (n, c, h) in [(17, 24, 3), (1, 64, 2), (5, 64, 1), (50, 128, 2), (33, 50, 2), (65, 80, 2), (45, 64, 2), (10, 96, 3),
+                          (5, 96, 3)] {
             let b = 3
             let qkv = randomArray(b * n * 3 * c, seed: 11, scale: 2), dOut = randomArray(b * n * c, seed: 12)
             let ref = Reference.attention(qkv, batch: b, tokens: n, channels: c, heads: h)
