@@ -46,6 +46,21 @@ public struct Canvas: Sendable {
         }
     }
 
+    /// Draws `image` resized to `width`x`height` with nearest neighbour (a whole-factor enlargement gives
+    /// the same pixels as `draw(_:x:y:scale:)`): destination pixel (u, v) shows source pixel
+    /// (u·image.width/width, v·image.height/height).
+    public mutating func draw(_ image: Image, x: Int, y: Int, width w: Int, height h: Int) {
+        let rgb = image.converted(to: 3)
+        guard rgb.width > 0, rgb.height > 0 else { return }
+        for v in 0..<max(0, h) {
+            let row = v * rgb.height / h
+            for u in 0..<max(0, w) {
+                let i = 3 * (row * rgb.width + u * rgb.width / w)
+                set(x + u, y + v, Color(rgb.pixels[i], rgb.pixels[i + 1], rgb.pixels[i + 2]))
+            }
+        }
+    }
+
     /// Draws `text` with its top-left corner at (x, y), each font pixel a `scale`×`scale` block.
     public mutating func text(_ text: String, x: Int, y: Int, color: Color = .ink, scale: Int = 1) {
         for (index, character) in text.enumerated() {

@@ -243,7 +243,7 @@ struct Attention: ParsableCommand {
             }
             if maps.count <= 20 {
                 for m in maps {
-                    print(String(format: "%@: %dx%d patches, %.1f%% of the mean attention on the foreground", m.name, m.gridHeight, m.gridWidth, 100 * m.foregroundShare))
+                    print(String(format: "%@: %dx%d patches, %.1f%% of the mean attention on the foreground", m.name, m.gridWidth, m.gridHeight, 100 * m.foregroundShare))
                 }
             }
             let mean = maps.map(\.foregroundShare).reduce(0, +) / Double(maps.count)

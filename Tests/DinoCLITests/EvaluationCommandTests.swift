@@ -311,7 +311,7 @@ final class EvaluationCommandTests: XCTestCase {
         let result = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path, jpeg.path,
                               "--output", out.path])
         assertSucceeded(result)
-        XCTAssertTrue(result.stdout.contains("photo.png: 10x12 patches"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("photo.png: 12x10 patches"), result.stdout)
         XCTAssertTrue(result.stdout.contains("wrote 35 PNGs"), result.stdout)
         let written = files(in: out)
         XCTAssertEqual(written.count, 35, "2 + 3 x (4 heads + mean) per image and the overview, names kept apart: \(written)")
@@ -333,11 +333,40 @@ final class EvaluationCommandTests: XCTestCase {
         let masked = runDino(["attention", "--checkpoint", Inputs.grayBackbone.path, "--image", Inputs.photo.path, "--mask", mask.path,
                               "--output", folder.appendingPathComponent("masked").path, "--size", "24"])
         assertSucceeded(masked)
-        XCTAssertTrue(masked.stdout.contains("photo.png: 6x7 patches"), masked.stdout)
+        XCTAssertTrue(masked.stdout.contains("photo.png: 7x6 patches"), masked.stdout)
         let summary = folder.appendingPathComponent("summary")
         assertSucceeded(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
                                  "--output", summary.path, "--summary-only"]))
         XCTAssertEqual(files(in: summary), [])
+    }
+
+    /// A legal but extreme image, 16000x4 (4000 patches, under the attention's limit, so it runs at its own
+    /// size): every sheet's cells stay within 1024 px on their long side (a whole-factor enlargement to 224 px
+    /// on the short side would have drawn 896,000-px cells, gigabytes of canvas), while the maps at the
+    /// image's own size keep every pixel.
+    func testPicturesOfAStripStayBounded() throws {
+        let folder = makeTemporaryFolder()
+        let strip = Inputs.file("strip.png", try ImageCodec.encodePNG(Image(width: 16_000, height: 4, channels: 1,
+                                                                           pixels: (0..<64_000).map { UInt8(($0 * 7) % 256) })))
+        let out = folder.appendingPathComponent("maps")
+        let result = runDino(["attention", "--checkpoint", Inputs.grayBackbone.path, "--image", strip.path, Inputs.photo.path,
+                              "--output", out.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("strip.png: 4000x1 patches"), result.stdout)
+        let map = try ImageCodec.decode(contentsOf: out.appendingPathComponent("strip-attn-mean.png"), channels: 3)
+        XCTAssertEqual([map.width, map.height], [16_000, 4])
+        // input + mean + 4 heads across; the strip's cells 1024x1, the photo's 288x240 in the overview.
+        let sheet = try ImageCodec.decode(contentsOf: out.appendingPathComponent("strip-sheet.png"), channels: 3)
+        XCTAssertEqual(sheet.width, 2 + 6 * (1024 + 2))
+        XCTAssertLessThan(sheet.height, 200)
+        let overview = try ImageCodec.decode(contentsOf: out.appendingPathComponent("attention-overview.png"), channels: 3)
+        XCTAssertEqual(overview.width, 2 + 8 * (1024 + 2))
+        XCTAssertLessThan(overview.height, 2 * (240 + 40) + 40)
+        let pca = folder.appendingPathComponent("pca")
+        assertSucceeded(runDino(["pca", "--checkpoint", Inputs.grayBackbone.path, "--image", strip.path, "--output", pca.path]))
+        let pcaSheet = try ImageCodec.decode(contentsOf: pca.appendingPathComponent("strip-pca-sheet.png"), channels: 3)
+        XCTAssertEqual(pcaSheet.width, 2 + 4 * (1024 + 2))
+        XCTAssertLessThan(pcaSheet.height, 200)
     }
 
     func testAttentionRefusesBadImagesAndOptions() throws {

@@ -25,11 +25,11 @@ final class PretrainedWeightsTests: XCTestCase {
         assertSucceeded(knn)
         XCTAssertTrue(knn.stderr.contains("a Hugging Face transformers DINOv2, 4 registers"), knn.stderr)
         XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(knn.stdout.utf8)) as? [String: Any], knn.stdout)
-        // attention on a photo (48x40 at patch 14: 2 rows of 3 patches; the registers' columns left out).
+        // attention on a photo (48x40 at patch 14: 3x2 patches, 3 across and 2 down; the registers' columns left out).
         let attention = runDino(["attention", "--checkpoint", Self.dinov2.appendingPathComponent("timm-reg4.pth").path,
                                  "--image", Inputs.photo.path, "--output", folder.appendingPathComponent("a").path])
         assertSucceeded(attention)
-        XCTAssertTrue(attention.stdout.contains("2x3 patches"), attention.stdout)
+        XCTAssertTrue(attention.stdout.contains("3x2 patches"), attention.stdout)
         XCTAssertTrue(files(in: folder.appendingPathComponent("a")).contains("photo-attn-head0.png"))
         let sheet = try ImageCodec.decode(contentsOf: folder.appendingPathComponent("a/photo-attn-mean.png"), channels: 3)
         XCTAssertEqual([sheet.width, sheet.height], [42, 28])  // the image cropped to whole patches
@@ -60,7 +60,7 @@ final class PretrainedWeightsTests: XCTestCase {
         let run = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photo.path, "--output",
                            folder.appendingPathComponent("a").path])
         assertSucceeded(run)
-        XCTAssertTrue(run.stdout.contains("camera.png: 4x5 patches"), run.stdout)
+        XCTAssertTrue(run.stdout.contains("camera.png: 5x4 patches"), run.stdout)
         let map = try ImageCodec.decode(contentsOf: folder.appendingPathComponent("a/camera-attn-mean.png"), channels: 3)
         XCTAssertEqual([map.width, map.height], [20, 16])
     }

@@ -56,6 +56,18 @@ final class PictureTests: XCTestCase {
         let rendered = sheet.render()
         XCTAssertEqual(ContactSheet.scale(width: 4, height: 3, minimumShortSide: 24), 8)
         XCTAssertEqual(rendered.width, 2 + 2 * (32 + 2))
+        // The long side bounds the enlargement: whole factors while they fit, a shrink past it.
+        func size(_ w: Int, _ h: Int) -> [Int] {
+            let s = ContactSheet.displaySize(width: w, height: h, minimumShortSide: 224, maximumLongSide: 1024)
+            return [s.width, s.height]
+        }
+        XCTAssertEqual(size(28, 28), [224, 224])
+        XCTAssertEqual(size(300, 20), [900, 60], "12x would be 3600 long: the largest factor within 1024 is 3")
+        XCTAssertEqual(size(20, 3000), [7, 1024])
+        XCTAssertEqual(size(16_000, 4), [1024, 1])
+        XCTAssertEqual(size(1024, 1024), [1024, 1024])
+        let strip = ContactSheet(title: "", rows: [[ContactSheet.Cell(gray, "a")]], minimumShortSide: 24, maximumLongSide: 16).render()
+        XCTAssertEqual([strip.width, strip.height], [2 + 16 + 2, 2 + 12 + 2 * BitmapFont.lineHeight + 6 + 2], "4x3 drawn 4x, not 8x")
         try assertPicture(rendered, "sheet.png")
         let points = (0..<60).map { i in (x: cos(Double(i)), y: sin(Double(i) * 1.3), label: i % 3) }
         try assertPicture(ScatterPlot(title: "map", points: points, classNames: ["a", "b", "c"], width: 240, height: 160).render(), "scatter.png")
