@@ -37,18 +37,12 @@ public struct Canvas: Sendable {
 
     /// Draws `image` (gray or RGB) with its top-left corner at (x, y), each pixel a `scale`×`scale` block.
     public mutating func draw(_ image: Image, x: Int, y: Int, scale: Int = 1) {
-        let rgb = image.converted(to: 3)
-        for yy in 0..<(rgb.height * scale) {
-            for xx in 0..<(rgb.width * scale) {
-                let i = 3 * ((yy / scale) * rgb.width + xx / scale)
-                set(x + xx, y + yy, Color(rgb.pixels[i], rgb.pixels[i + 1], rgb.pixels[i + 2]))
-            }
-        }
+        draw(image, x: x, y: y, width: image.width * scale, height: image.height * scale)
     }
 
-    /// Draws `image` resized to `width`x`height` with nearest neighbour (a whole-factor enlargement gives
-    /// the same pixels as `draw(_:x:y:scale:)`): destination pixel (u, v) shows source pixel
-    /// (u·image.width/width, v·image.height/height).
+    /// Draws `image` (gray or RGB) resized to `width`x`height` with nearest neighbour, its top-left corner
+    /// at (x, y): destination pixel (u, v) shows source pixel (u·image.width/width, v·image.height/height),
+    /// so a whole-factor enlargement repeats each pixel as a block.
     public mutating func draw(_ image: Image, x: Int, y: Int, width w: Int, height h: Int) {
         let rgb = image.converted(to: 3)
         guard rgb.width > 0, rgb.height > 0 else { return }
