@@ -97,14 +97,9 @@ static uint32_t *panels(long words) {
     return panels->memory;
 }
 
-/// 16 floats → 16 bfloat16 in the low halves of 16 words.
-BF16 static inline __m512i lowHalves(__m512 x) {
-    return _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x));
-}
-
 /// The 16 pair words (bf16(x0ⱼ) in the low half, bf16(x1ⱼ) in the high half) of two rows of 16 floats:
 /// one conversion of all 32 (x0 to the low 16 bfloat16, x1 to the high 16) and one permutation that
-/// interleaves them, instead of two conversions, two widenings, a shift and an or. The same bits.
+/// interleaves them (two conversions, two widenings, a shift and an or would give the same bits).
 BF16 static inline __m512i pairWordsOf(__m512 x0, __m512 x1) {
     static const uint16_t interleave[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
                                             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
@@ -351,10 +346,8 @@ AMX static void packARows(uint32_t *out, int transA, const float *a, long lda, l
             if (q < pairs) {
                 long p = 2 * (q0 + q);
                 const float *r0 = a + p * lda + i0 + half;
-                __m512i lo = lowHalves(_mm512_maskz_loadu_ps(valid, r0));
-                __m512i hi = p + 1 < k ? _mm512_slli_epi32(lowHalves(_mm512_maskz_loadu_ps(valid, r0 + lda)), 16)
-                                       : _mm512_setzero_si512();
-                words = _mm512_or_si512(lo, hi);
+                __m512 x1 = p + 1 < k ? _mm512_maskz_loadu_ps(valid, r0 + lda) : _mm512_setzero_ps();
+                words = pairWordsOf(_mm512_maskz_loadu_ps(valid, r0), x1);
             }
             _mm512_i32scatter_epi32(base + q, rowOffsets, words, 4);
         }
