@@ -17,14 +17,15 @@ struct Dino: ParsableCommand {
         signal(SIGXFSZ, SIG_IGN)  // past a file-size limit a write fails with an error instead of killing the process
         restartWithBetterBLASKernels()
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(negativeValuesAttached(Array(CommandLine.arguments.dropFirst())))
             try command.run()
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)  // already reported by runReportingErrors
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }  // --help, --version
-            let message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+            var message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
+            if message.hasSuffix(".") { message.removeLast() }  // the hint follows after a semicolon
             let arguments = CommandLine.arguments.dropFirst()
             let sub = configuration.subcommands.map { $0._commandName }.first { arguments.first == $0 }
             let hint = code.rawValue == 64 ? "; see 'dino\(sub.map { " " + $0 } ?? "") --help'" : ""
@@ -32,6 +33,23 @@ struct Dino: ParsableCommand {
             Foundation.exit(code.rawValue)
         }
     }
+}
+
+/// `--k -3` as `--k=-3`: ArgumentParser reads a token that starts with a dash as an option, so a
+/// negative number after an option would end as "Missing value for '--k'"; attached, it reaches the
+/// option's own check ("--k takes comma-separated positive integers"). A negative number after a flag
+/// becomes `--flag=-3`, which ArgumentParser refuses as a value a flag does not take.
+func negativeValuesAttached(_ arguments: [String]) -> [String] {
+    var result: [String] = []
+    for argument in arguments {
+        if let last = result.last, last.hasPrefix("--"), !last.contains("="), last != "--",
+           argument.count > 1, argument.hasPrefix("-"), Double(argument) != nil {
+            result[result.count - 1] = last + "=" + argument
+        } else {
+            result.append(argument)
+        }
+    }
+    return result
 }
 
 /// Starts this program again with `OPENBLAS_CORETYPE` set when OpenBLAS fell back to its SSE3 kernels on

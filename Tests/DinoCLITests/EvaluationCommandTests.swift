@@ -233,7 +233,13 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(knn(nan.path), "NaN")
         // Options.
         assertRefused(knn(good.path, ["--test", good.path, "--k", "0"]), "--k", status: 64)
-        assertRefused(knn(good.path, ["--test", good.path, "--temperature", "-1"]), "--temperature", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--temperature", "-1"]), "--temperature must be a positive number", status: 64)
+        // A negative number reaches the option's own check, not the parser's "Missing value".
+        assertRefused(knn(good.path, ["--test", good.path, "--k", "-3"]), "--k takes comma-separated positive integers", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--limit", "-5"]), "--limit must be at least 1", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--threads", "-2"]), "--threads must be 1...1024", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--temperature", "-.5"]), "--temperature must be a positive number", status: 64)
+        assertRefused(knn(good.path, ["--test", good.path, "--json", "-3"]), "--json", status: 64)
         assertRefused(knn(good.path, ["--test", good.path, "--validation"]), "not both")
         assertRefused(knn(good.path, []), "give --test")
         assertRefused(knn(good.path, ["--test", good.path, "--avgpool"]), "--avgpool")

@@ -86,6 +86,8 @@ final class FolderTrainingTests: XCTestCase {
         assertRefused(runDino(["train", "--data", corrupt.path, "--output", run.path]), "none of the 3 images sampled", "could be read")
         assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--minutes", "0"]),
                       "--minutes must be a positive number")
+        assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--minutes", "-2"]),
+                      "--minutes must be a positive number")
         assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--minutes", "soon"]))
         assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--set", "on_collapse=maybe"]),
                       "on_collapse must be warn, stop or restart")
