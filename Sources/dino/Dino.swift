@@ -38,11 +38,12 @@ struct Dino: ParsableCommand {
 /// `--k -3` as `--k=-3`: ArgumentParser reads a token that starts with a dash as an option, so a
 /// negative number after an option would end as "Missing value for '--k'"; attached, it reaches the
 /// option's own check ("--k takes comma-separated positive integers"). A negative number after a flag
-/// becomes `--flag=-3`, which ArgumentParser refuses as a value a flag does not take.
+/// becomes `--flag=-3`, which ArgumentParser refuses as a value a flag does not take. Arguments after
+/// a `--` terminator are positional and pass as they are.
 func negativeValuesAttached(_ arguments: [String]) -> [String] {
     var result: [String] = []
     for argument in arguments {
-        if let last = result.last, last.hasPrefix("--"), !last.contains("="), last != "--",
+        if !result.contains("--"), let last = result.last, last.hasPrefix("--"), !last.contains("="),
            argument.count > 1, argument.hasPrefix("-"), Double(argument) != nil {
             result[result.count - 1] = last + "=" + argument
         } else {
