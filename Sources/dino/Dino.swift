@@ -8,6 +8,7 @@ struct Dino: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dino",
         abstract: "Self-supervised Vision Transformers (DINO) on the CPU: train, look at attention, evaluate features.",
+        version: "dino \(DinoVersion.number)\n\(DinoVersion.kernels)",
         subcommands: [Quickstart.self, Train.self, Features.self, KNN.self, Linear.self, Attention.self, PCA.self, Report.self, Init.self, Convert.self])
 
     /// Every failure ends as one line on stderr, `error: WHAT` (with `see 'dino SUB --help'` when the
@@ -16,6 +17,15 @@ struct Dino: ParsableCommand {
     static func main() {
         signal(SIGXFSZ, SIG_IGN)  // past a file-size limit a write fails with an error instead of killing the process
         restartWithBetterBLASKernels()
+        let commands = configuration.subcommands.map { $0._commandName }
+        // ArgumentParser would say "Unexpected argument" (or print the overview for `help NAME`); a
+        // mistyped command deserves the list.
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let named = arguments.first == "help" ? arguments.dropFirst().first : arguments.first
+        if let named, !named.hasPrefix("-"), !commands.contains(named), named != "help" {
+            FileHandle.standardError.write(Data("error: '\(named)' is not a dino command (\(commands.joined(separator: ", "))); see 'dino --help'\n".utf8))
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        }
         do {
             var command = try parseAsRoot(negativeValuesAttached(Array(CommandLine.arguments.dropFirst())))
             try command.run()

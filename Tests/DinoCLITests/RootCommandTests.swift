@@ -1,0 +1,53 @@
+import DinoKernels
+import Foundation
+import XCTest
+
+/// `dino` itself, before any subcommand: the overview, `--version`, `help`, and a mistyped command.
+final class RootCommandTests: XCTestCase {
+    static let commands = ["quickstart", "train", "features", "knn", "linear", "attention", "pca", "report", "init", "convert"]
+
+    func testNoArgumentsAndHelpListEveryCommand() {
+        for arguments in [[], ["--help"], ["-h"], ["help"]] {
+            let result = runDino(arguments, timeout: 30)
+            assertSucceeded(result)
+            XCTAssertTrue(result.stdout.hasPrefix("OVERVIEW: Self-supervised Vision Transformers"), "\(arguments): \(result.stdout)")
+            for command in Self.commands {
+                XCTAssertTrue(result.stdout.contains("\n  \(command) "), "\(arguments): the overview lacks \(command)")
+            }
+        }
+        let help = runDino(["help", "knn"], timeout: 30)
+        assertSucceeded(help)
+        XCTAssertTrue(help.stdout.contains("USAGE: dino knn"), help.stdout)
+    }
+
+    /// The version and the kernels this machine runs, on stdout, exit 0: what a bug report needs.
+    func testVersionNamesTheKernels() {
+        let result = runDino(["--version"], timeout: 30)
+        assertSucceeded(result)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.first, "dino \(DinoVersion.number)", result.stdout)
+        XCTAssertEqual(lines.count, 2, result.stdout)
+        let kernels = lines.last ?? ""
+        XCTAssertTrue(kernels.hasPrefix("kernels: OpenBLAS "), kernels)
+        XCTAssertTrue(kernels.contains(GEMM.bfloat16Available ? "bfloat16 on " : "no bfloat16"), kernels)
+        XCTAssertTrue(kernels.hasSuffix(", 2 threads"), kernels)  // DINO_THREADS=2 in these tests
+        XCTAssertEqual(result.stderr, "")
+        // After a command too, as ArgumentParser passes the flag down.
+        let afterCommand = runDino(["knn", "--version"], timeout: 30)
+        assertSucceeded(afterCommand)
+        XCTAssertEqual(afterCommand.stdout, result.stdout)
+        XCTAssertTrue(DinoVersion.number.split(separator: ".").count == 3
+                      && DinoVersion.number.split(separator: ".").allSatisfy { Int($0) != nil }, DinoVersion.number)
+    }
+
+    /// A mistyped command gets the list of commands, not ArgumentParser's "Unexpected argument".
+    func testUnknownCommandsAndOptionsAreRefused() {
+        assertRefused(runDino(["trian", "--recipe", "x.yaml"], timeout: 30),
+                      "error: 'trian' is not a dino command (quickstart, train, features, knn, linear, attention, pca, report, init, convert); see 'dino --help'",
+                      status: 64)
+        assertRefused(runDino(["Train"], timeout: 30), "'Train' is not a dino command", status: 64)
+        assertRefused(runDino(["photo.jpg"], timeout: 30), "'photo.jpg' is not a dino command", status: 64)
+        assertRefused(runDino(["--verbose"], timeout: 30), "Unknown option '--verbose'; see 'dino --help'", status: 64)
+        assertRefused(runDino(["help", "frobnicate"], timeout: 30), "'frobnicate' is not a dino command", status: 64)
+    }
+}
