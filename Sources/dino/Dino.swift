@@ -27,7 +27,7 @@ struct Dino: ParsableCommand {
             Foundation.exit(ExitCode.validationFailure.rawValue)
         }
         do {
-            var command = try parseAsRoot(negativeValuesAttached(Array(CommandLine.arguments.dropFirst())))
+            var command = try parseAsRoot(negativeValuesAttached(arguments))
             try command.run()
         } catch let code as ExitCode {
             Foundation.exit(code.rawValue)  // already reported by runReportingErrors
@@ -36,8 +36,7 @@ struct Dino: ParsableCommand {
             if code == .success { exit(withError: error) }  // --help, --version
             var message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
             if message.hasSuffix(".") { message.removeLast() }  // the hint follows after a semicolon
-            let arguments = CommandLine.arguments.dropFirst()
-            let sub = configuration.subcommands.map { $0._commandName }.first { arguments.first == $0 }
+            let sub = commands.first { arguments.first == $0 }
             let hint = code.rawValue == 64 ? "; see 'dino\(sub.map { " " + $0 } ?? "") --help'" : ""
             FileHandle.standardError.write(Data("error: \(message)\(hint)\n".utf8))
             Foundation.exit(code.rawValue)

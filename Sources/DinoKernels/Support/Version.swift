@@ -1,4 +1,4 @@
-/// This package's version and what this machine runs it on, for bug reports and benchmark records.
+/// This package's version and the kernels this machine runs it on, as `dino --version` prints them for bug reports.
 public enum DinoVersion {
     /// The package's version (semantic versioning; 0.x while the interface may still change).
     public static let number = "0.1.0"
