@@ -41,14 +41,26 @@ final class RootCommandTests: XCTestCase {
                       && DinoVersion.number.split(separator: ".").allSatisfy { Int($0) != nil }, DinoVersion.number)
     }
 
-    /// A mistyped command gets the list of commands, not ArgumentParser's "Unexpected argument".
+    /// A mistyped command gets the list of commands and, when one is close, a guess; not ArgumentParser's
+    /// "Unexpected argument".
     func testUnknownCommandsAndOptionsAreRefused() {
         assertRefused(runDino(["trian", "--recipe", "x.yaml"], timeout: 30),
-                      "error: 'trian' is not a dino command (quickstart, train, features, knn, linear, attention, pca, report, init, convert); see 'dino --help'",
+                      "error: 'trian' is not a dino command; did you mean 'train'? (quickstart, train, features, knn, linear, attention, pca, report, init, convert); see 'dino --help'",
                       status: 64)
-        assertRefused(runDino(["Train"], timeout: 30), "'Train' is not a dino command", status: 64)
-        assertRefused(runDino(["photo.jpg"], timeout: 30), "'photo.jpg' is not a dino command", status: 64)
+        assertRefused(runDino(["Train"], timeout: 30), "'Train' is not a dino command; did you mean 'train'?", status: 64)
+        assertRefused(runDino(["attension"], timeout: 30), "did you mean 'attention'?", status: 64)
+        assertRefused(runDino(["quick"], timeout: 30), "did you mean 'quickstart'?", status: 64)
+        assertRefused(runDino(["kn"], timeout: 30), "did you mean 'knn'?", status: 64)
+        let file = runDino(["photo.jpg"], timeout: 30)
+        assertRefused(file, "error: 'photo.jpg' is not a dino command (quickstart,", status: 64)
+        XCTAssertFalse(file.stderr.contains("did you mean"), file.stderr)
+        // Options get ArgumentParser's own guess.
+        let folder = makeTemporaryFolder()
+        assertRefused(runDino(["train", "--output", "run", "--minute", "3"], in: folder, timeout: 30),
+                      "Unknown option '--minute'. Did you mean '--minutes'?", status: 64)
+        XCTAssertEqual(files(in: folder), [])
         assertRefused(runDino(["--verbose"], timeout: 30), "Unknown option '--verbose'; see 'dino --help'", status: 64)
         assertRefused(runDino(["help", "frobnicate"], timeout: 30), "'frobnicate' is not a dino command", status: 64)
+        assertRefused(runDino(["help", "lienar"], timeout: 30), "did you mean 'linear'?", status: 64)
     }
 }
