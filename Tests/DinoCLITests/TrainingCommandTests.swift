@@ -400,6 +400,8 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertEqual([image.width, image.height], [28, 28])
         XCTAssertTrue(result.stdout.contains("attention-overview.png"), result.stdout)
         assertRefused(runDino(["quickstart", "--output", run.path, "--set", "bogus=1"]), "unknown recipe key 'bogus'")
+        assertRefused(runDino(["quickstart", "--output", run.path, "--set", "max_minute=3"]),
+                      "error: unknown recipe key 'max_minute' (did you mean max_minutes?); Recipes/README.md lists every key")
         assertRefused(runDino(["quickstart", "--output", run.path, "--knn-train-size", "0"]), "--knn-train-size", status: 64)
     }
 }

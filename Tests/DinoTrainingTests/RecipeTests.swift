@@ -22,10 +22,33 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(official.global_crop_size, 224); XCTAssertEqual(official.local_crop_size, 96)
     }
 
+    /// The guess behind "did you mean": one edit for short names, two for longer ones, a swap of
+    /// neighbours as one, any case; else the only name the typed text begins; else none.
+    func testClosestNameGuessesOnlyNearNames() {
+        let commands = ["quickstart", "train", "features", "knn", "linear", "attention", "pca", "report", "init", "convert"]
+        XCTAssertEqual(closestName(to: "trian", among: commands), "train")
+        XCTAssertEqual(closestName(to: "KNN", among: commands), "knn")
+        XCTAssertEqual(closestName(to: "pac", among: commands), "pca")
+        XCTAssertEqual(closestName(to: "featurs", among: commands), "features")
+        XCTAssertEqual(closestName(to: "quick", among: commands), "quickstart")
+        XCTAssertNil(closestName(to: "photo.jpg", among: commands))
+        XCTAssertNil(closestName(to: "in", among: commands))
+        XCTAssertNil(closestName(to: "", among: commands))
+        XCTAssertNil(closestName(to: "max", among: ["max_steps", "max_minutes"]))  // begins both
+        XCTAssertNil(closestName(to: "lr_c", among: ["lr_a", "lr_b"]))  // one edit from both
+        XCTAssertEqual(closestName(to: "weight_decay_ned", among: ["weight_decay", "weight_decay_end"]), "weight_decay_end")
+    }
+
     func testUnknownKeysAndWrongTypesAreErrorsNamingTheKey() {
         var recipe = Recipe()
         XCTAssertThrowsError(try recipe.apply(yaml: "lr: 0.001\nlearning_rate: 0.1\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("unknown recipe key 'learning_rate'"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "max_step: 3\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("unknown recipe key 'max_step' (did you mean max_steps?)"), "\($0)")
+        }
+        XCTAssertThrowsError(try recipe.apply(yaml: "teacher_temperature: 0.04\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("(did you mean teacher_temp?)"), "\($0)")  // no near key: those it begins with
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "epochs: many\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("r.yaml: key 'epochs' expects an integer"), "\($0)")

@@ -217,7 +217,9 @@ public struct Recipe: Equatable, Sendable {
     static func field(_ name: String) throws -> Field {
         let key = aliases[name] ?? name
         guard let f = fields.first(where: { $0.name == key }) else {
-            let close = fields.map(\.name).filter { $0.hasPrefix(String(key.prefix(3))) }.prefix(4)
+            let names = fields.map(\.name)
+            let close = closestName(to: key, among: names).map { [$0] }
+                ?? Array(names.filter { $0.hasPrefix(String(key.prefix(3))) }.prefix(4))
             throw DinoError("unknown recipe key '\(name)'" + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: ", "))?)")
                             + "; Recipes/README.md lists every key")
         }
