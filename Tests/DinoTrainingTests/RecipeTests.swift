@@ -48,7 +48,7 @@ final class RecipeTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("unknown recipe key 'max_step' (did you mean max_steps?)"), "\($0)")
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "teacher_temperature: 0.04\n", source: "r.yaml")) {
-            XCTAssertTrue("\($0)".contains("(did you mean teacher_temp?)"), "\($0)")  // no near key: those it begins with
+            XCTAssertTrue("\($0)".contains("(did you mean teacher_temp?)"), "\($0)")  // no near key: those sharing its first three letters
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "epochs: many\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("r.yaml: key 'epochs' expects an integer"), "\($0)")
