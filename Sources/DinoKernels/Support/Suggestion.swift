@@ -6,7 +6,7 @@ public func closestName(to typed: String, among names: [String]) -> String? {
     let word = Array(typed.lowercased())
     func distance(_ name: String) -> Int {
         // Optimal string alignment: Levenshtein plus adjacent transpositions; d[i][j] for word[..<i], name[..<j].
-        let other = Array(name)
+        let other = Array(name.lowercased())
         var d = [[Int]](repeating: [Int](repeating: 0, count: other.count + 1), count: word.count + 1)
         for i in 0...word.count { d[i][0] = i }
         for j in 0...other.count { d[0][j] = j }
@@ -24,6 +24,6 @@ public func closestName(to typed: String, among names: [String]) -> String? {
     let scored = names.map { (name: $0, distance: distance($0)) }.filter { $0.distance <= ($0.name.count >= 5 ? 2 : 1) }
     if let best = scored.min(by: { $0.distance < $1.distance }),
        scored.filter({ $0.distance == best.distance }).count == 1 { return best.name }
-    let begun = names.filter { word.count >= 3 && $0.hasPrefix(String(word)) }
+    let begun = names.filter { word.count >= 3 && $0.lowercased().hasPrefix(String(word)) }
     return begun.count == 1 ? begun[0] : nil
 }
