@@ -71,9 +71,7 @@ public struct FeatureExtractor {
         let c = checkpoint.config.inChannels
         self.mean = mean ?? checkpoint.mean
         self.std = std ?? checkpoint.std
-        guard self.mean.count == c || self.mean.count == 1, self.std.count == c || self.std.count == 1 else {
-            throw DinoError("mean/std need 1 or \(c) values for a \(c)-channel model")
-        }
+        try checkStatistics(mean: self.mean, std: self.std, channels: c)
         self.batchSize = max(1, batchSize)
         self.inputSize = inputSize ?? checkpoint.config.imageSize
         let patch = checkpoint.config.patchSize

@@ -80,6 +80,31 @@ func require(_ condition: Bool, _ message: @autoclosure () -> String) throws {
     if !condition { throw ValidationError(message()) }
 }
 
+/// Refuses an empty or blank path: Foundation resolves it to the working folder, where a run, features
+/// or pictures would land unasked.
+func requirePath(_ value: String?, _ option: String) throws {
+    guard let value else { return }
+    try require(!value.trimmingCharacters(in: .whitespaces).isEmpty, "\(option) is empty: give a path")
+}
+
+/// Refuses an output folder that names an existing file (a missing folder is created).
+func requireFolderPath(_ value: String, _ option: String) throws {
+    try requirePath(value, option)
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: value, isDirectory: &isFolder) {
+        try require(isFolder.boolValue, "\(option) \(value) is a file; give a folder (it is created if missing)")
+    }
+}
+
+/// Refuses an output file that names an existing folder (`example` is a file name to suggest inside it).
+func requireFilePath(_ value: String, _ option: String, example: String) throws {
+    try requirePath(value, option)
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: value, isDirectory: &isFolder) {
+        try require(!isFolder.boolValue, "\(option) \(value) is a folder; give a file name, e.g. \((value as NSString).appendingPathComponent(example))")
+    }
+}
+
 /// Options every compute-heavy command takes.
 struct ThreadOptions: ParsableArguments {
     @Option(help: "Threads for the kernels (default: all cores, or DINO_THREADS).")

@@ -24,7 +24,7 @@ struct FeatureSource: ParsableArguments {
     @Flag(name: .customLong("raw-pixels"), help: "Use pixels/255 as features (the floor to beat); folder images are resized and center-cropped to 32x32 first.") var rawPixels = false
     @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: normalize by the data set's mean/std.")
     var normalizePixels = false
-    @Option(name: .customLong("batch-size")) var batchSize = 256
+    @Option(name: .customLong("batch-size"), help: "Images per forward pass (memory, not results).") var batchSize = 256
     @Option(name: .customLong("on-bad-image"), help: "fail or skip unreadable images.") var onBadImage = "fail"
     @Option(name: .customLong("limit"), help: "Use only the first N images of each set.") var limit: Int?
     @Flag(name: .customLong("avgpool"), help: "Concatenate the average of the patch tokens to the CLS token (as eval_linear.py's --avgpool_patchtokens).")
@@ -36,6 +36,7 @@ struct FeatureSource: ParsableArguments {
     @OptionGroup var precision: MatmulPrecisionOption
 
     func validate() throws {
+        try requirePath(checkpoint, "--checkpoint")
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
         try require((limit ?? 1) >= 1, "--limit must be at least 1")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
@@ -93,6 +94,8 @@ struct KNN: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(train, "--train")
+        try requirePath(test, "--test")
         try require(temperature > 0 && temperature.isFinite, "--temperature must be a positive number")
         let values = k.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         try require(!values.isEmpty && values.allSatisfy { ($0 ?? 0) > 0 }, "--k takes comma-separated positive integers, e.g. 10,20")
@@ -110,6 +113,12 @@ struct KNN: ParsableCommand {
             case (nil, true): (trainSet, testSet) = try source.features(train, what: "train").validationSplit()
             case (_?, true): throw DinoError("give --test or --validation, not both")
             case (nil, false): throw DinoError("give --test DATA (or --validation to cut the queries from --train)")
+            }
+            if validation && trainSet.count == 0 {
+                throw DinoError("the validation split of \(testSet.count) image(s) leaves no memory bank (every fifth image is a query, the others the bank): give at least 2 images")
+            }
+            guard trainSet.count > 0, testSet.count > 0 else {
+                throw DinoError("the \(trainSet.count == 0 ? "training" : "test") data holds no images")
             }
             guard !testSet.labels.isEmpty, !trainSet.labels.isEmpty else {
                 throw DinoError("k-NN needs labels: an image folder with class subfolders, fashion-mnist:*, or a .npy with its .labels.npy")
@@ -138,11 +147,14 @@ struct KNN: ParsableCommand {
             print("weighted k-NN (T = \(temperature)) on \(split) images, \(trainSet.dimension)-d features (\(String(format: "%.1f", knnSeconds)) s)")
             print("    k    top-1    top-5")
             for r in results { print(String(format: "%5d  %6.2f%%  %6.2f%%", r.k, r.top1, r.top5)) }
+            if let largest = ks.max(), largest > trainSet.count {
+                print("(a k above the \(trainSet.count) memory images votes with all of them)")
+            }
             let best = results.first { $0.k == 20 } ?? results[0]
             print("per-class top-1 at k = \(best.k):")
             for (c, accuracy) in best.perClass.enumerated() where best.perClassCount[c] > 0 {
                 let name = c < classNames.count ? classNames[c] : "class \(c)"
-                print("  " + name.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %6.2f%%  (%d images)", accuracy, best.perClassCount[c]))
+                print("  " + name.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %6.2f%%  (%d image%@)", accuracy, best.perClassCount[c], best.perClassCount[c] == 1 ? "" : "s"))
             }
         }
     }
@@ -155,13 +167,15 @@ struct Linear: ParsableCommand {
     @Option(help: "Training data (folder, fashion-mnist:train, or .npy).") var train: String
     @Option(help: "Test data.") var test: String
     @OptionGroup var source: FeatureSource
-    @Option var epochs = 30
-    @Option var lr: Float = 0.1
-    @Option(name: .customLong("probe-batch-size")) var probeBatchSize = 256
-    @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
+    @Option(help: "Passes of the classifier over the training features.") var epochs = 30
+    @Option(help: "Peak learning rate of the classifier's SGD (momentum 0.9, cosine to 0).") var lr: Float = 0.1
+    @Option(name: .customLong("probe-batch-size"), help: "Features per step of the classifier.") var probeBatchSize = 256
+    @Option(name: .customLong("weight-decay"), help: "The classifier's weight decay.") var weightDecay: Float = 0
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(train, "--train")
+        try requirePath(test, "--test")
         try require((1...100_000).contains(epochs), "--epochs must be 1...100000")
         try require(lr > 0 && lr.isFinite, "--lr must be a positive number")
         try require((1...65536).contains(probeBatchSize), "--probe-batch-size must be 1...65536")
@@ -212,6 +226,10 @@ struct Attention: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(checkpoint, "--checkpoint")
+        for path in image { try requirePath(path, "--image") }
+        for path in mask { try requirePath(path, "--mask") }
+        try requireFolderPath(output, "--output")
         try require(threshold > 0 && threshold <= 1, "--threshold must be in (0, 1]")
         try require(pngLimit >= 0, "--png-limit must be 0 or more")
         try require(fashionMNISTTest >= 0, "--fashion-mnist-test must be 0 or more")

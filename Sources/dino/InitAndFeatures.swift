@@ -11,18 +11,22 @@ struct Init: ParsableCommand {
 
     @Option(help: "vit_tiny, vit_small, vit_base, or custom (with --embed-dim, --depth, --num-heads).")
     var arch = "vit_small"
-    @Option(name: .customLong("patch-size")) var patchSize = 16
+    @Option(name: .customLong("patch-size"), help: "Patch side in pixels.") var patchSize = 16
     @Option(name: .customLong("in-chans"), help: "Input channels: 1 (gray) or 3 (RGB).") var inChans = 3
     @Option(name: .customLong("img-size"), help: "Training input side; position embeddings are learned for it.") var imgSize = 224
-    @Option(name: .customLong("embed-dim")) var embedDim: Int?
-    @Option var depth: Int?
-    @Option(name: .customLong("num-heads")) var numHeads: Int?
+    @Option(name: .customLong("embed-dim"), help: "Token width (default: the --arch's; needed with custom).") var embedDim: Int?
+    @Option(help: "Transformer blocks (default: the --arch's; needed with custom).") var depth: Int?
+    @Option(name: .customLong("num-heads"), help: "Attention heads; --embed-dim must be a multiple (default: the --arch's; needed with custom).") var numHeads: Int?
     @Flag(name: .customLong("shifted-patches"), help: "Shifted patch tokenization (the recipe key shifted_patches).")
     var shiftedPatches = false
     @Option(help: "Per-channel mean, comma-separated (default: ImageNet for RGB, Fashion-MNIST for gray).") var mean: String?
     @Option(help: "Per-channel std, comma-separated.") var std: String?
-    @Option var seed: UInt64 = 0
+    @Option(help: "Seed of the random initialization (the same seed writes the same weights).") var seed: UInt64 = 0
     @Option(help: "Output .safetensors file.") var output: String
+
+    func validate() throws {
+        try requireFilePath(output, "--output", example: "model.safetensors")
+    }
 
     func run() throws {
         try runReportingErrors {
@@ -30,6 +34,7 @@ struct Init: ParsableCommand {
                                              embedDim: embedDim, depth: depth, numHeads: numHeads, shiftedPatches: shiftedPatches)
             let m = try parseFloats(mean, name: "--mean") ?? (inChans == 3 ? imageNetMean : FashionMNIST.mean)
             let s = try parseFloats(std, name: "--std") ?? (inChans == 3 ? imageNetStd : FashionMNIST.std)
+            try checkStatistics(mean: m, std: s, channels: config.inChannels)
             let checkpoint = BackboneCheckpoint.initialized(config: config, mean: m, std: s, seed: seed)
             try checkpoint.save(to: URL(fileURLWithPath: output))
             print("wrote \(output): \(config.arch) \(config.embedDim)-wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize), \(config.inChannels) channel(s), \(config.imageSize) px, \(checkpoint.layout.count) parameters")
@@ -57,7 +62,7 @@ struct Features: ParsableCommand {
     var lastBlocks = 1
     @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
-    @Option(name: .customLong("batch-size")) var batchSize = 64
+    @Option(name: .customLong("batch-size"), help: "Images per forward pass (memory, not results).") var batchSize = 64
     @OptionGroup var transform: EvaluationTransform
     @OptionGroup var normalization: NormalizationOption
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
@@ -66,6 +71,9 @@ struct Features: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(checkpoint, "--checkpoint")
+        try requirePath(data, "--data")
+        try requireFilePath(output, "--output", example: "features.npy")
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
@@ -107,6 +115,11 @@ struct Convert: ParsableCommand {
 
     @Argument(help: ArgumentHelp("The checkpoint to read.", valueName: "IN")) var input: String
     @Argument(help: ArgumentHelp("The .safetensors file to write.", valueName: "OUT")) var output: String
+
+    func validate() throws {
+        try requirePath(input, "<IN>")
+        try requireFilePath(output, "<OUT>", example: "model.safetensors")
+    }
 
     func run() throws {
         try runReportingErrors {

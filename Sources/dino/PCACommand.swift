@@ -29,6 +29,9 @@ struct PCA: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(checkpoint, "--checkpoint")
+        for path in image { try requirePath(path, "--image") }
+        try requireFolderPath(output, "--output")
         try require(threshold > 0 && threshold < 1, "--threshold must be in (0, 1)")
         try require(fashionMNISTTest >= 0, "--fashion-mnist-test must be 0 or more")
         try require((size ?? 1) >= 1, "--size must be a positive number of pixels")

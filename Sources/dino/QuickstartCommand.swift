@@ -16,6 +16,7 @@ struct Quickstart: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requireFolderPath(output, "--output")
         try require(knnTrainSize >= 1 && knnTestSize >= 1, "--knn-train-size and --knn-test-size must be at least 1")
     }
 

@@ -20,6 +20,10 @@ struct Report: ParsableCommand {
     var noEvaluation = false
     @OptionGroup var threads: ThreadOptions
 
+    func validate() throws {
+        try requirePath(folder, "<RUN>")
+    }
+
     func run() throws {
         try threads.apply()
         try runReportingErrors {

@@ -32,6 +32,10 @@ struct Train: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
 
     func validate() throws {
+        try requirePath(recipe, "--recipe")
+        try requirePath(data, "--data")
+        try requireFolderPath(output, "--output")
+        try requirePath(initFrom, "--init-from")
         if let minutes { try require(minutes > 0 && minutes.isFinite, "--minutes must be a positive number of minutes") }
     }
 

@@ -149,7 +149,8 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(features(Inputs.labelledFolder.path, ["--resize", "0"]), "--resize", status: 64)
         assertRefused(features(Inputs.labelledFolder.path, ["--batch-size", "65536", "--input-size", "4096"]), "GiB of activations")
         assertRefused(features(Inputs.labelledFolder.path, ["--threads", "0"]), "--threads", status: 64)
-        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5,0.5"]), "mean/std")
+        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5,0.5"]), "--mean and --std need 1 or 3 values each for this 3-channel model, not 2 and 3")
+        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5", "--std", "0"]), "--std: every std must be positive")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
         // IDX data: a gzip that is truncated, and one that holds no IDX.
         let idx = folder.appendingPathComponent("idx")

@@ -202,6 +202,16 @@ public func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: Strin
     }
 }
 
+/// Checks per-channel statistics a user gives (`--mean` / `--std`): 1 or `channels` values each, every
+/// std positive (a zero std divides by zero: every feature would be NaN).
+public func checkStatistics(mean: [Float], std: [Float], channels: Int) throws {
+    guard [1, channels].contains(mean.count), [1, channels].contains(std.count) else {
+        let counts = channels == 1 ? "1 value each" : "1 or \(channels) values each"
+        throw DinoError("--mean and --std need \(counts) for this \(channels)-channel model, not \(mean.count) and \(std.count)")
+    }
+    guard std.allSatisfy({ $0 > 0 }) else { throw DinoError("--std: every std must be positive, not \(std)") }
+}
+
 /// The input normalization a command applies before the backbone: the checkpoint's own statistics,
 /// ImageNet's (photos, and every published DINO / DINOv2 model), none (pixels in [0, 1]), or given values.
 public enum InputNormalization: Equatable, Sendable {

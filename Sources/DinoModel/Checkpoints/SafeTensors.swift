@@ -139,6 +139,10 @@ public func removeStaleTemporaryFiles(in folder: URL) {
 /// Writes `data` to a temporary file beside `url`, flushes it, then renames it over `url`, so a crash
 /// never leaves a half-written file under the final name.
 public func writeAtomically(_ data: Data, to url: URL) throws {
+    var isFolder: ObjCBool = false
+    if FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder), isFolder.boolValue {
+        throw DinoError("cannot write \(url.path): it is a folder; give a file name")
+    }
     let folder = url.deletingLastPathComponent()
     try? FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     let temporary = folder.appendingPathComponent(".\(url.lastPathComponent).\(getpid()).tmp")
@@ -155,7 +159,8 @@ public func writeAtomically(_ data: Data, to url: URL) throws {
         throw DinoError("cannot write \(url.path): \(error.localizedDescription)")
     }
     if rename(temporary.path, url.path) != 0 {
+        let reason = String(cString: strerror(errno))
         try? FileManager.default.removeItem(at: temporary)
-        throw DinoError("cannot move \(temporary.path) to \(url.path): errno \(errno)")
+        throw DinoError("cannot write \(url.path): \(reason)")
     }
 }

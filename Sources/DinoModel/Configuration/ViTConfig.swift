@@ -121,7 +121,9 @@ public struct ViTConfig: Codable, Equatable, Sendable {
             throw DinoError("patch_size \(patchSize) does not fit img_size \(imageSize) (patch_size 1...\(Self.maximumPatchSize), img_size up to \(Self.maximumImageSize))")
         }
         guard inChannels == 1 || inChannels == 3 else { throw DinoError("in_chans must be 1 or 3, not \(inChannels)") }
-        guard embedDim > 0, depth > 0, numHeads > 0, embedDim % numHeads == 0 else {
+        guard depth > 0 else { throw DinoError("depth must be at least 1, not \(depth)") }
+        guard numHeads > 0 else { throw DinoError("num_heads must be at least 1, not \(numHeads)") }
+        guard embedDim > 0, embedDim % numHeads == 0 else {
             throw DinoError("embed_dim \(embedDim) must be a positive multiple of num_heads \(numHeads)")
         }
         guard layerNormEpsilon > 0, layerNormEpsilon < 1 else { throw DinoError("layer_norm_eps must be in (0, 1), not \(layerNormEpsilon)") }
