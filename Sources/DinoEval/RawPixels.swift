@@ -20,3 +20,22 @@ public func rawPixelFeatures(_ dataset: any ImageDataset, channels: Int = 1, siz
     return FeatureSet(features: features, dimension: dimension, patchTokens: nil, names: (0..<dataset.count).map(dataset.name(at:)),
                       labels: dataset.labels, classNames: dataset.classNames, skipped: [])
 }
+
+/// The mean and standard deviation of every pixel value of `set` (one pair for all channels), for
+/// normalizing raw pixels of data without published statistics.
+public func pixelStatistics(_ set: FeatureSet) -> (mean: Float, std: Float) {
+    guard !set.features.isEmpty else { return (0, 1) }
+    var sum = 0.0, squares = 0.0
+    for v in set.features { sum += Double(v); squares += Double(v) * Double(v) }
+    let n = Double(set.features.count), mean = sum / n
+    let std = (max(squares / n - mean * mean, 0)).squareRoot()
+    return (Float(mean), std > 0 ? Float(std) : 1)
+}
+
+/// `set`'s features as (x - mean) / std (the arithmetic of `normalize`, so Fashion-MNIST's raw pixels
+/// normalized here or in `rawPixelFeatures` are the same numbers).
+public func normalizedPixels(_ set: FeatureSet, mean: Float, std: Float) -> FeatureSet {
+    var out = set
+    normalize(&out.features, channels: 1, plane: out.features.count, mean: [mean], std: [std])
+    return out
+}

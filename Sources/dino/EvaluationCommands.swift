@@ -22,7 +22,7 @@ struct EvaluationTransform: ParsableArguments {
 struct FeatureSource: ParsableArguments {
     @Option(help: ArgumentHelp(checkpointHelp + " Omit it with --raw-pixels or .npy inputs.")) var checkpoint: String?
     @Flag(name: .customLong("raw-pixels"), help: "Use pixels/255 as features (the floor to beat); folder images are resized and center-cropped to 32x32 first.") var rawPixels = false
-    @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: normalize by the data set's mean/std.")
+    @Flag(name: .customLong("normalize-pixels"), help: "With --raw-pixels: (x - mean) / std with the training data's statistics (Fashion-MNIST's published ones; a folder's measured on its images).")
     var normalizePixels = false
     @Option(name: .customLong("batch-size"), help: "Images per forward pass (memory, not results).") var batchSize = 256
     @Option(name: .customLong("on-bad-image"), help: "fail or skip unreadable images.") var onBadImage = "fail"
@@ -39,6 +39,7 @@ struct FeatureSource: ParsableArguments {
         try requirePath(checkpoint, "--checkpoint")
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
         try require((limit ?? 1) >= 1, "--limit must be at least 1")
+        try require(!normalizePixels || rawPixels, "--normalize-pixels goes with --raw-pixels (a checkpoint normalizes with its own statistics)")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
     }
@@ -56,9 +57,7 @@ struct FeatureSource: ParsableArguments {
             guard !avgpool && lastBlocks == 1 else {
                 throw DinoError("--avgpool and --n-last-blocks need --checkpoint (raw pixels have no tokens)")
             }
-            let fashion = argument.hasPrefix("fashion-mnist")
-            return try rawPixelFeatures(dataset, channels: 1, size: fashion ? nil : 32,
-                                        mean: normalizePixels ? FashionMNIST.mean : nil, std: normalizePixels ? FashionMNIST.std : nil)
+            return try rawPixelFeatures(dataset, channels: 1, size: argument.hasPrefix("fashion-mnist") ? nil : 32)
         }
         guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
         let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
@@ -74,6 +73,16 @@ struct FeatureSource: ParsableArguments {
         line.finish()
         if !set.skipped.isEmpty { FileHandle.standardError.write(Data("skipped \(set.skipped.count) unreadable \(what) image(s)\n".utf8)) }
         return set
+    }
+}
+
+extension FeatureSource {
+    /// `--normalize-pixels`: raw pixels as (x - mean) / std, training and test data alike, with the
+    /// training data's statistics: Fashion-MNIST's published ones, or those measured on a folder's images.
+    func normalizingPixels(train: FeatureSet, test: FeatureSet?, trainArgument: String) -> (FeatureSet, FeatureSet?) {
+        guard rawPixels && normalizePixels && !trainArgument.hasSuffix(".npy") else { return (train, test) }
+        let (mean, std) = trainArgument.hasPrefix("fashion-mnist") ? (FashionMNIST.mean[0], FashionMNIST.std[0]) : pixelStatistics(train)
+        return (normalizedPixels(train, mean: mean, std: std), test.map { normalizedPixels($0, mean: mean, std: std) })
     }
 }
 
@@ -109,8 +118,13 @@ struct KNN: ParsableCommand {
             let started = Date()
             let trainSet: FeatureSet, testSet: FeatureSet
             switch (test, validation) {
-            case (let test?, false): (trainSet, testSet) = try (source.features(train, what: "train"), source.features(test, what: "test"))
-            case (nil, true): (trainSet, testSet) = try source.features(train, what: "train").validationSplit()
+            case (let test?, false):
+                let (normalizedTrain, normalizedTest) = source.normalizingPixels(
+                    train: try source.features(train, what: "train"), test: try source.features(test, what: "test"), trainArgument: train)
+                (trainSet, testSet) = (normalizedTrain, normalizedTest!)
+            case (nil, true):
+                (trainSet, testSet) = source.normalizingPixels(train: try source.features(train, what: "train"), test: nil,
+                                                               trainArgument: train).0.validationSplit()
             case (_?, true): throw DinoError("give --test or --validation, not both")
             case (nil, false): throw DinoError("give --test DATA (or --validation to cut the queries from --train)")
             }
@@ -185,7 +199,9 @@ struct Linear: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let (trainSet, testSet) = try (source.features(train, what: "train"), source.features(test, what: "test"))
+            let (trainSet, normalizedTest) = source.normalizingPixels(
+                train: try source.features(train, what: "train"), test: try source.features(test, what: "test"), trainArgument: train)
+            let testSet = normalizedTest!
             var settings = LinearProbeSettings()
             settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = probeBatchSize; settings.weightDecay = weightDecay
             let result = try LinearProbe.train(trainFeatures: trainSet.features, trainLabels: trainSet.labels,
@@ -267,7 +283,7 @@ struct Attention: ParsableCommand {
             let mean = maps.map(\.foregroundShare).reduce(0, +) / Double(maps.count)
             print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean))
             if written > 0 {
-                let limited = written < inputs.count ? " (the first \(written) images; --png-limit raises it)" : ""
+                let limited = written < inputs.count ? " (the first \(written == 1 ? "image" : "\(written) images"); --png-limit raises it)" : ""
                 let files = written * (3 * (backbone.config.numHeads + 1) + 2) + (written > 1 ? 1 : 0)
                 print("wrote \(files) PNGs to \(output)\(limited): one NAME-sheet.png per image"
                       + (written > 1 ? " and attention-overview.png" : "") + ", and each map at the image's own size")

@@ -13,7 +13,8 @@ struct Train: ParsableCommand {
         checkpoint.safetensors (everything needed to resume, written atomically), \
         teacher_backbone.safetensors (for dino features / knn / attention), and knn.jsonl and \
         attention/ when the recipe evaluates during training. Ctrl-C saves a checkpoint and exits; \
-        --resume continues with the same losses as an uninterrupted run. A collapsed teacher restarts \
+        --resume continues with the same losses as an uninterrupted run (also after a kill); a second run \
+        on a RUN in use is refused. A collapsed teacher restarts \
         the run with half the lr from checkpoint-healthy.safetensors (recipe key on_collapse).
         """)
 

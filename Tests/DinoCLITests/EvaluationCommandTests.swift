@@ -35,6 +35,10 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["init", "--mean", "a,b", "--output", out.path]), "--mean")
         assertRefused(runDino(["init", "--seed", "-1", "--output", out.path]), "--seed", status: 64)
         assertRefused(runDino(["init"]), "--output", status: 64)
+        let shifted = makeTemporaryFolder().appendingPathComponent("shifted.safetensors")
+        assertSucceeded(runDino(["init", "--arch", "custom", "--embed-dim", "24", "--depth", "1", "--num-heads", "2",
+                                 "--patch-size", "4", "--img-size", "12", "--shifted-patches", "--output", shifted.path]))
+        XCTAssertTrue((try? BackboneCheckpoint.load(from: shifted))?.config.shiftedPatches ?? false, "--shifted-patches is in the file")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
         assertRefused(runDino(["init", "--arch", "vit_tiny", "--patch-size", "16", "--output", "/proc/no/b.safetensors"]), "/proc/no")
     }
@@ -150,7 +154,7 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(features(Inputs.labelledFolder.path, ["--batch-size", "65536", "--input-size", "4096"]), "GiB of activations")
         assertRefused(features(Inputs.labelledFolder.path, ["--threads", "0"]), "--threads", status: 64)
         assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5,0.5"]), "--mean and --std need 1 or 3 values each for this 3-channel model, not 2 and 3")
-        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5", "--std", "0"]), "--std: every std must be positive")
+        assertRefused(features(Inputs.labelledFolder.path, ["--mean", "0.5", "--std", "0"]), "--std: every std must be a positive number")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
         // IDX data: a gzip that is truncated, and one that holds no IDX.
         let idx = folder.appendingPathComponent("idx")
@@ -258,6 +262,29 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--lr", "nan"]), "--lr", status: 64)
         assertRefused(runDino(["linear", "--train", good.path, "--test", Inputs.file("bad.npy", Data("x".utf8)).path]), "bad.npy")
         assertRefused(runDino(["linear", "--train", good.path]), "--test", status: 64)
+        let decayed = runDino(["linear", "--train", good.path, "--test", good.path, "--epochs", "5", "--weight-decay", "0.01"])
+        assertSucceeded(decayed)
+        XCTAssertTrue(decayed.stdout.contains("epoch 5/5"), decayed.stdout)
+        assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--weight-decay", "-1"]), "--weight-decay", status: 64)
+    }
+
+    /// `--normalize-pixels`: a folder's raw pixels standardized by the training folder's own statistics
+    /// (subtracting the mean changes the cosine neighbours), and only with `--raw-pixels`.
+    func testRawPixelsNormalizedByTheTrainingData() throws {
+        let folder = Inputs.labelledFolder.path
+        func top1(_ extra: [String]) throws -> Double {
+            let result = runDino(["knn", "--raw-pixels", "--train", folder, "--validation", "--k", "3", "--json"] + extra)
+            assertSucceeded(result)
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+            return try XCTUnwrap((json["results"] as? [[String: Any]])?.first?["top1"] as? Double)
+        }
+        XCTAssertEqual(try top1(["--normalize-pixels"]), 100, "dark and light images on either side of the folder's mean")
+        XCTAssertLessThan(try top1([]), 100, "all-positive pixels: cosine similarity tells the classes apart less well")
+        let linear = runDino(["linear", "--raw-pixels", "--normalize-pixels", "--train", folder, "--test", folder, "--epochs", "3"])
+        assertSucceeded(linear)
+        XCTAssertTrue(linear.stdout.contains("linear probe on 1024-d features"), linear.stdout)
+        assertRefused(runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--normalize-pixels", "--train", folder, "--validation"]),
+                      "--normalize-pixels goes with --raw-pixels", status: 64)
     }
 
     // MARK: --matmul-precision
@@ -345,6 +372,17 @@ final class EvaluationCommandTests: XCTestCase {
         assertSucceeded(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
                                  "--output", summary.path, "--summary-only"]))
         XCTAssertEqual(files(in: summary), [])
+        // --png-limit: the shares of every image, the pictures of the first.
+        let limited = folder.appendingPathComponent("limited")
+        let first = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path, jpeg.path,
+                             "--output", limited.path, "--png-limit", "1"])
+        assertSucceeded(first)
+        XCTAssertTrue(first.stdout.contains("photo.jpg: 12x10 patches") && first.stdout.contains("over 2 image(s)"), first.stdout)
+        XCTAssertTrue(first.stdout.contains("wrote 17 PNGs to \(limited.path) (the first image; --png-limit raises it)"), first.stdout)
+        XCTAssertEqual(files(in: limited).count, 17)
+        XCTAssertFalse(files(in: limited).contains { $0.hasPrefix("photo_jpg") }, "\(files(in: limited))")
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", Inputs.photo.path,
+                               "--output", limited.path, "--png-limit", "-1"]), "--png-limit", status: 64)
     }
 
     /// A legal but extreme image, 16000x4 (4000 patches, under the attention's limit, so it runs at its own

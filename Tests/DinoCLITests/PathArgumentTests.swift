@@ -71,7 +71,7 @@ final class PathArgumentTests: XCTestCase {
         assertRefused(runDino(custom + ["--depth", "0", "--num-heads", "2", "--output", out]), "depth must be at least 1, not 0")
         assertRefused(runDino(custom + ["--depth", "1", "--num-heads", "0", "--output", out]), "num_heads must be at least 1, not 0")
         assertRefused(runDino(["init", "--arch", "vit_tiny", "--std", "0,1,1", "--output", out]),
-                      "--std: every std must be positive, not [0.0, 1.0, 1.0]")
+                      "--std: every std must be a positive number, not [0.0, 1.0, 1.0]")
         assertRefused(runDino(["init", "--arch", "vit_tiny", "--mean", "0.5,0.5", "--std", "1,1", "--output", out]),
                       "--mean and --std need 1 or 3 values each for this 3-channel model, not 2 and 2")
         assertRefused(runDino(custom + ["--depth", "1", "--num-heads", "2", "--in-chans", "1", "--mean", "0.5,0.5", "--output", out]),

@@ -233,6 +233,7 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(recipeFile("broken.yaml", "arch: [custom\nlr: {")), "broken.yaml", "not valid YAML")
         assertRefused(train(recipeFile("list.yaml", "- arch\n- lr\n")), "list.yaml", "mapping")
         assertRefused(train(recipeFile("typo.yaml", "learning_rate: 0.1\n")), "unknown recipe key 'learning_rate'")
+        assertRefused(train(recipeFile("twice.yaml", "lr: 0.1\nepochs: 2\nlr: 0.2\n")), "twice.yaml: key 'lr' is set twice (again on line 3); keep one")
         assertRefused(train(recipeFile("type.yaml", "batch_size: many\n")), "batch_size", "integer")
         assertRefused(train(Self.recipe(), ["--set", "batch_size=0"]), "batch_size must be at least 1")
         assertRefused(train(Self.recipe(), ["--set", "batch_size=100000000"]), "batch_size must be at most")
@@ -345,6 +346,28 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertEqual(try String(contentsOf: killed.appendingPathComponent("knn.jsonl"), encoding: .utf8),
                        try String(contentsOf: straight.appendingPathComponent("knn.jsonl"), encoding: .utf8))
         XCTAssertFalse(files(in: killed).contains { $0.hasSuffix(".tmp") }, "\(files(in: killed))")
+    }
+
+    /// Two runs on one folder: the second (`--resume` typed while the first still runs, or a quick start)
+    /// is refused naming the first's process, which trains on; once the first is killed the folder is
+    /// free again without anything cleared by hand (the next refusal is the ordinary "already holds a run").
+    func testASecondRunOnTheSameFolderIsRefused() throws {
+        let recipe = Self.recipe(epochs: 1000)
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        let first = startDino(["train", "--recipe", recipe.path, "--output", run.path])
+        let log = run.appendingPathComponent("log.jsonl")
+        let deadline = Date().addingTimeInterval(120)
+        while first.process.isRunning && !FileManager.default.fileExists(atPath: log.path) && Date() < deadline { usleep(10_000) }
+        XCTAssertTrue(first.process.isRunning, "the first run ended before the second started")
+        let pid = first.process.processIdentifier
+        assertRefused(runDino(["train", "--recipe", recipe.path, "--output", run.path, "--resume"], timeout: 60),
+                      "\(run.path) is in use by another dino run (process \(pid)): wait for it to end or stop it, or choose another --output")
+        assertRefused(runDino(["quickstart", "--output", run.path, "--resume"], timeout: 60), "is in use by another dino run (process \(pid))")
+        XCTAssertTrue(first.process.isRunning, "a refused run stopped the first")
+        kill(pid, SIGKILL)
+        XCTAssertEqual(first.finish().signal, SIGKILL)
+        assertRefused(runDino(["train", "--recipe", recipe.path, "--output", run.path], timeout: 60), "already holds a run")
+        XCTAssertFalse(files(in: run).contains { $0.hasSuffix(".tmp") }, "\(files(in: run))")
     }
 
     /// A disk that fills (a file-size limit) and a folder that cannot be written: a clear error, and the

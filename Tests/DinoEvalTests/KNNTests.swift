@@ -60,6 +60,28 @@ final class KNNTests: XCTestCase {
         XCTAssertEqual(results[1].top1, 84.59, accuracy: 0.005)
     }
 
+    /// `--normalize-pixels` on a folder: one mean and std over every pixel value, applied as (x - mean) / std
+    /// with `normalize`'s arithmetic (Fashion-MNIST's published statistics give the same numbers either way).
+    func testPixelStatisticsNormalizeByTheTrainingData() throws {
+        let set = FeatureSet(features: [0, 0.5, 1, 0.5], dimension: 2, patchTokens: nil, names: ["a", "b"], labels: [0, 1],
+                             classNames: [], skipped: [])
+        let (mean, std) = pixelStatistics(set)
+        XCTAssertEqual(mean, 0.5, accuracy: 1e-7)
+        XCTAssertEqual(std, (0.125 as Float).squareRoot(), accuracy: 1e-7)
+        let normalized = normalizedPixels(set, mean: mean, std: std)
+        for (value, expected) in zip(normalized.features, [-2.0.squareRoot(), 0, 2.0.squareRoot(), 0]) {
+            XCTAssertEqual(Double(value), expected, accuracy: 1e-6)
+        }
+        XCTAssertEqual(normalized.labels, [0, 1])
+        let flat = FeatureSet(features: [0.3, 0.3], dimension: 2, patchTokens: nil, names: ["a"], labels: [0], classNames: [], skipped: [])
+        XCTAssertEqual(pixelStatistics(flat).std, 1, "a constant image set keeps its scale rather than dividing by 0")
+        let test = try rawPixelFeatures(FashionMNIST(split: .test))
+        let subset = test.rows(Array(0..<50))
+        XCTAssertEqual(normalizedPixels(subset, mean: FashionMNIST.mean[0], std: FashionMNIST.std[0]).features,
+                       try rawPixelFeatures(DatasetSubset(FashionMNIST(split: .test), indices: Array(0..<50)),
+                                            mean: FashionMNIST.mean, std: FashionMNIST.std).features)
+    }
+
     /// `dino knn --validation` and the training loop's held-out check: every fifth row a query, the
     /// others the memory, patch tokens and labels kept with their rows. On raw pixels this is the
     /// validation floor (48,000 / 12,000 of the training split; numpy's brute force gives the same).

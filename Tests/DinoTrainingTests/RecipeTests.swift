@@ -56,10 +56,16 @@ final class RecipeTests: XCTestCase {
         XCTAssertThrowsError(try recipe.apply(yaml: "global_crops_scale: [0.4]\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("a list of 2 numbers"), "\($0)")
         }
+        XCTAssertThrowsError(try recipe.apply(yaml: "lr:\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("r.yaml: key 'lr' has no value; give a number (or leave the key out for its default)"), "\($0)")
+        }
         XCTAssertThrowsError(try recipe.apply(yaml: "norm_last_layer: 3\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("true or false"), "\($0)")
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "- a\n- b\n", source: "r.yaml"))
+        XCTAssertThrowsError(try recipe.apply(yaml: "lr: 0.1\nlr: 0.2\n", source: "r.yaml")) {
+            XCTAssertTrue("\($0)".contains("r.yaml: key 'lr' is set twice (again on line 2); keep one"), "\($0)")
+        }
         var sinkhorn = Recipe()
         XCTAssertNoThrow(try sinkhorn.apply(yaml: "centering: sinkhorn_knopp\n", source: "r.yaml"))
         XCTAssertNoThrow(try sinkhorn.validate())

@@ -209,7 +209,8 @@ public func checkStatistics(mean: [Float], std: [Float], channels: Int) throws {
         let counts = channels == 1 ? "1 value each" : "1 or \(channels) values each"
         throw DinoError("--mean and --std need \(counts) for this \(channels)-channel model, not \(mean.count) and \(std.count)")
     }
-    guard std.allSatisfy({ $0 > 0 }) else { throw DinoError("--std: every std must be positive, not \(std)") }
+    guard mean.allSatisfy(\.isFinite) else { throw DinoError("--mean: every mean must be a finite number, not \(mean)") }
+    guard std.allSatisfy({ $0.isFinite && $0 > 0 }) else { throw DinoError("--std: every std must be a positive number, not \(std)") }
 }
 
 /// The input normalization a command applies before the backbone: the checkpoint's own statistics,

@@ -195,7 +195,10 @@ public final class Trainer {
         guard FileManager.default.isWritableFile(atPath: output.path) else {
             throw DinoError("the run folder \(output.path) is not writable: choose another --output")
         }
-        if communicator.isPrimary { removeStaleTemporaryFiles(in: output) }
+        if communicator.isPrimary {
+            try RunFolderLock.acquire(output)
+            removeStaleTemporaryFiles(in: output)
+        }
         if resume && FileManager.default.fileExists(atPath: checkpointURL.path) {
             try TrainingCheckpoint.restore(from: checkpointURL, into: self)
             if let scheduledSteps { fitSchedules(to: scheduledSteps) }

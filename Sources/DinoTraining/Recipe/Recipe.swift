@@ -230,6 +230,7 @@ public struct Recipe: Equatable, Sendable {
     public mutating func set(_ key: String, _ value: Any, source: String) throws {
         let f = try Self.field(key)
         func wrong(_ expected: String) -> DinoError {
+            if value is NSNull { return DinoError("\(source): key '\(key)' has no value; give \(expected) (or leave the key out for its default)") }
             let got = value is [Any] ? "a list" : value is [AnyHashable: Any] ? "a mapping" : "\(value)".prefix(40) + " (\(type(of: value)))"
             return DinoError("\(source): key '\(key)' expects \(expected), got \(got)")
         }

@@ -53,6 +53,12 @@ extension Recipe {
         var mapping: [String: Any] = [:]
         for pair in pairs {
             guard case .scalar(let key) = pair.key else { throw DinoError("\(source): every key must be a plain name (key: value)") }
+            // PyYAML keeps the last of two equal keys without a word; a recipe edited by hand that sets
+            // lr twice more likely holds a mistake than an intent.
+            guard mapping[key.string] == nil else {
+                let line = key.mark.map { " (again on line \($0.line))" } ?? ""
+                throw DinoError("\(source): key '\(key.string)' is set twice\(line); keep one")
+            }
             mapping[key.string] = try flat(pair.value)
         }
         return mapping
