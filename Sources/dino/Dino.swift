@@ -87,22 +87,22 @@ func requirePath(_ value: String?, _ option: String) throws {
     try require(!value.trimmingCharacters(in: .whitespaces).isEmpty, "\(option) is empty: give a path")
 }
 
+/// Whether `path` is a folder (true), a file (false), or nothing yet (nil).
+func isFolder(_ path: String) -> Bool? {
+    var folder: ObjCBool = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &folder) ? folder.boolValue : nil
+}
+
 /// Refuses an output folder that names an existing file (a missing folder is created).
 func requireFolderPath(_ value: String, _ option: String) throws {
     try requirePath(value, option)
-    var isFolder: ObjCBool = false
-    if FileManager.default.fileExists(atPath: value, isDirectory: &isFolder) {
-        try require(isFolder.boolValue, "\(option) \(value) is a file; give a folder (it is created if missing)")
-    }
+    try require(isFolder(value) != false, "\(option) \(value) is a file; give a folder (it is created if missing)")
 }
 
 /// Refuses an output file that names an existing folder (`example` is a file name to suggest inside it).
 func requireFilePath(_ value: String, _ option: String, example: String) throws {
     try requirePath(value, option)
-    var isFolder: ObjCBool = false
-    if FileManager.default.fileExists(atPath: value, isDirectory: &isFolder) {
-        try require(!isFolder.boolValue, "\(option) \(value) is a folder; give a file name, e.g. \((value as NSString).appendingPathComponent(example))")
-    }
+    try require(isFolder(value) != true, "\(option) \(value) is a folder; give a file name, e.g. \((value as NSString).appendingPathComponent(example))")
 }
 
 /// Options every compute-heavy command takes.

@@ -77,12 +77,13 @@ struct FeatureSource: ParsableArguments {
 }
 
 extension FeatureSource {
-    /// `--normalize-pixels`: raw pixels as (x - mean) / std, training and test data alike, with the
-    /// training data's statistics: Fashion-MNIST's published ones, or those measured on a folder's images.
-    func normalizingPixels(train: FeatureSet, test: FeatureSet?, trainArgument: String) -> (FeatureSet, FeatureSet?) {
-        guard rawPixels && normalizePixels && !trainArgument.hasSuffix(".npy") else { return (train, test) }
+    /// `--normalize-pixels`: raw pixels as (x - mean) / std, for the training and the test data alike, with
+    /// the training data's statistics: Fashion-MNIST's published ones, or those measured on a folder's
+    /// images. Without the flag (or for cached `.npy` features), the sets as they are.
+    func pixelNormalization(train: FeatureSet, trainArgument: String) -> (FeatureSet) -> FeatureSet {
+        guard rawPixels && normalizePixels && !trainArgument.hasSuffix(".npy") else { return { $0 } }
         let (mean, std) = trainArgument.hasPrefix("fashion-mnist") ? (FashionMNIST.mean[0], FashionMNIST.std[0]) : pixelStatistics(train)
-        return (normalizedPixels(train, mean: mean, std: std), test.map { normalizedPixels($0, mean: mean, std: std) })
+        return { normalizedPixels($0, mean: mean, std: std) }
     }
 }
 
@@ -119,12 +120,12 @@ struct KNN: ParsableCommand {
             let trainSet: FeatureSet, testSet: FeatureSet
             switch (test, validation) {
             case (let test?, false):
-                let (normalizedTrain, normalizedTest) = source.normalizingPixels(
-                    train: try source.features(train, what: "train"), test: try source.features(test, what: "test"), trainArgument: train)
-                (trainSet, testSet) = (normalizedTrain, normalizedTest!)
+                let trainFeatures = try source.features(train, what: "train")
+                let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
+                (trainSet, testSet) = (normalize(trainFeatures), normalize(try source.features(test, what: "test")))
             case (nil, true):
-                (trainSet, testSet) = source.normalizingPixels(train: try source.features(train, what: "train"), test: nil,
-                                                               trainArgument: train).0.validationSplit()
+                let trainFeatures = try source.features(train, what: "train")
+                (trainSet, testSet) = source.pixelNormalization(train: trainFeatures, trainArgument: train)(trainFeatures).validationSplit()
             case (_?, true): throw DinoError("give --test or --validation, not both")
             case (nil, false): throw DinoError("give --test DATA (or --validation to cut the queries from --train)")
             }
@@ -199,9 +200,9 @@ struct Linear: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let (trainSet, normalizedTest) = source.normalizingPixels(
-                train: try source.features(train, what: "train"), test: try source.features(test, what: "test"), trainArgument: train)
-            let testSet = normalizedTest!
+            let trainFeatures = try source.features(train, what: "train")
+            let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
+            let (trainSet, testSet) = (normalize(trainFeatures), normalize(try source.features(test, what: "test")))
             var settings = LinearProbeSettings()
             settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = probeBatchSize; settings.weightDecay = weightDecay
             let result = try LinearProbe.train(trainFeatures: trainSet.features, trainLabels: trainSet.labels,
