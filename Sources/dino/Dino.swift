@@ -38,11 +38,43 @@ struct Dino: ParsableCommand {
             var message = Self.message(for: error).split(whereSeparator: \.isNewline).joined(separator: " ")
             if message.hasSuffix(".") { message.removeLast() }  // the hint follows after a semicolon
             let sub = commands.first { arguments.first == $0 }
+            // ArgumentParser reports a missing --output before a mistyped option: the typo is the news.
+            if code.rawValue == 64, !message.hasPrefix("Unknown option"),
+               let command = configuration.subcommands.first(where: { $0._commandName == sub }),
+               let unknown = firstUnknownOption(Array(arguments.dropFirst()), known: optionNames(of: command)) {
+                message = "Unknown option '\(unknown.option)'" + (unknown.guess.map { ". Did you mean '\($0)'?" } ?? "")
+            }
             let hint = code.rawValue == 64 ? "; see 'dino\(sub.map { " " + $0 } ?? "") --help'" : ""
             FileHandle.standardError.write(Data("error: \(message)\(hint)\n".utf8))
             Foundation.exit(code.rawValue)
         }
     }
+}
+
+/// The long option names (`--name`) a command's help lists.
+func optionNames(of command: ParsableCommand.Type) -> Set<String> {
+    let help = command.helpMessage(columns: 10_000)
+    var names: Set<String> = []
+    var scanner = help[...]
+    while let start = scanner.range(of: "--") {
+        let rest = scanner[start.upperBound...]
+        let name = rest.prefix { $0.isLetter || $0.isNumber || $0 == "-" }
+        if let first = name.first, first.isLetter { names.insert("--" + name) }
+        scanner = rest.dropFirst(name.count)
+    }
+    return names
+}
+
+/// The first `--name` (or `--name=value`) argument before any `--` terminator that is not in `known`,
+/// with the closest known name as a guess.
+func firstUnknownOption(_ arguments: [String], known: Set<String>) -> (option: String, guess: String?)? {
+    for argument in arguments {
+        if argument == "--" { return nil }
+        guard argument.hasPrefix("--"), argument.count > 2 else { continue }
+        let option = String(argument.prefix { $0 != "=" })
+        if !known.contains(option) { return (option, closestName(to: option, among: known.sorted())) }
+    }
+    return nil
 }
 
 /// `--k -3` as `--k=-3`: ArgumentParser reads a token that starts with a dash as an option, so a

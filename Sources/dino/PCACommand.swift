@@ -60,8 +60,8 @@ struct PCA: ParsableCommand {
 
 /// The images of `--image` files (decoded to `channels`) and the first `fashionMNISTTest` test images.
 func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws -> [(String, DinoData.Image)] {
-    var inputs: [(String, DinoData.Image)] = try paths.map {
-        (($0 as NSString).lastPathComponent, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: channels))
+    var inputs: [(String, DinoData.Image)] = try zip(displayNames(paths), paths).map {
+        ($0, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $1), channels: channels))
     }
     if fashionMNISTTest > 0 {
         let test = try FashionMNIST(split: .test)
@@ -70,4 +70,19 @@ func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws 
         }
     }
     return inputs
+}
+
+/// A name per image path for what is printed and the files written: the file name, or where two
+/// different paths share it (`a/x.png`, `b/x.png`), as many trailing folders as tell them apart.
+func displayNames(_ paths: [String]) -> [String] {
+    let components = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.pathComponents.filter { $0 != "/" } }
+    func name(_ i: Int, _ count: Int) -> String { components[i].suffix(count).joined(separator: "/") }
+    return paths.indices.map { i in
+        var count = 1
+        while count < components[i].count,
+              paths.indices.contains(where: { j in components[j] != components[i] && name(j, count) == name(i, count) }) {
+            count += 1
+        }
+        return components[i].isEmpty ? paths[i] : name(i, count)
+    }
 }

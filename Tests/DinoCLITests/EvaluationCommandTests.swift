@@ -385,6 +385,30 @@ final class EvaluationCommandTests: XCTestCase {
                                "--output", limited.path, "--png-limit", "-1"]), "--png-limit", status: 64)
     }
 
+    /// Two images of one file name in different folders are printed and written under the folders that
+    /// tell them apart (a/x.png and b/x.png: a_x-*, b_x-*), in attention and pca alike; the same file
+    /// twice keeps the earlier `_png` stem for its second set.
+    func testImagesOfOneNameInTwoFoldersAreKeptApart() throws {
+        let folder = makeTemporaryFolder()
+        let bytes = try Data(contentsOf: Inputs.photo)
+        let first = Inputs.file("a/x.png", bytes), second = Inputs.file("b/x.png", bytes)
+        let out = folder.appendingPathComponent("maps")
+        let result = runDino(["attention", "--checkpoint", Inputs.grayBackbone.path, "--image", first.path, second.path, first.path,
+                              "--output", out.path])
+        assertSucceeded(result)
+        let lines = result.stdout.split(separator: "\n").map(String.init)
+        XCTAssertEqual(lines.prefix(3).map { $0.components(separatedBy: ":").first ?? "" }, ["a/x.png", "b/x.png", "a/x.png"], result.stdout)
+        let written = files(in: out)
+        for stem in ["a_x", "b_x", "a_x_png"] {
+            XCTAssertEqual(written.filter { $0.hasPrefix(stem + "-") }.count, 17, "3 x (4 heads + mean) + image + sheet; " + "\(stem): \(written)")
+        }
+        let pca = folder.appendingPathComponent("pca")
+        let components = runDino(["pca", "--checkpoint", Inputs.grayBackbone.path, "--image", first.path, second.path, "--output", pca.path])
+        assertSucceeded(components)
+        XCTAssertTrue(components.stdout.contains("a/x.png:") && components.stdout.contains("b/x.png:"), components.stdout)
+        XCTAssertEqual(files(in: pca), ["a_x-pca-sheet.png", "a_x-pca.png", "b_x-pca-sheet.png", "b_x-pca.png", "pca-overview.png"])
+    }
+
     /// A legal but extreme image, 16000x4 (4000 patches, under the attention's limit, so it runs at its own
     /// size): every sheet's cells stay within 1024 px on their long side (a whole-factor enlargement to 224 px
     /// on the short side would have drawn 896,000-px cells, gigabytes of canvas), while the maps at the

@@ -59,6 +59,17 @@ final class RootCommandTests: XCTestCase {
         assertRefused(runDino(["train", "--output", "run", "--minute", "3"], in: folder, timeout: 30),
                       "Unknown option '--minute'. Did you mean '--minutes'?", status: 64)
         XCTAssertEqual(files(in: folder), [])
+        // A mistyped option is reported before a missing one (ArgumentParser would name --output first).
+        assertRefused(runDino(["train", "--minute", "3"], in: folder, timeout: 30),
+                      "error: Unknown option '--minute'. Did you mean '--minutes'?; see 'dino train --help'", status: 64)
+        assertRefused(runDino(["knn", "--chekpoint", "m.safetensors", "--k=20"], in: folder, timeout: 30),
+                      "error: Unknown option '--chekpoint'. Did you mean '--checkpoint'?", status: 64)
+        assertRefused(runDino(["features", "--checkpoint", "m.safetensors", "--frobnicate=2"], in: folder, timeout: 30),
+                      "error: Unknown option '--frobnicate'; see 'dino features --help'", status: 64)
+        // Known options and a missing one: the missing one, as before.
+        assertRefused(runDino(["knn", "--checkpoint", "m.safetensors", "--k", "20", "--json"], in: folder, timeout: 30),
+                      "error: Missing expected argument '--train <train>'", status: 64)
+        XCTAssertEqual(files(in: folder), [])
         assertRefused(runDino(["--verbose"], timeout: 30), "Unknown option '--verbose'; see 'dino --help'", status: 64)
         assertRefused(runDino(["help", "frobnicate"], timeout: 30), "'frobnicate' is not a dino command", status: 64)
         assertRefused(runDino(["help", "lienar"], timeout: 30), "did you mean 'linear'?", status: 64)
