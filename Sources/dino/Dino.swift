@@ -144,6 +144,11 @@ struct ThreadOptions: ParsableArguments {
 
     func validate() throws {
         try require(threads.map { (1...1024).contains($0) } ?? true, "--threads must be 1...1024")
+        // The library falls back to all cores on a DINO_THREADS it cannot use; a user who set it meant something.
+        if threads == nil, let text = ProcessInfo.processInfo.environment["DINO_THREADS"] {
+            try require(Int(text).map { (1...1024).contains($0) } ?? false,
+                        "DINO_THREADS=\(text) is not a thread count in 1...1024: fix or unset it, or give --threads")
+        }
     }
 
     func apply() throws {

@@ -94,6 +94,24 @@ final class FolderTrainingTests: XCTestCase {
         XCTAssertEqual(files(in: run), [], "a refused run wrote files")
     }
 
+    /// A corrupt file in a folder is left out whenever a batch draws it (every epoch) but reported once,
+    /// as it is counted at the end: not one warning and one count per epoch.
+    func testAnUnreadableImageIsReportedOnce() throws {
+        let folder = makeTemporaryFolder("dino-one-corrupt")
+        let source = Inputs.labelledFolder.appendingPathComponent("dark")
+        for name in try FileManager.default.contentsOfDirectory(atPath: source.path) {
+            try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: folder.appendingPathComponent(name))
+        }
+        try Data("\u{89}PNG\r\n\u{1a}\nnot an image".utf8).write(to: folder.appendingPathComponent("broken.png"))
+        let run = makeTemporaryFolder("dino-one-corrupt-run")
+        let result = runDino(["train", "--data", folder.path, "--output", run.path, "--set", "max_minutes=0", "--set", "epochs=6",
+                              "--set", "embed_dim=48", "--set", "depth=2", "--set", "num_heads=2", "--set", "batch_size=3"])
+        assertSucceeded(result)
+        let warnings = result.stderrLines.filter { $0.contains("unreadable") }
+        XCTAssertEqual(warnings, ["warning: skipped 1 unreadable image(s): broken.png; each is left out whenever it is drawn"], result.stderr)
+        XCTAssertTrue(result.stdout.contains("finished 18 steps") && result.stdout.contains(", 1 unreadable image(s) skipped"), result.stdout)
+    }
+
     /// Without centering (`center_momentum=1` keeps the center at 0) the teacher collapses onto one
     /// prototype within a few dozen steps: `stop` ends with the advice, `restart` goes on with half the lr.
     func testCollapseStopsOrRestartsAsTheRecipeSays() throws {

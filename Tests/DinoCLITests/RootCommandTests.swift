@@ -41,6 +41,20 @@ final class RootCommandTests: XCTestCase {
                       && DinoVersion.number.split(separator: ".").allSatisfy { Int($0) != nil }, DinoVersion.number)
     }
 
+    /// A DINO_THREADS the kernels cannot use is refused by every compute command (the library would run
+    /// on all cores, which is not what the user set); `--threads` overrides it.
+    func testThreadCountFromTheEnvironmentIsChecked() {
+        let knn = ["knn", "--raw-pixels", "--train", "fashion-mnist:train", "--validation", "--limit", "100"]
+        for value in ["abc", "0", "-2", "2000", ""] {
+            assertRefused(runDino(knn, timeout: 60, shellPrefix: "DINO_THREADS='\(value)'; export DINO_THREADS"),
+                          "error: DINO_THREADS=\(value) is not a thread count in 1...1024: fix or unset it, or give --threads", status: 64)
+        }
+        let overridden = runDino(knn + ["--threads", "1"], timeout: 60, shellPrefix: "export DINO_THREADS=abc")
+        assertSucceeded(overridden)
+        XCTAssertTrue(overridden.stdout.contains("80 memory / 20 query images"), overridden.stdout)
+        assertSucceeded(runDino(knn, timeout: 60, shellPrefix: "export DINO_THREADS=1"))
+    }
+
     /// A mistyped command gets the list of commands and, when one is close, a guess; not ArgumentParser's
     /// "Unexpected argument".
     func testUnknownCommandsAndOptionsAreRefused() {

@@ -39,7 +39,7 @@ public enum Parallel {
     public static var workerThreadsAlive: Int { WorkerPool.alive.load() }
 
     static func defaultThreadCount() -> Int {
-        if let text = ProcessInfo.processInfo.environment["DINO_THREADS"], let n = Int(text), n > 0 { return n }
+        if let text = ProcessInfo.processInfo.environment["DINO_THREADS"], let n = Int(text), (1...1024).contains(n) { return n }
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }
 

@@ -62,6 +62,7 @@ public struct TrainingSummary: Sendable {
     public var finalLoss: Float
     public var interrupted: Bool
     public var collapseWarned: Bool
+    /// Unreadable images met and left out (`on_bad_image: skip`), each counted once per process.
     public var skippedImages: Int
     public var knn: [(epoch: Int, top1: Double)]
     public var checkpoint: URL
@@ -342,11 +343,15 @@ public final class Trainer {
             total = totalSteps
             paceStart = (step, trainedSeconds)
         }
+        // An unreadable image is skipped whenever a batch draws it (each epoch); it is reported and counted once.
+        var skippedNames: Set<String> = []
         while step < total {
             let batch = try loader.next(step: step, limit: total)
-            if !batch.skipped.isEmpty {
-                summary.skippedImages += batch.skipped.count  // this process's; the processes' sum below
-                progress(.warning("skipped \(batch.skipped.count) unreadable image(s): \(batch.skipped.prefix(3).joined(separator: ", "))"))
+            let newlySkipped = Array(Set(batch.skipped).subtracting(skippedNames)).sorted()
+            if !newlySkipped.isEmpty {
+                skippedNames.formUnion(newlySkipped)
+                summary.skippedImages += newlySkipped.count  // this process's; the processes' sum below
+                progress(.warning("skipped \(newlySkipped.count) unreadable image(s): \(newlySkipped.prefix(3).joined(separator: ", "))\(newlySkipped.count > 3 ? ", ..." : ""); each is left out whenever it is drawn"))
             }
             let epoch = step / iterationsPerEpoch
             let lr = learningRates[step], wd = weightDecays[step], momentum = momenta[step], koleoWeight = koleoWeights[step]
@@ -376,9 +381,9 @@ public final class Trainer {
             step += 1
 
             // Rank 0's clock, a stop request on any process, and the images every process skipped.
-            let shared = synchronizeStep(stopRequested: stopFlag.isRequested, skipped: batch.skipped.count)
+            let shared = synchronizeStep(stopRequested: stopFlag.isRequested, skipped: newlySkipped.count)
             let stopping = shared.stop
-            if communicator.size > 1 { summary.skippedImages += shared.skipped - batch.skipped.count }
+            if communicator.size > 1 { summary.skippedImages += shared.skipped - newlySkipped.count }
             try checkProcessesAgree(step: step)
 
             // Log.
