@@ -42,6 +42,27 @@ extension FeatureSet {
                           patchTokenWidth: patchTokenWidth)
     }
 
+    /// This (test) set with its labels renumbered to `train`'s classes by name: two folders number their
+    /// class subfolders each in its own sorted order, so a test folder with classes a, c against a
+    /// training folder with a, b would otherwise score its c images as b. Throws when a test class has
+    /// no training images (no classifier can predict it). Sets without class names (cached `.npy`
+    /// features) keep their labels as they are.
+    public func relabeled(toClassesOf train: FeatureSet) throws -> FeatureSet {
+        guard !classNames.isEmpty, !train.classNames.isEmpty, classNames != train.classNames, !labels.isEmpty else { return self }
+        let index = Dictionary(train.classNames.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
+        let used = Set(labels).sorted().map { $0 < classNames.count ? classNames[$0] : "class \($0)" }
+        let missing = used.filter { index[$0] == nil }
+        if !missing.isEmpty {
+            let shown = missing.prefix(5).map { "'\($0)'" }.joined(separator: ", ") + (missing.count > 5 ? ", ..." : "")
+            let known = train.classNames.prefix(10).joined(separator: ", ") + (train.classNames.count > 10 ? ", ..." : "")
+            throw DinoError("the test data's class\(missing.count == 1 ? "" : "es") \(shown) \(missing.count == 1 ? "has" : "have") no training images (training classes: \(known)): give test class folders named as the training ones")
+        }
+        var relabeled = self
+        relabeled.labels = labels.map { index[classNames[$0]]! }
+        relabeled.classNames = train.classNames
+        return relabeled
+    }
+
     /// The memory bank and queries of `ValidationSplit` (every fifth row a query).
     public func validationSplit() -> (memory: FeatureSet, queries: FeatureSet) {
         let split = ValidationSplit.indices(count: count)

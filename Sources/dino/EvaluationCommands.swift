@@ -122,7 +122,7 @@ struct KNN: ParsableCommand {
             case (let test?, false):
                 let trainFeatures = try source.features(train, what: "train")
                 let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
-                (trainSet, testSet) = (normalize(trainFeatures), normalize(try source.features(test, what: "test")))
+                (trainSet, testSet) = (normalize(trainFeatures), try normalize(source.features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
             case (nil, true):
                 let trainFeatures = try source.features(train, what: "train")
                 (trainSet, testSet) = source.pixelNormalization(train: trainFeatures, trainArgument: train)(trainFeatures).validationSplit()
@@ -202,7 +202,14 @@ struct Linear: ParsableCommand {
         try runReportingErrors {
             let trainFeatures = try source.features(train, what: "train")
             let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
-            let (trainSet, testSet) = (normalize(trainFeatures), normalize(try source.features(test, what: "test")))
+            let (trainSet, testSet) = (normalize(trainFeatures), try normalize(source.features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
+            guard !trainSet.labels.isEmpty, !testSet.labels.isEmpty, (trainSet.labels + testSet.labels).allSatisfy({ $0 >= 0 }) else {
+                throw DinoError("the linear probe needs labels: an image folder with class subfolders, fashion-mnist:*, or a .npy with its .labels.npy")
+            }
+            let trainClasses = Set(trainSet.labels).count
+            guard trainClasses >= 2 else {
+                throw DinoError("the linear probe needs at least 2 classes in the training data (found \(trainClasses)\(trainSet.classNames.count == 1 ? ": " + trainSet.classNames[0] : ""))")
+            }
             var settings = LinearProbeSettings()
             settings.epochs = epochs; settings.learningRate = lr; settings.batchSize = probeBatchSize; settings.weightDecay = weightDecay
             let result = try LinearProbe.train(trainFeatures: trainSet.features, trainLabels: trainSet.labels,

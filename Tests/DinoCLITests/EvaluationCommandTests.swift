@@ -268,6 +268,40 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--weight-decay", "-1"]), "--weight-decay", status: 64)
     }
 
+    /// Classes are matched by folder name, not by position: a test folder holding only `light` is scored
+    /// against the training folder's `light` (index 1 there, index 0 in its own sorted list), a test class
+    /// the training data lacks is refused, and the linear probe refuses data without 2 labelled classes.
+    func testTestClassesAreMatchedByName() throws {
+        let folder = makeTemporaryFolder()
+        let light = folder.appendingPathComponent("test/light")
+        try FileManager.default.createDirectory(at: light.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: Inputs.labelledFolder.appendingPathComponent("light"), to: light)
+        let knn = runDino(["knn", "--raw-pixels", "--train", Inputs.labelledFolder.path, "--test", light.deletingLastPathComponent().path,
+                           "--k", "3", "--json"])
+        assertSucceeded(knn)
+        let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(knn.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(json["classes"] as? [String], ["dark", "light"], knn.stdout)
+        XCTAssertEqual((json["results"] as? [[String: Any]])?.first?["top1"] as? Double, 100, "light against light: \(knn.stdout)")
+        let linear = runDino(["linear", "--raw-pixels", "--train", Inputs.labelledFolder.path, "--test", light.deletingLastPathComponent().path,
+                              "--epochs", "5"])
+        assertSucceeded(linear)
+        XCTAssertTrue(linear.stdout.contains("test top-1 100.00%"), linear.stdout)
+
+        try FileManager.default.copyItem(at: light, to: folder.appendingPathComponent("test/medium"))
+        assertRefused(runDino(["knn", "--raw-pixels", "--train", Inputs.labelledFolder.path, "--test", light.deletingLastPathComponent().path]),
+                      "error: the test data's class 'medium' has no training images (training classes: dark, light): give test class folders named as the training ones",
+                      status: 1)
+        assertRefused(runDino(["linear", "--raw-pixels", "--train", light.deletingLastPathComponent().path, "--test", Inputs.labelledFolder.path]),
+                      "the test data's class 'dark' has no training images (training classes: light, medium)")
+        let single = folder.appendingPathComponent("single")
+        try FileManager.default.createDirectory(at: single, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(at: light, to: single.appendingPathComponent("light"))
+        assertRefused(runDino(["linear", "--raw-pixels", "--train", single.path, "--test", single.path]),
+                      "error: the linear probe needs at least 2 classes in the training data (found 1: light)")
+        assertRefused(runDino(["linear", "--raw-pixels", "--train", light.path, "--test", light.path]),
+                      "error: the linear probe needs labels: an image folder with class subfolders")
+    }
+
     /// `--normalize-pixels`: a folder's raw pixels standardized by the training folder's own statistics
     /// (subtracting the mean changes the cosine neighbours), and only with `--raw-pixels`.
     func testRawPixelsNormalizedByTheTrainingData() throws {
