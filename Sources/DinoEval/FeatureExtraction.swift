@@ -224,13 +224,18 @@ public struct FeatureExtractor {
 
 extension FeatureSet {
     /// Writes `url` (`(N, D)` float32), the image list beside it (`.txt`, one name per line),
-    /// labels (`.labels.npy`, int64) when the data has them, and patch tokens (`.patches.npy`).
+    /// labels (`.labels.npy`, int64) and the class names they index (`.classes.txt`, one per line)
+    /// when the data has them, and patch tokens (`.patches.npy`).
     public func write(to url: URL) throws {
         try Npy.write(features, shape: [count, dimension], to: url)
         let base = url.deletingPathExtension()
         try writeAtomically(Data((names.joined(separator: "\n") + "\n").utf8), to: base.appendingPathExtension("txt"))
         if labels.contains(where: { $0 >= 0 }) {
             try Npy.write(labels.map { Int64($0) }, shape: [count], to: URL(fileURLWithPath: base.path + ".labels.npy"))
+            if !classNames.isEmpty {
+                try writeAtomically(Data((classNames.joined(separator: "\n") + "\n").utf8),
+                                    to: URL(fileURLWithPath: base.path + ".classes.txt"))
+            }
         }
         if let patchTokens {
             let np = count == 0 ? 0 : patchTokens.count / (count * patchTokenWidth)
@@ -238,7 +243,8 @@ extension FeatureSet {
         }
     }
 
-    /// Reads features written by `write(to:)` (labels from `.labels.npy` when present).
+    /// Reads features written by `write(to:)` (labels from `.labels.npy` and their class names from
+    /// `.classes.txt` when present).
     public static func read(from url: URL) throws -> FeatureSet {
         let (values, shape) = try Npy.read(url)
         guard shape.count == 2, shape[1] >= 1 else {
@@ -257,7 +263,17 @@ extension FeatureSet {
         }
         let names = (try? String(contentsOf: base.appendingPathExtension("txt"), encoding: .utf8))?
             .split(separator: "\n").map(String.init) ?? (0..<shape[0]).map { "row[\($0)]" }
+        var classNames: [String] = []
+        let classesURL = URL(fileURLWithPath: base.path + ".classes.txt")
+        if labels.contains(where: { $0 >= 0 }), FileManager.default.fileExists(atPath: classesURL.path) {
+            let bytes = (try? FileManager.default.attributesOfItem(atPath: classesURL.path)[.size] as? Int) ?? nil
+            let text = (bytes ?? .max) <= 64 << 20 ? String(data: try readInputFile(classesURL, what: "class names"), encoding: .utf8) : nil
+            classNames = text?.split(separator: "\n").map(String.init) ?? []
+            guard !classNames.isEmpty, labels.max()! < classNames.count, Set(classNames).count == classNames.count else {
+                throw DinoError("\(classesURL.path) must name each class of \(labelsURL.lastPathComponent) once, one UTF-8 line per class (at most 64 MB): delete it to use the labels without names")
+            }
+        }
         return FeatureSet(features: values, dimension: shape[1], patchTokens: nil, names: names, labels: labels,
-                          classNames: [], skipped: [])
+                          classNames: classNames, skipped: [])
     }
 }

@@ -48,7 +48,8 @@ struct Features: ParsableCommand {
         discussion: """
         DATA is a folder (JPEG and PNG found recursively; rows in the order of the sorted relative paths) \
         or fashion-mnist:train / fashion-mnist:test. Beside OUTPUT: OUTPUT.txt lists the images, \
-        OUTPUT.labels.npy holds class labels when the data has them, OUTPUT.patches.npy the patch tokens \
+        OUTPUT.labels.npy holds class labels when the data has them (OUTPUT.classes.txt their names, one per \
+        line, so that dino knn and linear match a test set's classes by name), OUTPUT.patches.npy the patch tokens \
         with --patch-tokens.
         """)
 

@@ -286,6 +286,22 @@ final class EvaluationCommandTests: XCTestCase {
                               "--epochs", "5"])
         assertSucceeded(linear)
         XCTAssertTrue(linear.stdout.contains("test top-1 100.00%"), linear.stdout)
+        // Cached features carry their class names (`.classes.txt`), so the same holds for them: each test
+        // image is a copy of a training image, its own nearest neighbour.
+        let trainFeatures = folder.appendingPathComponent("train.npy"), testFeatures = folder.appendingPathComponent("light.npy")
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.grayBackbone.path, "--data", Inputs.labelledFolder.path,
+                                 "--output", trainFeatures.path]))
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.grayBackbone.path, "--data", light.deletingLastPathComponent().path,
+                                 "--output", testFeatures.path]))
+        let classesFile = folder.appendingPathComponent("light.classes.txt")
+        XCTAssertEqual(try String(contentsOf: classesFile, encoding: .utf8), "light\n")
+        let cached = runDino(["knn", "--train", trainFeatures.path, "--test", testFeatures.path, "--k", "1", "--json"])
+        assertSucceeded(cached)
+        let cachedJSON = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(cached.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual((cachedJSON["results"] as? [[String: Any]])?.first?["top1"] as? Double, 100, cached.stdout)
+        try Data("light\nlight\n".utf8).write(to: classesFile)
+        assertRefused(runDino(["knn", "--train", trainFeatures.path, "--test", testFeatures.path]),
+                      "light.classes.txt must name each class of light.labels.npy once")
 
         try FileManager.default.copyItem(at: light, to: folder.appendingPathComponent("test/medium"))
         assertRefused(runDino(["knn", "--raw-pixels", "--train", Inputs.labelledFolder.path, "--test", light.deletingLastPathComponent().path]),
