@@ -76,6 +76,7 @@ struct Train: ParsableCommand {
             try threads.apply()
             if !communicator.isPrimary { quiet() }
             let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume, communicator: communicator)
+            if resume && trainer.step == 0 { print("nothing to resume in \(output) yet (no checkpoint.safetensors): starting the run from step 0") }
             if let start = trainer.initialWeightsDescription { print(start) }
             if trainer.frozenBackboneSteps > trainer.step {
                 print("steps \(trainer.step)..<\(trainer.frozenBackboneSteps) train the head alone, the backbone frozen (freeze_backbone_steps)")

@@ -84,6 +84,13 @@ final class FolderTrainingTests: XCTestCase {
         let corrupt = makeTemporaryFolder("dino-corrupt-folder")
         for i in 0..<3 { try Data("not an image".utf8).write(to: corrupt.appendingPathComponent("\(i).png")) }
         assertRefused(runDino(["train", "--data", corrupt.path, "--output", run.path]), "none of the 3 images sampled", "could be read")
+        let few = makeTemporaryFolder("dino-few-images")
+        for name in ["0.png", "2.png", "4.png"] {
+            try FileManager.default.copyItem(at: Inputs.labelledFolder.appendingPathComponent("dark/" + name), to: few.appendingPathComponent(name))
+        }
+        let tooFew = runDino(["train", "--data", few.path, "--output", run.path])
+        assertRefused(tooFew, "error: \(few.path) holds 3 images: dino train --data needs at least 8 (one batch)")
+        XCTAssertEqual(tooFew.stdout, "", "refused before a recipe is printed")
         assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--minutes", "0"]),
                       "--minutes must be a positive number")
         assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", run.path, "--minutes", "-2"]),

@@ -119,6 +119,14 @@ final class TrainingCommandTests: XCTestCase {
         let resumed = runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path, "--resume"])
         assertSucceeded(resumed)
         XCTAssertTrue(resumed.stdout.contains("nothing to train"), resumed.stdout)
+        XCTAssertFalse(resumed.stdout.contains("nothing to resume"), resumed.stdout)
+        // --resume on a folder with no checkpoint yet (a job script that always passes it) starts the run, and says so.
+        let fresh = makeTemporaryFolder().appendingPathComponent("fresh")
+        let started = runDino(["train", "--recipe", Self.recipe(epochs: 1).path, "--output", fresh.path, "--resume"])
+        assertSucceeded(started)
+        XCTAssertTrue(started.stdout.contains("nothing to resume in \(fresh.path) yet (no checkpoint.safetensors): starting the run from step 0"),
+                      started.stdout)
+        XCTAssertTrue(started.stdout.contains("finished 4 steps"), started.stdout)
     }
 
     /// A run started with --init-from resumes to the same bits as the whole run, through the head warm-up

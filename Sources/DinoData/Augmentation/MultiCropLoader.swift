@@ -51,7 +51,7 @@ public final class MultiCropLoader: @unchecked Sendable {
     public init(dataset: any ImageDataset, augmenter: MultiCropAugmenter, batchSize: Int, seed: UInt64,
                 onBadImage: BadImagePolicy, workers: Int, rank: Int = 0, ranks: Int = 1) throws {
         guard dataset.count >= batchSize else {
-            throw DinoError("the dataset has \(dataset.count) images, fewer than one batch of \(batchSize): lower batch_size or add images")
+            throw DinoError("the dataset has \(dataset.count) image\(dataset.count == 1 ? "" : "s"), fewer than one batch of \(batchSize): lower batch_size or add images")
         }
         guard ranks >= 1, rank >= 0, rank < ranks, batchSize % ranks == 0 else {
             throw DinoError("batch_size \(batchSize) must be a multiple of the \(ranks) processes (each takes an equal share of the global batch)")

@@ -110,6 +110,10 @@ public enum FolderRecipe {
             geometry = "photos (short side \(side >= FolderSurvey.decodeLimit ? "\(FolderSurvey.decodeLimit)+" : "\(side)") px), resized into 96 px global crops (6x6 patches of 16 px) and 48 px local crops"
         }
         let n = survey.imageCount
+        // Refused before a recipe is printed: its smallest batch is 8, and the loader would refuse after.
+        guard n >= 8 else {
+            throw DinoError("\(survey.path) holds \(n) image\(n == 1 ? "" : "s"): dino train --data needs at least 8 (one batch), and self-supervised training learns from hundreds or more; add images")
+        }
         let channels = survey.grayscale ? 1 : 3
         let k = prototypes(images: n), batch = batchSize(images: n)
         let labelled = survey.classCount >= 2
