@@ -252,7 +252,7 @@ func loadBackbone(_ path: String, normalization: NormalizationOption? = nil) thr
 }
 
 /// What `--checkpoint` accepts, for every command's help.
-let checkpointHelp = "Backbone or training checkpoint: this project's .safetensors; an official DINO or DINOv2 .pth (e.g. dino_deitsmall16_pretrain.pth, dinov2_vits14_reg4_pretrain.pth) or training checkpoint; timm's DINO / DINOv2 weights; a Hugging Face ViT or DINOv2 model folder (e.g. facebook/dino-vits16)."
+let checkpointHelp = "Backbone or training checkpoint: this project's .safetensors; an official DINO or DINOv2 .pth (e.g. dino_deitsmall16_pretrain.pth, dinov2_vits14_reg4_pretrain.pth) or training checkpoint; timm's DINO / DINOv2 weights; a Hugging Face ViT or DINOv2 model folder (e.g. facebook/dino-vits16); a dino train run folder (its teacher_backbone.safetensors)."
 
 /// `--normalization`, shared by the commands that run a backbone on images.
 struct NormalizationOption: ParsableArguments {

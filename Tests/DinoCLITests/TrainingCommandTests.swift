@@ -111,6 +111,17 @@ final class TrainingCommandTests: XCTestCase {
         let again = runDino(["report", run.path, "--no-evaluation"])
         assertSucceeded(again)
         XCTAssertTrue(again.stdout.contains("report.html"), again.stdout)
+        // The run folder stands for its teacher in every command that takes --checkpoint.
+        func knnResults(_ checkpoint: URL) throws -> NSArray? {
+            let result = runDino(["knn", "--checkpoint", checkpoint.path, "--train", Self.dataFolder.path, "--validation", "--k", "3", "--json"])
+            assertSucceeded(result)
+            return (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["results"] as? NSArray
+        }
+        let viaFolder = try knnResults(run)
+        XCTAssertNotNil(viaFolder)
+        XCTAssertEqual(viaFolder, try knnResults(run.appendingPathComponent("teacher_backbone.safetensors")))
+        assertRefused(runDino(["knn", "--checkpoint", Self.dataFolder.path, "--train", Self.dataFolder.path, "--validation"]),
+                      "teacher_backbone.safetensors (a dino run); give the checkpoint file itself")
         assertRefused(runDino(["report", Self.dataFolder.path]), "not a run folder")
         assertRefused(runDino(["report", run.appendingPathComponent("nowhere").path]), "not a run folder")
         assertRefused(runDino(["report"]), "RUN", status: 64)

@@ -57,14 +57,16 @@ public struct BackboneCheckpoint {
     /// models are read with their architecture inferred from the shapes (`ForeignLayout`).
     ///
     /// Hugging Face `transformers` ViT and DINOv2 models are read as downloaded: the model folder, or its
-    /// `model.safetensors` or `pytorch_model.bin`, with the `config.json` beside it.
+    /// `model.safetensors` or `pytorch_model.bin`, with the `config.json` beside it. A `dino train` run
+    /// folder stands for its `teacher_backbone.safetensors`.
     public static func load(from url: URL) throws -> BackboneCheckpoint {
         var file = url
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), isDirectory.boolValue {
-            guard let weights = ["model.safetensors", "pytorch_model.bin"].map({ url.appendingPathComponent($0) })
+            // A Hugging Face model folder, or a dino run folder (its teacher, the weights to evaluate).
+            guard let weights = ["model.safetensors", "pytorch_model.bin", "teacher_backbone.safetensors"].map({ url.appendingPathComponent($0) })
                 .first(where: { FileManager.default.fileExists(atPath: $0.path) }) else {
-                throw DinoError("cannot read checkpoint \(url.path): it is a folder without model.safetensors or pytorch_model.bin; give the checkpoint file itself")
+                throw DinoError("cannot read checkpoint \(url.path): it is a folder without model.safetensors or pytorch_model.bin (a Hugging Face model) or teacher_backbone.safetensors (a dino run); give the checkpoint file itself")
             }
             file = weights
         }
