@@ -316,6 +316,17 @@ struct Bench: ParsableCommand {
         let dqkv = FloatBuffer(count: t * 3 * d)
         let sb = time { Attention.backward(dQKV: dqkv.pointer, dOutput: att.pointer, qkv: qkv.pointer, probabilities: probs.pointer, batch: b, tokens: n, channels: d, heads: h) }
         print(String(format: "attention backward (fused): %.1f GFLOP/s", 2 * attentionFlops / sb / 1e9))
+        // The 30-minute recipe's crops: 64 images x 2 global crops of 10 tokens, x 6 local crops of 5; 3 heads of 32.
+        for (b, n) in [(128, 10), (384, 5)] {
+            let (c, h) = (96, 3)
+            let qkv = random(b * n * 3 * c), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: b * n * c)
+            let dqkv = FloatBuffer(count: b * n * 3 * c)
+            let sf = time { Attention.forward(output: att.pointer, probabilities: probs.pointer, qkv: qkv.pointer, batch: b, tokens: n, channels: c, heads: h) }
+            let sb = time { Attention.backward(dQKV: dqkv.pointer, dOutput: att.pointer, qkv: qkv.pointer, probabilities: probs.pointer, batch: b, tokens: n, channels: c, heads: h) }
+            print(String(format: "attention at the Fashion-MNIST recipe's shapes (%d crops x %d heads x %d tokens): forward %.2f us, backward %.2f us per (crop, head) block",
+                         b, h, n, 1e6 * sf / Double(b * h), 1e6 * sb / Double(b * h)))
+            withExtendedLifetime((qkv, probs, att, dqkv)) {}
+        }
         do {  // ViT-S/16 at 224 px: 197 tokens, 6 heads of 64; batch 16
             let (b, n, c, h) = (16, 197, 384, 6)
             let qkv = random(b * n * 3 * c), probs = FloatBuffer(count: b * h * n * n), att = FloatBuffer(count: b * n * c)
