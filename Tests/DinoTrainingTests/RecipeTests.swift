@@ -51,8 +51,14 @@ final class RecipeTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("(did you mean teacher_temp?)"), "\($0)")  // no near key: those sharing its first three letters
         }
         XCTAssertThrowsError(try recipe.apply(yaml: "epochs: many\n", source: "r.yaml")) {
-            XCTAssertTrue("\($0)".contains("r.yaml: key 'epochs' expects an integer"), "\($0)")
+            XCTAssertEqual("\($0)", "r.yaml: key 'epochs' expects an integer, got 'many'")
         }
+        XCTAssertThrowsError(try recipe.apply(yaml: "epochs: 1.5\n", source: "r.yaml")) {
+            XCTAssertEqual("\($0)", "r.yaml: key 'epochs' expects an integer, got 1.5")
+        }
+        // --set: an empty value is no value, whatever the key's type.
+        XCTAssertThrowsError(try recipe.apply(override: "lr=")) { XCTAssertEqual("\($0)", "--set lr=: key 'lr' has no value; give a number") }
+        XCTAssertThrowsError(try recipe.apply(override: "lr=fast")) { XCTAssertEqual("\($0)", "--set lr=fast: key 'lr' expects a number, got 'fast'") }
         XCTAssertThrowsError(try recipe.apply(yaml: "global_crops_scale: [0.4]\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("a list of 2 numbers"), "\($0)")
         }

@@ -231,7 +231,11 @@ public struct Recipe: Equatable, Sendable {
         let f = try Self.field(key)
         func wrong(_ expected: String) -> DinoError {
             if value is NSNull { return DinoError("\(source): key '\(key)' has no value; give \(expected) (or leave the key out for its default)") }
-            let got = value is [Any] ? "a list" : value is [AnyHashable: Any] ? "a mapping" : "\(value)".prefix(40) + " (\(type(of: value)))"
+            if let text = value as? String, text.trimmingCharacters(in: .whitespaces).isEmpty {
+                return DinoError("\(source): key '\(key)' has no value; give \(expected)")
+            }
+            let got = value is [Any] ? "a list" : value is [AnyHashable: Any] ? "a mapping"
+                : value is String ? "'\("\(value)".prefix(40))'" : String("\(value)".prefix(40))
             return DinoError("\(source): key '\(key)' expects \(expected), got \(got)")
         }
         func number(_ v: Any) -> Double? {
