@@ -163,7 +163,7 @@ public struct AttentionExporter {
     /// `NAME-mask-*.png` (the threshold masks over the image) and `NAME-image.png`, at the image's own
     /// size; with more than one image, `attention-overview.png` (`overview(_:)`).
     public func export(_ images: [(String, Image)], to folder: URL, masks: [Image?]? = nil) throws -> [AttentionMap] {
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try createFolder(folder, what: "output folder")
         var maps: [AttentionMap] = []
         var stems: Set<String> = []
         for (index, (name, image)) in images.enumerated() {

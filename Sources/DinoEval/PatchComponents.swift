@@ -195,7 +195,7 @@ public struct PatchComponentMaps {
     /// Writes `NAME-pca.png` (the RGB components at the image's size) and `NAME-pca-sheet.png` per image,
     /// and `pca-overview.png` (a row per image) when there are several.
     public func export(_ maps: [Map], to folder: URL) throws -> [URL] {
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try createFolder(folder, what: "output folder")
         var written: [URL] = []
         var stems = Set<String>()
         for map in maps {

@@ -129,12 +129,22 @@ func isFolder(_ path: String) -> Bool? {
 func requireFolderPath(_ value: String, _ option: String) throws {
     try requirePath(value, option)
     try require(isFolder(value) != false, "\(option) \(value) is a file; give a folder (it is created if missing)")
+    try requireNoFileAbove(value, option)
 }
 
 /// Refuses an output file that names an existing folder (`example` is a file name to suggest inside it).
 func requireFilePath(_ value: String, _ option: String, example: String) throws {
     try requirePath(value, option)
     try require(isFolder(value) != true, "\(option) \(value) is a folder; give a file name, e.g. \((value as NSString).appendingPathComponent(example))")
+    try requireNoFileAbove(value, option)
+}
+
+/// Refuses an output path below a file (`notes.txt/run`): no folder can be made there, and the command
+/// would otherwise find out only when it writes, after its work.
+func requireNoFileAbove(_ value: String, _ option: String) throws {
+    var parent = URL(fileURLWithPath: value).standardizedFileURL.deletingLastPathComponent()
+    while parent.path != "/" && isFolder(parent.path) == nil { parent = parent.deletingLastPathComponent() }
+    try require(isFolder(parent.path) != false, "\(option) \(value) lies under \(parent.path), which is a file; give a path in a folder")
 }
 
 /// Options every compute-heavy command takes.

@@ -60,6 +60,21 @@ final class PathArgumentTests: XCTestCase {
                               timeout: 60), "e.g. \(existing.path)/features.npy", status: 64)
         XCTAssertEqual(files(in: existing), [])
         XCTAssertEqual(files(in: folder), ["existing", "taken.txt"])
+
+        // A path below a file cannot be made: refused before any work, the file kept.
+        let below = file.appendingPathComponent("sub").path
+        for arguments in [["train", "--data", Inputs.labelledFolder.path, "--output", below],
+                          ["attention", "--checkpoint", rgb, "--image", Inputs.photo.path, "--output", below + "/maps"],
+                          ["pca", "--checkpoint", rgb, "--image", Inputs.photo.path, "--output", below],
+                          ["features", "--checkpoint", rgb, "--data", Inputs.labelledFolder.path, "--output", below + "/f.npy"],
+                          ["init", "--output", below + "/m.safetensors"]] {
+            let result = runDino(arguments, timeout: 60)
+            assertRefused(result, "--output \(below)", "lies under \(file.path), which is a file; give a path in a folder", status: 64)
+            XCTAssertEqual(result.stdout, "", "refused before any work: \(arguments[0])")
+        }
+        assertRefused(runDino(["convert", rgb, below + "/m.safetensors"], timeout: 60), "<OUT> \(below)/m.safetensors lies under", status: 64)
+        XCTAssertEqual(try String(contentsOf: file, encoding: .utf8), "keep me")
+        XCTAssertEqual(files(in: folder), ["existing", "taken.txt"])
     }
 
     /// What `dino init` writes, every other command must read: statistics that would give NaN features

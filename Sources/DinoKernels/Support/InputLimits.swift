@@ -39,3 +39,21 @@ public func readInputFile(_ url: URL, what: String) throws -> Data {
     }
     return data
 }
+
+/// Creates the folder `url` and its missing parents, or throws an error naming the path in the way: the
+/// nearest existing parent when it is a file or not writable (Foundation's own message names neither).
+/// `what` names the folder's role ("output folder", "run folder").
+public func createFolder(_ url: URL, what: String) throws {
+    do {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    } catch {
+        var parent = url.deletingLastPathComponent()
+        while parent.path != "/" && !FileManager.default.fileExists(atPath: parent.path) { parent = parent.deletingLastPathComponent() }
+        var folder: ObjCBool = false
+        _ = FileManager.default.fileExists(atPath: parent.path, isDirectory: &folder)
+        let reason = !folder.boolValue ? "\(parent.path) is a file"
+            : !FileManager.default.isWritableFile(atPath: parent.path) ? "\(parent.path) is not writable"
+            : error.localizedDescription
+        throw DinoError("cannot create the \(what) \(url.path): \(reason); choose another")
+    }
+}

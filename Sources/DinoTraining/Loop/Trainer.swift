@@ -190,9 +190,7 @@ public final class Trainer {
         model.communicator = communicator
         if let start { start.load(into: model) }
 
-        do { try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true) } catch {
-            throw DinoError("cannot create the run folder \(output.path): \(error.localizedDescription); choose another --output")
-        }
+        try createFolder(output, what: "run folder")
         guard FileManager.default.isWritableFile(atPath: output.path) else {
             throw DinoError("the run folder \(output.path) is not writable: choose another --output")
         }

@@ -22,7 +22,7 @@ public enum RunReport {
         let records = readLog(run.appendingPathComponent("log.jsonl"))
         let knn = readKNN(run.appendingPathComponent("knn.jsonl"))
         let folder = run.appendingPathComponent("report")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try createFolder(folder, what: "report folder")
         var figures: [(title: String, file: String, caption: String)] = []
         func add(_ name: String, _ title: String, _ caption: String, _ image: Image) throws {
             try ImageCodec.writePNG(image, to: folder.appendingPathComponent(name))
