@@ -50,7 +50,7 @@ extension FeatureSet {
     public func relabeled(toClassesOf train: FeatureSet) throws -> FeatureSet {
         guard !classNames.isEmpty, !train.classNames.isEmpty, classNames != train.classNames, !labels.isEmpty else { return self }
         let index = Dictionary(train.classNames.enumerated().map { ($1, $0) }, uniquingKeysWith: { first, _ in first })
-        let used = Set(labels).sorted().map { $0 < classNames.count ? classNames[$0] : "class \($0)" }
+        let used = Set(labels.filter { $0 >= 0 }).sorted().map { $0 < classNames.count ? classNames[$0] : "class \($0)" }
         let missing = used.filter { index[$0] == nil }
         if !missing.isEmpty {
             let shown = missing.prefix(5).map { "'\($0)'" }.joined(separator: ", ") + (missing.count > 5 ? ", ..." : "")
@@ -58,7 +58,7 @@ extension FeatureSet {
             throw DinoError("the test data's class\(missing.count == 1 ? "" : "es") \(shown) \(missing.count == 1 ? "has" : "have") no training images (training classes: \(known)): give test class folders named as the training ones")
         }
         var relabeled = self
-        relabeled.labels = labels.map { index[classNames[$0]]! }
+        relabeled.labels = labels.map { $0 < 0 ? $0 : index[classNames[$0]]! }  // -1: an image without a class
         relabeled.classNames = train.classNames
         return relabeled
     }

@@ -155,7 +155,7 @@ struct ThreadOptions: ParsableArguments {
     func validate() throws {
         try require(threads.map { (1...1024).contains($0) } ?? true, "--threads must be 1...1024")
         // The library falls back to all cores on a DINO_THREADS it cannot use; a user who set it meant something.
-        if threads == nil, let text = ProcessInfo.processInfo.environment["DINO_THREADS"] {
+        if threads == nil, let text = ProcessInfo.processInfo.environment["DINO_THREADS"], !text.isEmpty {  // empty: unset
             try require(Int(text).map { (1...1024).contains($0) } ?? false,
                         "DINO_THREADS=\(text) is not a thread count in 1...1024: fix or unset it, or give --threads")
         }

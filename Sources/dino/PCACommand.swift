@@ -76,13 +76,21 @@ func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws 
 /// different paths share it (`a/x.png`, `b/x.png`), as many trailing folders as tell them apart.
 func displayNames(_ paths: [String]) -> [String] {
     let components = paths.map { URL(fileURLWithPath: $0).standardizedFileURL.pathComponents.filter { $0 != "/" } }
-    func name(_ i: Int, _ count: Int) -> String { components[i].suffix(count).joined(separator: "/") }
-    return paths.indices.map { i in
-        var count = 1
-        while count < components[i].count,
-              paths.indices.contains(where: { j in components[j] != components[i] && name(j, count) == name(i, count) }) {
-            count += 1
+    var lengths = components.map { min(1, $0.count) }
+    func name(_ i: Int) -> String { components[i].isEmpty ? paths[i] : components[i].suffix(lengths[i]).joined(separator: "/") }
+    var names = paths.indices.map(name)
+    // Lengthen the names two different paths share, by one folder at a time, until none are shared.
+    var lengthened = true
+    while lengthened {
+        lengthened = false
+        for members in Dictionary(grouping: paths.indices, by: { names[$0] }).values
+        where members.count > 1 && Set(members.map { components[$0] }).count > 1 {
+            for i in members where lengths[i] < components[i].count {
+                lengths[i] += 1
+                names[i] = name(i)
+                lengthened = true
+            }
         }
-        return components[i].isEmpty ? paths[i] : name(i, count)
     }
+    return names
 }

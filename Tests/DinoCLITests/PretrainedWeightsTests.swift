@@ -80,7 +80,7 @@ final class PretrainedWeightsTests: XCTestCase {
         XCTAssertNotEqual(features["0.5/0.25"], features["none"])
         let out = folder.appendingPathComponent("bad.npy")
         for (arguments, fragment) in [(["--normalization", "bogus"], "--normalization takes checkpoint, imagenet, none"),
-                                      (["--normalization", "0.5,0.5/0.2"], "1 or 3 means and stds"),
+                                      (["--normalization", "0.5,0.5/0.2"], "--normalization's means and stds need 1 or 3 values each for this 3-channel model, not 2 and 1"),
                                       (["--normalization", "0.5/0"], "every std must be positive"),
                                       (["--normalization", "imagenet", "--mean", "0.5"], "not both")] {
             assertRefused(runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,

@@ -45,7 +45,7 @@ final class RootCommandTests: XCTestCase {
     /// on all cores, which is not what the user set); `--threads` overrides it.
     func testThreadCountFromTheEnvironmentIsChecked() {
         let knn = ["knn", "--raw-pixels", "--train", "fashion-mnist:train", "--validation", "--limit", "100"]
-        for value in ["abc", "0", "-2", "2000", ""] {
+        for value in ["abc", "0", "-2", "2000", " 2"] {
             assertRefused(runDino(knn, timeout: 60, shellPrefix: "DINO_THREADS='\(value)'; export DINO_THREADS"),
                           "error: DINO_THREADS=\(value) is not a thread count in 1...1024: fix or unset it, or give --threads", status: 64)
         }
@@ -53,6 +53,7 @@ final class RootCommandTests: XCTestCase {
         assertSucceeded(overridden)
         XCTAssertTrue(overridden.stdout.contains("80 memory / 20 query images"), overridden.stdout)
         assertSucceeded(runDino(knn, timeout: 60, shellPrefix: "export DINO_THREADS=1"))
+        assertSucceeded(runDino(knn, timeout: 60, shellPrefix: "export DINO_THREADS="))  // empty: as if unset
     }
 
     /// A mistyped command gets the list of commands and, when one is close, a guess; not ArgumentParser's

@@ -23,6 +23,26 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path), ["b.safetensors"])
     }
 
+    /// A file's input statistics get the checks `--mean` / `--std` get, with the file named: a zero std
+    /// would make every feature NaN, and a count that is neither 1 nor the channels cannot be applied.
+    func testStatisticsInAFileAreChecked() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = folder.appendingPathComponent("b.safetensors")
+        try BackboneCheckpoint.initialized(config: config, mean: [0.3], std: [0], seed: 7).save(to: url)
+        XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) {
+            XCTAssertEqual("\($0)", "\(url.path): dino.std: every std must be a positive number, not [0.0]")
+        }
+        try BackboneCheckpoint.initialized(config: config, mean: [0.3, 0.3], std: [0.4], seed: 7).save(to: url)
+        XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) {
+            XCTAssertEqual("\($0)", "\(url.path): dino.mean and dino.std need 1 value each for this 1-channel model, not 2 and 1")
+        }
+        XCTAssertThrowsError(try checkStatistics(mean: [.nan], std: [1], channels: 3)) {
+            XCTAssertEqual("\($0)", "--mean: every mean must be a finite number, not [nan]")
+        }
+        XCTAssertNoThrow(try checkStatistics(mean: [0.5, 0.4, 0.3], std: [0.2], channels: 3))
+    }
+
     func testOfficialInitialization() {
         let c = ViTConfig(arch: "custom", imageSize: 32, patchSize: 4, inChannels: 3, embedDim: 64, depth: 2, numHeads: 2)
         let checkpoint = BackboneCheckpoint.initialized(config: c, mean: [0.5], std: [0.5], seed: 1)

@@ -133,7 +133,7 @@ public struct BackboneCheckpoint {
             ?? (config.inChannels == 3 ? imageNetMean : [0.5])
         let std = try file.metadata["dino.std"].map { try decodeJSON([Float].self, $0, what: "dino.std") }
             ?? (config.inChannels == 3 ? imageNetStd : [0.5])
-        try validateNormalization(mean: mean, std: std, channels: config.inChannels, path: url.path)
+        try checkStatistics(mean: mean, std: std, channels: config.inChannels, names: ("dino.mean", "dino.std"), source: url.path)
         try checkParameterCount(file, prefix: prefix, layout: .backbone(config), path: url.path)
         var checkpoint = BackboneCheckpoint(config: config, mean: mean, std: std)
         try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
@@ -143,12 +143,6 @@ public struct BackboneCheckpoint {
     }
 
     /// Per-channel statistics from a file: 1 or `channels` finite values each, every std positive.
-    static func validateNormalization(mean: [Float], std: [Float], channels: Int, path: String) throws {
-        guard [1, channels].contains(mean.count), [1, channels].contains(std.count),
-              mean.allSatisfy(\.isFinite), std.allSatisfy({ $0.isFinite && $0 > 0 }) else {
-            throw DinoError("\(path): dino.mean and dino.std must hold 1 or \(channels) finite values (std positive), not \(mean) and \(std)")
-        }
-    }
 }
 
 /// The tensors of `layout` read from `parameters`, with an optional name prefix.
@@ -204,15 +198,19 @@ public func decodeJSON<T: Decodable>(_ type: T.Type, _ text: String, what: Strin
     }
 }
 
-/// Checks per-channel statistics a user gives (`--mean` / `--std`): 1 or `channels` values each, every
-/// std positive (a zero std divides by zero: every feature would be NaN).
-public func checkStatistics(mean: [Float], std: [Float], channels: Int) throws {
+/// Checks per-channel input statistics for a `channels`-channel model: 1 or `channels` values each, every
+/// mean finite, every std finite and positive (a zero std divides by zero: every feature would be NaN).
+/// `names` says where they came from in the error: `--mean` / `--std` (the default), `--normalization`, a
+/// file's metadata keys (with the file as `source`, the errors' prefix).
+public func checkStatistics(mean: [Float], std: [Float], channels: Int,
+                            names: (mean: String, std: String) = ("--mean", "--std"), source: String? = nil) throws {
+    let prefix = source.map { "\($0): " } ?? ""
     guard [1, channels].contains(mean.count), [1, channels].contains(std.count) else {
         let counts = channels == 1 ? "1 value each" : "1 or \(channels) values each"
-        throw DinoError("--mean and --std need \(counts) for this \(channels)-channel model, not \(mean.count) and \(std.count)")
+        throw DinoError("\(prefix)\(names.mean) and \(names.std) need \(counts) for this \(channels)-channel model, not \(mean.count) and \(std.count)")
     }
-    guard mean.allSatisfy(\.isFinite) else { throw DinoError("--mean: every mean must be a finite number, not \(mean)") }
-    guard std.allSatisfy({ $0.isFinite && $0 > 0 }) else { throw DinoError("--std: every std must be a positive number, not \(std)") }
+    guard mean.allSatisfy(\.isFinite) else { throw DinoError("\(prefix)\(names.mean): every mean must be a finite number, not \(mean)") }
+    guard std.allSatisfy({ $0.isFinite && $0 > 0 }) else { throw DinoError("\(prefix)\(names.std): every std must be a positive number, not \(std)") }
 }
 
 /// The input normalization a command applies before the backbone: the checkpoint's own statistics,
@@ -250,9 +248,7 @@ public enum InputNormalization: Equatable, Sendable {
             }
             return (imageNetMean, imageNetStd)
         case .values(let mean, let std):
-            guard [1, channels].contains(mean.count), [1, channels].contains(std.count) else {
-                throw DinoError("--normalization needs 1 or \(channels) means and stds for this \(channels)-channel model, not \(mean.count) and \(std.count)")
-            }
+            try checkStatistics(mean: mean, std: std, channels: channels, names: ("--normalization's means", "stds"))
             return (mean, std)
         }
     }
