@@ -280,9 +280,10 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "batch_size=64"]), "fewer than one batch")
         assertRefused(train(Self.recipe(), ["--set", "dataset=cifar"]), "unknown dataset 'cifar'")
         XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("checkpoint.safetensors").path))
-        // An output path under a file.
+        // An output path under a file: refused before the recipe is read.
         let file = Inputs.file("a-file", Data("x".utf8))
-        assertRefused(runDino(["train", "--recipe", Self.recipe().path, "--output", file.appendingPathComponent("run").path]), "run folder")
+        assertRefused(runDino(["train", "--recipe", Self.recipe().path, "--output", file.appendingPathComponent("run").path]),
+                      "lies under \(file.path), which is a file", status: 64)
     }
 
     func testResumeRefusesBadCheckpointsAndKeepsThem() throws {
