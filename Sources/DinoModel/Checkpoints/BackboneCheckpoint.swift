@@ -141,8 +141,6 @@ public struct BackboneCheckpoint {
         checkpoint.source = source
         return checkpoint
     }
-
-    /// Per-channel statistics from a file: 1 or `channels` finite values each, every std positive.
 }
 
 /// The tensors of `layout` read from `parameters`, with an optional name prefix.

@@ -127,7 +127,7 @@ public enum FolderRecipe {
             "a 96-wide, 4-block ViT with 3 heads and 4 local crops (the quick start's model: more steps in the box than 6 blocks); \(k) prototypes (about one per 16 images, 64...1024); batch \(batch)",
             "time box \(String(format: "%g", minutes)) minutes (the schedules are fitted to the steps that fit); lr warm-up over at least \(Recipe.warmupFloorSteps) steps (or a quarter of the run)",
             "normalization measured on the sample: mean \(list(survey.mean)), std \(list(survey.std))",
-            GEMM.bfloat16Available ? "bfloat16 matmuls (this CPU has AVX-512 BF16: about 1.4x the steps of float32)"
+            GEMM.bfloat16Available ? "bfloat16 matmuls (this CPU has AVX-512 BF16: 1.4-1.5x the steps of float32)"
                 : "float32 matmuls (bfloat16 needs AVX-512 BF16, which this CPU lacks)",
             labelled ? "the teacher's k-NN on a validation split (every fifth image against the rest) about every 100 steps, in knn.jsonl"
                 : "no class folders, so no k-NN check during training",
