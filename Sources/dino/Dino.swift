@@ -119,6 +119,12 @@ func requirePath(_ value: String?, _ option: String) throws {
     try require(!value.trimmingCharacters(in: .whitespaces).isEmpty, "\(option) is empty: give a path")
 }
 
+/// Refuses an empty `--image` path, and a folder with the way to give its images (the shell's glob).
+func requireImagePath(_ value: String) throws {
+    try requirePath(value, "--image")
+    try require(isFolder(value) != true, "--image \(value) is a folder: give its images, e.g. --image \((value as NSString).appendingPathComponent("*.jpg"))")
+}
+
 /// Whether `path` is a folder (true), a file (false), or nothing yet (nil).
 func isFolder(_ path: String) -> Bool? {
     var folder: ObjCBool = false

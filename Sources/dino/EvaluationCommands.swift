@@ -251,7 +251,7 @@ struct Attention: ParsableCommand {
 
     func validate() throws {
         try requirePath(checkpoint, "--checkpoint")
-        for path in image { try requirePath(path, "--image") }
+        for path in image { try requireImagePath(path) }
         for path in mask { try requirePath(path, "--mask") }
         try requireFolderPath(output, "--output")
         try require(threshold > 0 && threshold <= 1, "--threshold must be in (0, 1]")

@@ -30,7 +30,7 @@ struct PCA: ParsableCommand {
 
     func validate() throws {
         try requirePath(checkpoint, "--checkpoint")
-        for path in image { try requirePath(path, "--image") }
+        for path in image { try requireImagePath(path) }
         try requireFolderPath(output, "--output")
         try require(threshold > 0 && threshold < 1, "--threshold must be in (0, 1)")
         try require(fashionMNISTTest >= 0, "--fashion-mnist-test must be 0 or more")

@@ -495,6 +495,11 @@ final class EvaluationCommandTests: XCTestCase {
             runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image"] + images + ["--output", out.path] + extra)
         }
         assertRefused(attention([folder.appendingPathComponent("missing.jpg").path]), "missing.jpg", "does not exist")
+        // A folder: the shell's glob is the way to give its images.
+        assertRefused(attention([Inputs.photo.path, folder.path]),
+                      "error: --image \(folder.path) is a folder: give its images, e.g. --image \(folder.path)/*.jpg", status: 64)
+        assertRefused(runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", folder.path, "--output", out.path]),
+                      "--image \(folder.path) is a folder", status: 64)
         assertRefused(attention([Inputs.photo.path, Inputs.file("empty.jpg", Data()).path]), "empty.jpg", "neither a JPEG nor a PNG")
         assertRefused(attention([Inputs.truncated(Inputs.photo, as: "half.png").path]), "half.png", "truncated or corrupt")
         assertRefused(attention([Inputs.corrupted(Inputs.photo, as: "noise.png").path]), "noise.png")
