@@ -60,9 +60,7 @@ struct PCA: ParsableCommand {
 
 /// The images of `--image` files (decoded to `channels`) and the first `fashionMNISTTest` test images.
 func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws -> [(String, DinoData.Image)] {
-    var inputs: [(String, DinoData.Image)] = try zip(displayNames(paths), paths).map {
-        ($0, try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $1), channels: channels))
-    }
+    var inputs = Array(zip(displayNames(paths), try ImageCodec.decodeAll(paths.map { URL(fileURLWithPath: $0) }, channels: channels)))
     if fashionMNISTTest > 0 {
         let test = try FashionMNIST(split: .test)
         for i in 0..<min(fashionMNISTTest, test.count) {

@@ -18,6 +18,19 @@ final class DecodingTests: XCTestCase {
         }
     }
 
+    /// Many images decoded for one command stop at a memory budget with a sentence, before the kernel's
+    /// out-of-memory kill would; under it they decode as one by one.
+    func testDecodingManyImagesStopsAtItsBudget() throws {
+        let photo = fixturesFolder.appendingPathComponent("chelsea.png")
+        let one = try ImageCodec.decode(contentsOf: photo, channels: 3)
+        let all = try ImageCodec.decodeAll([photo, photo], channels: 3, byteBudget: 2 * one.pixels.count)
+        XCTAssertEqual(all.map(\.pixels), [one.pixels, one.pixels])
+        XCTAssertThrowsError(try ImageCodec.decodeAll([photo, photo, photo], channels: 3, byteBudget: 2 * one.pixels.count)) {
+            XCTAssertTrue("\($0)".hasPrefix("the first 3 of 3 images take "), "\($0)")
+            XCTAssertTrue("\($0)".hasSuffix("give fewer or smaller images at a time"), "\($0)")
+        }
+    }
+
     func testGrayAndColorConversions() throws {
         let gray = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("camera-gray.png"), channels: 3)
         XCTAssertEqual(gray.channels, 3)

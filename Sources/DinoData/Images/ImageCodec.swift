@@ -44,6 +44,24 @@ public enum ImageCodec {
         try decode(readInputFile(url, what: "image"), channels: channels, minimumShortSide: minimumShortSide, name: url.path)
     }
 
+    /// Decodes `urls` in order, refusing once the decoded pixels pass `byteBudget` (by default a quarter of
+    /// this machine's memory, leaving the rest to what is computed from them): a shell glob over a folder
+    /// of photos can name more than fit at once, and the kernel's out-of-memory kill says nothing.
+    public static func decodeAll(_ urls: [URL], channels: Int,
+                                 byteBudget: Int = Int(min(ProcessInfo.processInfo.physicalMemory / 4, UInt64(Int.max)))) throws -> [Image] {
+        var images: [Image] = [], bytes = 0
+        for (index, url) in urls.enumerated() {
+            let image = try decode(contentsOf: url, channels: channels)
+            bytes += image.pixels.count
+            guard bytes <= byteBudget else {
+                func size(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / 1_073_741_824) }
+                throw DinoError("the first \(index + 1) of \(urls.count) images take \(size(bytes)) decoded, more than the \(size(byteBudget)) set aside for them (a quarter of this machine's memory): give fewer or smaller images at a time")
+            }
+            images.append(image)
+        }
+        return images
+    }
+
     /// Refuses declared sizes that are empty or larger than `InputLimits.maximumImagePixels`, before
     /// the pixels are allocated (a 100000x100000 header in a few bytes).
     static func checkDimensions(width: Int, height: Int, name: String) throws {
