@@ -85,6 +85,14 @@ extension FeatureSource {
         let (mean, std) = trainArgument.hasPrefix("fashion-mnist") ? (FashionMNIST.mean[0], FashionMNIST.std[0]) : pixelStatistics(train)
         return { normalizedPixels($0, mean: mean, std: std) }
     }
+
+    /// The features of `train` and `test` as `knn --test` and `linear` use them: raw pixels normalized by the
+    /// training data's statistics (`--normalize-pixels`), the test labels renumbered to the training classes.
+    func trainAndTest(_ train: String, _ test: String) throws -> (train: FeatureSet, test: FeatureSet) {
+        let trainFeatures = try features(train, what: "train")
+        let normalize = pixelNormalization(train: trainFeatures, trainArgument: train)
+        return (normalize(trainFeatures), try normalize(features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
+    }
 }
 
 struct KNN: ParsableCommand {
@@ -120,9 +128,7 @@ struct KNN: ParsableCommand {
             let trainSet: FeatureSet, testSet: FeatureSet
             switch (test, validation) {
             case (let test?, false):
-                let trainFeatures = try source.features(train, what: "train")
-                let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
-                (trainSet, testSet) = (normalize(trainFeatures), try normalize(source.features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
+                (trainSet, testSet) = try source.trainAndTest(train, test)
             case (nil, true):
                 let trainFeatures = try source.features(train, what: "train")
                 (trainSet, testSet) = source.pixelNormalization(train: trainFeatures, trainArgument: train)(trainFeatures).validationSplit()
@@ -200,9 +206,7 @@ struct Linear: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let trainFeatures = try source.features(train, what: "train")
-            let normalize = source.pixelNormalization(train: trainFeatures, trainArgument: train)
-            let (trainSet, testSet) = (normalize(trainFeatures), try normalize(source.features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
+            let (trainSet, testSet) = try source.trainAndTest(train, test)
             guard !trainSet.labels.isEmpty, !testSet.labels.isEmpty, (trainSet.labels + testSet.labels).allSatisfy({ $0 >= 0 }) else {
                 throw DinoError("the linear probe needs labels: an image folder with class subfolders, fashion-mnist:*, or a .npy with its .labels.npy")
             }
