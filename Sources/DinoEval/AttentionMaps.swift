@@ -15,6 +15,9 @@ public struct AttentionMap: Sendable {
     public var mean: [Float]
     /// Share of the mean map's mass on foreground patches (see `AttentionExporter`), in [0, 1].
     public var foregroundShare: Double
+    /// True when no mask was given and every patch counted as foreground (a photo has no dark
+    /// background): `foregroundShare` is then 1 whatever the attention does, and measures nothing.
+    public var foregroundIsWholeImage: Bool = false
     /// The image the map was computed on (cropped to a multiple of the patch size).
     public var image: Image
 }
@@ -77,8 +80,10 @@ public struct AttentionExporter {
     public func prepare(_ image: Image) -> (display: Image, input: [Float]) {
         let c = checkpoint.config
         var floats = FloatImage(image.converted(to: c.inChannels))
+        // Whole-image resize whenever `scaled` asks: with `size`, and without it for a photo with more
+        // patches than the attention allows; the crop below only trims to whole patches.
         let (w, h) = scaled(width: image.width, height: image.height)
-        if size != nil {
+        if w != floats.width || h != floats.height {
             floats = Resample.resizedCrop(floats, x: 0, y: 0, width: floats.width, height: floats.height, outputWidth: w, outputHeight: h)
         }
         let (width, height) = resized(width: image.width, height: image.height)
@@ -117,7 +122,7 @@ public struct AttentionExporter {
         let total = meanMap.reduce(0, +)
         let share = total > 0 ? Double(zip(meanMap, weights).reduce(0) { $0 + $1.0 * $1.1 } / total) : 0
         return AttentionMap(name: name, gridHeight: gh, gridWidth: gw, heads: heads, mean: meanMap, foregroundShare: share,
-                            image: display)
+                            foregroundIsWholeImage: foregroundMask == nil && !weights.contains(0), image: display)
     }
 
     /// Per patch, the fraction counted as foreground.
@@ -204,8 +209,10 @@ public struct AttentionExporter {
             [nil] + columns.map { ContactSheet.Cell($0.1.overlay, "\($0.0) over image") },
             [nil] + columns.map { ContactSheet.Cell($0.1.mask, "\($0.0) \(percent) mass") },
         ]
-        let title = String(format: "%@: last-layer CLS attention, %dx%d patches, %.0f%% on the foreground",
-                           map.name, map.gridWidth, map.gridHeight, 100 * map.foregroundShare)
+        let title = map.foregroundIsWholeImage
+            ? String(format: "%@: last-layer CLS attention, %dx%d patches", map.name, map.gridWidth, map.gridHeight)
+            : String(format: "%@: last-layer CLS attention, %dx%d patches, %.0f%% on the foreground",
+                     map.name, map.gridWidth, map.gridHeight, 100 * map.foregroundShare)
         return ContactSheet(title: title, rows: rows).render()
     }
 

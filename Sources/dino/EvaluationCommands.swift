@@ -239,7 +239,7 @@ struct Attention: ParsableCommand {
         """)
 
     @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
-    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
+    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size); a quoted pattern such as 'photos/*.jpg' is expanded.") var image: [String] = []
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
     @Option(parsing: .upToNextOption, help: "Foreground masks (white = object), one per --image.") var mask: [String] = []
@@ -267,9 +267,10 @@ struct Attention: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            guard mask.isEmpty || mask.count == image.count else { throw DinoError("give one --mask per --image (\(image.count) images, \(mask.count) masks)") }
+            let images = try expandImagePatterns(image)
+            guard mask.isEmpty || mask.count == images.count else { throw DinoError("give one --mask per --image (\(images.count) images, \(mask.count) masks)") }
             let backbone = try loadBackbone(checkpoint, normalization: normalization)
-            let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            let inputs = try loadImages(images, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
             // One optional mask per image: the --mask files for the --image files, nil for the rest.
             var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
             masks += Array(repeating: nil, count: inputs.count - masks.count)
@@ -289,11 +290,21 @@ struct Attention: ParsableCommand {
             }
             if maps.count <= 20 {
                 for m in maps {
-                    print(String(format: "%@: %dx%d patches, %.1f%% of the mean attention on the foreground", m.name, m.gridWidth, m.gridHeight, 100 * m.foregroundShare))
+                    print(String(format: "%@: %dx%d patches, ", m.name, m.gridWidth, m.gridHeight)
+                          + (m.foregroundIsWholeImage ? "no dark background to measure against (every patch is foreground)"
+                                                      : String(format: "%.1f%% of the mean attention on the foreground", 100 * m.foregroundShare)))
                 }
             }
             let mean = maps.map(\.foregroundShare).reduce(0, +) / Double(maps.count)
-            print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean))
+            let whole = maps.filter(\.foregroundIsWholeImage).count
+            // Without --mask the foreground is the patches with a pixel above 10% intensity (an object on
+            // black); on a photo that is every patch, and a share of 100% would say nothing.
+            if whole == maps.count {
+                print("no foreground share: every patch of every image is brighter than 10%, so without --mask there is no background to compare with (give --mask, white = object)")
+            } else {
+                print(String(format: "mean foreground share over %d image(s): %.1f%%", maps.count, 100 * mean)
+                      + (whole == 0 ? "" : " (\(whole) of them have no dark background and count 100%; --mask measures them)"))
+            }
             if written > 0 {
                 let limited = written < inputs.count ? " (the first \(written == 1 ? "image" : "\(written) images"); --png-limit raises it)" : ""
                 let files = written * (3 * (backbone.config.numHeads + 1) + 2) + (written > 1 ? 1 : 0)

@@ -18,7 +18,7 @@ struct PCA: ParsableCommand {
         """)
 
     @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
-    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size).") var image: [String] = []
+    @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size); a quoted pattern such as 'photos/*.jpg' is expanded.") var image: [String] = []
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
     @Option(help: "Output folder.") var output: String
@@ -41,7 +41,7 @@ struct PCA: ParsableCommand {
         try threads.apply()
         try runReportingErrors {
             let backbone = try loadBackbone(checkpoint, normalization: normalization)
-            let inputs = try loadImages(image, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            let inputs = try loadImages(try expandImagePatterns(image), fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)
             for (name, picture) in inputs { try maps.exporter.checkSize(picture, name: name) }
@@ -55,6 +55,22 @@ struct PCA: ParsableCommand {
             }
             print("wrote \(written.count) PNGs to \(output)" + (fitted.count > 1 ? " (pca-overview.png: every image)" : ""))
         }
+    }
+}
+
+/// `--image` paths with quoted patterns expanded: a path that names no file but holds `*`, `?` or `[`
+/// becomes the files it matches, sorted (folders left out), so that `--image 'photos/*.jpg'` works where
+/// the shell passed the pattern on, or where a folder holds more photos than one command line takes.
+func expandImagePatterns(_ paths: [String]) throws -> [String] {
+    try paths.flatMap { path -> [String] in
+        guard isFolder(path) == nil, path.contains(where: { "*?[".contains($0) }) else { return [path] }
+        var found = glob_t()
+        defer { globfree(&found) }
+        let status = glob(path, 0, nil, &found)
+        guard status == 0 || status == GLOB_NOMATCH else { throw DinoError("--image '\(path)': the pattern could not be read (glob error \(status))") }
+        let matches = (0..<Int(found.gl_pathc)).compactMap { found.gl_pathv[$0].map { String(cString: $0) } }.filter { isFolder($0) == false }
+        guard !matches.isEmpty else { throw DinoError("--image '\(path)' matches no file; check the folder and the extension (e.g. *.jpg, *.JPG, *.png)") }
+        return matches
     }
 }
 

@@ -488,6 +488,72 @@ final class EvaluationCommandTests: XCTestCase {
         XCTAssertLessThan(pcaSheet.height, 200)
     }
 
+    /// A camera-sized photo (more patches than the attention allows) is resized whole to the model's
+    /// training size, in attention and pca alike: a 400x300 image, dark on the left and bright on the right,
+    /// becomes 20x16 (5x4 patches) with both halves in it, not its top-left 20x16 pixels at full size.
+    /// A photo with no dark background gets no foreground share (it would read 100% whatever the model).
+    func testCameraSizedPhotosAreResizedWhole() throws {
+        let folder = makeTemporaryFolder()
+        let halfPixels: [UInt8] = (0..<(400 * 300 * 3)).map { (i: Int) -> UInt8 in (i / 3) % 400 < 200 ? 0 : 230 }
+        let halves = Inputs.file("halves.png", try ImageCodec.encodePNG(Image(width: 400, height: 300, channels: 3, pixels: halfPixels)))
+        let out = folder.appendingPathComponent("maps")
+        let result = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", halves.path, "--output", out.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("halves.png: 5x4 patches, ") && result.stdout.contains("% of the mean attention on the foreground"),
+                      result.stdout)
+        XCTAssertTrue(result.stdout.contains("mean foreground share over 1 image(s)"), result.stdout)
+        let seen = try ImageCodec.decode(contentsOf: out.appendingPathComponent("halves-image.png"), channels: 1)
+        XCTAssertEqual([seen.width, seen.height], [20, 16])
+        for row in 0..<16 {
+            XCTAssertLessThan(seen.pixels[row * 20 + 1], 30, "row \(row): the left half is dark")
+            XCTAssertGreaterThan(seen.pixels[row * 20 + 18], 200, "row \(row): the right half is bright")
+        }
+        let pca = folder.appendingPathComponent("pca")
+        let components = runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", halves.path, "--output", pca.path])
+        assertSucceeded(components)
+        XCTAssertTrue(components.stdout.contains("halves.png: 5x4 patches"), components.stdout)
+        // Every patch bright: no share is claimed, per image or overall.
+        let brightPixels: [UInt8] = (0..<(40 * 32 * 3)).map { (i: Int) -> UInt8 in UInt8(120 + (i / 3) % 40) }
+        let bright = Inputs.file("bright.png", try ImageCodec.encodePNG(Image(width: 40, height: 32, channels: 3, pixels: brightPixels)))
+        let photos = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", bright.path, "--output", out.path, "--summary-only"])
+        assertSucceeded(photos)
+        XCTAssertTrue(photos.stdout.contains("bright.png: 10x8 patches, no dark background to measure against"), photos.stdout)
+        XCTAssertTrue(photos.stdout.contains("no foreground share: every patch of every image is brighter than 10%"), photos.stdout)
+        XCTAssertFalse(photos.stdout.contains("100.0%"), photos.stdout)
+        let mixed = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", bright.path, Inputs.photo.path,
+                             "--output", out.path, "--summary-only"])
+        assertSucceeded(mixed)
+        XCTAssertTrue(mixed.stdout.contains("mean foreground share over 2 image(s)") && mixed.stdout.contains("(1 of them have no dark background"),
+                      mixed.stdout)
+    }
+
+    /// A quoted pattern is expanded by dino (sorted, folders left out), as the shell would have; one that
+    /// matches nothing is refused naming it, and the masks are counted against the expanded images.
+    func testQuotedImagePatternsAreExpanded() throws {
+        let folder = makeTemporaryFolder()
+        let bytes = try Data(contentsOf: Inputs.photo)
+        let photos = folder.appendingPathComponent("photos")
+        for name in ["b.png", "a.png", "notes.txt", "sub.png/c.png"] {
+            let url = photos.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try bytes.write(to: url)
+        }
+        let out = folder.appendingPathComponent("maps")
+        let result = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.png", "--output", out.path,
+                              "--summary-only"])
+        assertSucceeded(result)
+        let names = result.stdout.split(separator: "\n").compactMap { $0.split(separator: ":").first.map(String.init) }
+        XCTAssertEqual(Array(names.prefix(2)), ["a.png", "b.png"], result.stdout)
+        XCTAssertTrue(result.stdout.contains("over 2 image(s)"), result.stdout)
+        let pca = runDino(["pca", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/?.png", "--output", out.path])
+        assertSucceeded(pca)
+        XCTAssertTrue(pca.stdout.contains("a.png:") && pca.stdout.contains("b.png:"), pca.stdout)
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.jpg", "--output", out.path]),
+                      "error: --image '\(photos.path)/*.jpg' matches no file")
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.png",
+                               "--mask", Inputs.photo.path, "--output", out.path]), "give one --mask per --image (2 images, 1 masks)")
+    }
+
     func testAttentionRefusesBadImagesAndOptions() throws {
         let folder = makeTemporaryFolder()
         let out = folder.appendingPathComponent("maps")
