@@ -217,6 +217,30 @@ final class TimeBoxTests: XCTestCase {
         }
     }
 
+    /// Refits that move the end by under 5% are applied without a line: 60 s of budget, fitted at step 4
+    /// (1 s per step) to 58 steps (4 + ⌊56·0.98⌋); at step 12 a 1.05 s pace since step 8 shortens them to 56
+    /// (12 + ⌊47.8·0.98/1.05⌋), 3% less: quiet; at step 16 a 2 s pace shortens them to 35
+    /// (16 + ⌊39.8·0.98/2⌋), announced against the 58 the user last read.
+    func testSmallRefitsAreAppliedQuietly() throws {
+        let root = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        var recipe = tinyRecipe()
+        recipe.epochs = 30              // 4 steps each
+        recipe.max_minutes = 1
+        let run = root.appendingPathComponent("run")
+        let clock: (Int) -> Double = { s in s <= 8 ? Double(s) : s <= 12 ? 8 + 1.05 * Double(s - 8) : 12.2 + 2 * Double(s - 12) }
+        var messages: [String] = []
+        let summary = try clockedTrainer(recipe, run, seconds: clock).run { if case .message(let m) = $0 { messages.append(m) } }
+        XCTAssertEqual(summary.steps, 35)
+        let timeBox = messages.filter { $0.hasPrefix("time box") }
+        XCTAssertEqual(timeBox.count, 2, "\(timeBox)")
+        XCTAssertTrue(timeBox[0].contains("58 steps (14.50 epochs) fit"), "\(timeBox)")
+        XCTAssertTrue(timeBox[1].contains("slowed to 2.000 s each") && timeBox[1].contains("end at step 35 (8.75 epochs) instead of 58"), "\(timeBox)")
+        func lr(_ iterations: Int) -> [Double] { learningRates(recipe, iterations: iterations) }
+        XCTAssertEqual(try records(in: run).map(\.lr), Array(lr(120)[0..<4]) + Array(lr(58)[4..<12]) + Array(lr(56)[12..<16]) + Array(lr(35)[16..<35]),
+                       "the quiet refit at step 12 was applied")
+    }
+
     /// A slow stretch in epoch 2 (3 s per step, 1 s before and after), 33 s of budget, at most 8 epochs:
     /// fitted at step 4 to all 32 steps; at step 8 (16 s) shortened to 13 (8 + ⌊16.66/3⌋); at step 12
     /// (20 s) the 1 s pace would leave 12 s unused, so lengthened to 24 (12 + ⌊12.74/1⌋), which end at

@@ -341,6 +341,9 @@ public final class Trainer {
             total = totalSteps
             paceStart = (step, trainedSeconds)
         }
+        // Refits that move the schedules' end by under 5% of the last announced end are applied quietly:
+        // on a tiny folder (one-step epochs) the pace is checked every few seconds, and it jitters.
+        var announcedEnd = scheduledSteps
         // An unreadable image is skipped whenever a batch draws it (each epoch); it is reported and counted once.
         var skippedNames: Set<String> = []
         while step < total {
@@ -424,8 +427,8 @@ public final class Trainer {
             // The time box: fit the schedules once (the evaluations of the first epoch included in the
             // measured time); at the end of each later epoch, fit them again to the pace since the last
             // fit or check if at that pace they would overrun the budget (shorter), or leave more than 4%
-            // of it unused because the machine sped up again (longer: run D7 was shortened by a slow
-            // stretch and then left 5 of its 30 minutes unused); stop at the limit whatever the
+            // of it unused because the machine sped up again (longer: a slow stretch must not waste the
+            // minutes after it); stop at the limit whatever the
             // schedules say. The pace is taken over at least one whole epoch and 5% of the budget (a
             // 15-step epoch is too short to tell a slower machine from noise), so it holds one epoch's
             // evaluations: a fit taken mid-epoch (at 10% of the budget) followed by an epoch end a few
@@ -437,6 +440,7 @@ public final class Trainer {
                     let fitted = Trainer.fittedSteps(step: step, secondsPerStep: perStep, elapsed: trainedSeconds, budget: budget,
                                                      upperBound: ceiling)
                     applyFit(fitted)
+                    announcedEnd = fitted
                     progress(.message(String(format: "time box: %.3f s per step, so %d steps (%.2f epochs) fit in max_minutes %g; the lr, weight-decay and momentum schedules now end at step %d", perStep, fitted, Double(fitted) / Double(iterationsPerEpoch), recipe.max_minutes, fitted)))
                 } else if let scheduled = scheduledSteps, let from = paceStart, endOfEpoch, step - from.step >= iterationsPerEpoch,
                           trainedSeconds - from.seconds >= 0.05 * budget,
@@ -447,7 +451,11 @@ public final class Trainer {
                     if let fitted = Trainer.refittedSteps(step: step, scheduled: scheduled, secondsPerStep: pace, elapsed: trainedSeconds,
                                                           budget: budget, upperBound: ceiling) {
                         applyFit(fitted)
-                        progress(.message(String(format: "time box: the steps %@ to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", fitted < scheduled ? "slowed" : "sped up", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), scheduled)))
+                        let announced = announcedEnd ?? scheduled
+                        if 20 * abs(fitted - announced) >= announced {
+                            announcedEnd = fitted
+                            progress(.message(String(format: "time box: the steps %@ to %.3f s each, so the schedules were fitted again and now end at step %d (%.2f epochs) instead of %d", fitted < announced ? "slowed" : "sped up", pace, fitted, Double(fitted) / Double(iterationsPerEpoch), announced)))
+                        }
                     }
                 }
             }
