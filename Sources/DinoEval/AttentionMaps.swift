@@ -75,6 +75,20 @@ public struct AttentionExporter {
         }
     }
 
+    /// `image` resized as `prepare` resizes it, before the crop to whole patches, as 8-bit pixels (an
+    /// image `prepare` leaves at its size is returned as it is): what a command keeps of a camera photo
+    /// while it reads the others. `prepare` leaves the result at its size. Check the size first
+    /// (`checkSize`): a large `size` would enlarge before the refusal.
+    public func reduced(_ image: Image) -> Image {
+        let (w, h) = scaled(width: image.width, height: image.height)
+        guard w != image.width || h != image.height else { return image }
+        let resized = Resample.resizedCrop(FloatImage(image), x: 0, y: 0, width: image.width, height: image.height, outputWidth: w, outputHeight: h)
+        return Image(width: w, height: h, channels: image.channels, pixels: (0..<(w * h * image.channels)).map { i in
+            let pixel = i / image.channels, ch = i % image.channels
+            return UInt8(max(0, min(255, (resized.values[ch * w * h + pixel] * 255).rounded())))
+        })
+    }
+
     /// What the model sees of `image` (resized with `size`, cropped to whole patches) as 8-bit pixels,
     /// and the same normalized as the network's CHW input.
     public func prepare(_ image: Image) -> (display: Image, input: [Float]) {

@@ -270,13 +270,12 @@ struct Attention: ParsableCommand {
             let images = try expandImagePatterns(image)
             guard mask.isEmpty || mask.count == images.count else { throw DinoError("give one --mask per --image (\(images.count) images, \(mask.count) masks)") }
             let backbone = try loadBackbone(checkpoint, normalization: normalization)
-            let inputs = try loadImages(images, fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
+            let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
+            let inputs = try loadImages(images, fashionMNISTTest: fashionMNISTTest, for: exporter)
             // One optional mask per image: the --mask files for the --image files, nil for the rest.
             var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
             masks += Array(repeating: nil, count: inputs.count - masks.count)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
-            let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
-            for (name, picture) in inputs { try exporter.checkSize(picture, name: name) }
             // PNGs (a sheet, the image, and a heatmap, overlay and mask per head and for the mean) for the
             // first pngLimit images; shares for all of them.
             let written = summaryOnly ? 0 : min(pngLimit, inputs.count)

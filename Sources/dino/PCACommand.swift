@@ -41,10 +41,9 @@ struct PCA: ParsableCommand {
         try threads.apply()
         try runReportingErrors {
             let backbone = try loadBackbone(checkpoint, normalization: normalization)
-            let inputs = try loadImages(try expandImagePatterns(image), fashionMNISTTest: fashionMNISTTest, channels: backbone.config.inChannels)
-            guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let maps = PatchComponentMaps(checkpoint: backbone, size: size, threshold: threshold)
-            for (name, picture) in inputs { try maps.exporter.checkSize(picture, name: name) }
+            let inputs = try loadImages(try expandImagePatterns(image), fashionMNISTTest: fashionMNISTTest, for: maps.exporter)
+            guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             let tokens = precision.run { inputs.map { maps.tokens($0.1, name: $0.0) } }
             let fitted = maps.maps(tokens)
             let written = try maps.export(fitted, to: URL(fileURLWithPath: output))
@@ -74,13 +73,22 @@ func expandImagePatterns(_ paths: [String]) throws -> [String] {
     }
 }
 
-/// The images of `--image` files (decoded to `channels`) and the first `fashionMNISTTest` test images.
-func loadImages(_ paths: [String], fashionMNISTTest: Int, channels: Int) throws -> [(String, DinoData.Image)] {
-    var inputs = Array(zip(displayNames(paths), try ImageCodec.decodeAll(paths.map { URL(fileURLWithPath: $0) }, channels: channels)))
+/// The images of `--image` files and the first `fashionMNISTTest` test images, decoded to the model's
+/// channels, each checked (`checkSize`: refused before any work) and kept at the size `exporter` runs it
+/// at, so that a glob over camera photos holds a few hundred kilobytes per photo, not its full pixels.
+func loadImages(_ paths: [String], fashionMNISTTest: Int, for exporter: AttentionExporter) throws -> [(String, DinoData.Image)] {
+    let channels = exporter.checkpoint.config.inChannels
+    let names = displayNames(paths)
+    var inputs = Array(zip(names, try ImageCodec.decodeAll(paths.map { URL(fileURLWithPath: $0) }, channels: channels) { index, image in
+        try exporter.checkSize(image, name: names[index])
+        return exporter.reduced(image)
+    }))
     if fashionMNISTTest > 0 {
         let test = try FashionMNIST(split: .test)
         for i in 0..<min(fashionMNISTTest, test.count) {
-            inputs.append(("fmnist-test\(i)", try test.image(at: i, channels: channels, minimumShortSide: nil)))
+            let image = try test.image(at: i, channels: channels, minimumShortSide: nil), name = "fmnist-test\(i)"
+            try exporter.checkSize(image, name: name)
+            inputs.append((name, exporter.reduced(image)))
         }
     }
     return inputs

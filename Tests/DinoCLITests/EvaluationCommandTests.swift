@@ -579,6 +579,8 @@ final class EvaluationCommandTests: XCTestCase {
         let big = Inputs.file("big.png", try ImageCodec.encodePNG(Image(width: 400, height: 300, channels: 1, pixels: .init(repeating: 9, count: 120_000))))
         assertRefused(attention([big.path], ["--size", "300"]), "big.png", "--size")
         assertSucceeded(attention([big.path], ["--size", "32", "--summary-only"]))
+        // Refused before the image is enlarged (120000x100000 would be 36 GB of pixels).
+        assertRefused(attention([Inputs.photo.path], ["--size", "100000"]), "photo.png", "--size")
         assertRefused(attention([Inputs.photo.path], ["--mask", Inputs.photo.path, Inputs.photo.path]), "one --mask per --image")
         assertRefused(attention([Inputs.photo.path], ["--threshold", "0"]), "--threshold", status: 64)
         assertRefused(attention([Inputs.photo.path], ["--size", "0"]), "--size", status: 64)

@@ -29,6 +29,14 @@ final class DecodingTests: XCTestCase {
             XCTAssertTrue("\($0)".hasPrefix("the first 3 of 3 images take "), "\($0)")
             XCTAssertTrue("\($0)".hasSuffix("give fewer or smaller images at a time"), "\($0)")
         }
+        // The budget counts what is kept: the same three, each shrunk as it is decoded, fit.
+        var seen: [Int] = []
+        let kept = try ImageCodec.decodeAll([photo, photo, photo], channels: 3, byteBudget: 2 * one.pixels.count) { index, image in
+            seen.append(index)
+            return Image(width: 2, height: 1, channels: 3, pixels: Array(image.pixels.prefix(6)))
+        }
+        XCTAssertEqual(seen, [0, 1, 2])
+        XCTAssertEqual(kept.map(\.pixels), Array(repeating: Array(one.pixels.prefix(6)), count: 3))
     }
 
     func testGrayAndColorConversions() throws {

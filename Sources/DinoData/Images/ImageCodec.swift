@@ -44,14 +44,17 @@ public enum ImageCodec {
         try decode(readInputFile(url, what: "image"), channels: channels, minimumShortSide: minimumShortSide, name: url.path)
     }
 
-    /// Decodes `urls` in order, refusing once the decoded pixels pass `byteBudget` (by default a quarter of
-    /// this machine's memory, leaving the rest to what is computed from them): a shell glob over a folder
-    /// of photos can name more than fit at once, and the kernel's out-of-memory kill says nothing.
+    /// Decodes `urls` in order, each passed through `reducing` (its index and pixels in, what is kept
+    /// out: a camera photo shrunk to what the model sees, its full-size pixels dropped at once), refusing
+    /// once the kept pixels pass `byteBudget` (by default a quarter of this machine's memory, leaving the
+    /// rest to what is computed from them): a shell glob over a folder can name more than fit at once,
+    /// and the kernel's out-of-memory kill says nothing.
     public static func decodeAll(_ urls: [URL], channels: Int,
-                                 byteBudget: Int = Int(min(ProcessInfo.processInfo.physicalMemory / 4, UInt64(Int.max)))) throws -> [Image] {
+                                 byteBudget: Int = Int(min(ProcessInfo.processInfo.physicalMemory / 4, UInt64(Int.max))),
+                                 reducing: (Int, Image) throws -> Image = { $1 }) throws -> [Image] {
         var images: [Image] = [], bytes = 0
         for (index, url) in urls.enumerated() {
-            let image = try decode(contentsOf: url, channels: channels)
+            let image = try reducing(index, decode(contentsOf: url, channels: channels))
             bytes += image.pixels.count
             guard bytes <= byteBudget else {
                 func size(_ n: Int) -> String { String(format: "%.1f GiB", Double(n) / 1_073_741_824) }
