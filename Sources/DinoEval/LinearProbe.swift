@@ -26,7 +26,15 @@ public enum LinearProbe {
         guard n > 0, m > 0, trainLabels.allSatisfy({ $0 >= 0 }), testLabels.allSatisfy({ $0 >= 0 }) else {
             throw DinoError("the linear probe needs labelled training and test images")
         }
+        guard d > 0, trainFeatures.count == n * d, testFeatures.count == m * d else {
+            throw DinoError("the linear probe got \(trainFeatures.count) training and \(testFeatures.count) test feature values for \(n) and \(m) labels of dimension \(d)")
+        }
+        // One class trains to a meaningless 100%.
+        guard Set(trainLabels).count >= 2 else {
+            throw DinoError("the linear probe needs at least 2 classes in its training labels (all \(n) are \(trainLabels[0]))")
+        }
         let classes = (trainLabels + testLabels).max()! + 1
+        guard classes <= 1_000_000 else { throw DinoError("the linear probe got label \(classes - 1); labels are class indices 0..<classes (at most 1,000,000)") }
         var mean = [Float](repeating: 0, count: d), std = [Float](repeating: 0, count: d)
         for r in 0..<n { for j in 0..<d { mean[j] += trainFeatures[r * d + j] } }
         for j in 0..<d { mean[j] /= Float(n) }

@@ -23,6 +23,17 @@ final class LinearProbeTests: XCTestCase {
                                            dimension: d, settings: settings)
         XCTAssertGreaterThan(result.testTop1, 99)
         XCTAssertThrowsError(try LinearProbe.train(trainFeatures: [1], trainLabels: [-1], testFeatures: [1], testLabels: [0], dimension: 1))
+        // One training class, features that do not fit the labels, a label past any class count: refused.
+        func refusal(_ trainX: [Float], _ trainY: [Int], _ testX: [Float], _ testY: [Int], dimension: Int = 1) -> String {
+            do { _ = try LinearProbe.train(trainFeatures: trainX, trainLabels: trainY, testFeatures: testX, testLabels: testY, dimension: dimension) }
+            catch { return "\(error)" }
+            return "accepted"
+        }
+        XCTAssertEqual(refusal([1, 2, 3], [4, 4, 4], [1], [4]), "the linear probe needs at least 2 classes in its training labels (all 3 are 4)")
+        XCTAssertTrue(refusal([1, 2], [0, 1, 1], [1], [0]).hasPrefix("the linear probe got 2 training and 1 test feature values for 3 and 1 labels"))
+        XCTAssertTrue(refusal([1, 2], [0, 1], [1, 2], [0], dimension: 2).hasPrefix("the linear probe got 2 training"))
+        XCTAssertTrue(refusal([1, 2], [0, 1], [1], [0], dimension: 0).hasPrefix("the linear probe got"))
+        XCTAssertTrue(refusal([1, 2], [0, 5_000_000], [1], [0]).hasPrefix("the linear probe got label 5000000;"))
     }
 
     /// Raw Fashion-MNIST pixels with a linear classifier: logistic regression is known to reach ~84%
