@@ -155,7 +155,7 @@ final class RecipeTests: XCTestCase {
                        [3, 16, 96, 48, 1024, 0])
         XCTAssertEqual(chosen.max_minutes, 20)
         XCTAssertEqual(chosen.mean, [0.5, 0.4, 0.3])
-        XCTAssertTrue(chosen.note.contains("20000 images, color") && chosen.note.contains("3 unreadable"), chosen.note)
+        XCTAssertTrue(chosen.note.contains("20000 images, color, median short side 256+ px") && chosen.note.contains("3 unreadable"), chosen.note)
         XCTAssertNoThrow(try chosen.validate())
         // The quick start's model everywhere; its milder crops where they were measured (28 px folders).
         XCTAssertEqual([chosen.depth, chosen.local_crops_number], [4, 4])

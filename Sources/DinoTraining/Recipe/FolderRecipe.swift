@@ -10,8 +10,8 @@ public struct FolderSurvey: Sendable, Equatable {
     public var classCount: Int
     /// Images decoded for the statistics below (an even spread over the folder), and how many of them failed.
     public var sampled: Int, unreadable: Int
-    /// The median short side of the sampled images, in pixels (at most `FolderSurvey.decodeLimit`: larger
-    /// JPEGs are decoded at a reduced scale).
+    /// The median short side of the sampled images, in pixels; at `FolderSurvey.decodeLimit` and above a
+    /// floor (larger JPEGs are decoded at a reduced scale).
     public var medianShortSide: Int
     /// True when every sampled image has equal red, green and blue (within 2 levels on average).
     public var grayscale: Bool
@@ -91,6 +91,8 @@ public enum FolderRecipe {
     /// The recipe for `survey` with a time box of `minutes`; `note` holds the reasons.
     public static func recipe(for survey: FolderSurvey, minutes: Double = defaultMinutes) throws -> Recipe {
         let side = survey.medianShortSide
+        // Sampled JPEGs are decoded at a reduced scale: at the limit and above, the size is a floor.
+        let sideText = side >= FolderSurvey.decodeLimit ? "\(FolderSurvey.decodeLimit)+" : "\(side)"
         // Geometry: tiny images (MNIST-like) keep Fashion-MNIST's validated shape, 4 patches across with
         // 3x3-patch global and 2x2-patch local crops; larger images are resized to crops a 2-core step affords.
         let patch: Int, global: Int, local: Int, geometry: String
@@ -107,7 +109,7 @@ public enum FolderRecipe {
             geometry = "\(side) px images, resized into 48 px global crops (6x6 patches of 8 px) and 24 px local crops"
         } else {
             patch = 16; global = 96; local = 48
-            geometry = "photos (short side \(side >= FolderSurvey.decodeLimit ? "\(FolderSurvey.decodeLimit)+" : "\(side)") px), resized into 96 px global crops (6x6 patches of 16 px) and 48 px local crops"
+            geometry = "photos (short side \(sideText) px), resized into 96 px global crops (6x6 patches of 16 px) and 48 px local crops"
         }
         let n = survey.imageCount
         // Refused before a recipe is printed: its smallest batch is 8, and the loader would refuse after.
@@ -122,7 +124,7 @@ public enum FolderRecipe {
         let epochs = max(1, min(1_000_000, Int((30 * 60 * minutes / Double(iterations)).rounded(.up))))
         func list(_ v: [Double]) -> String { "[" + v.map { String(format: "%.4f", $0) }.joined(separator: ", ") + "]" }
         let reasons = [
-            "chosen by dino train --data for \(survey.path): \(n) images\(labelled ? " in \(survey.classCount) class folders" : ""), \(survey.grayscale ? "grayscale" : "color"), median short side \(side) px (\(survey.sampled) sampled\(survey.unreadable > 0 ? ", \(survey.unreadable) unreadable" : ""))",
+            "chosen by dino train --data for \(survey.path): \(n) images\(labelled ? " in \(survey.classCount) class folders" : ""), \(survey.grayscale ? "grayscale" : "color"), median short side \(sideText) px (\(survey.sampled) sampled\(survey.unreadable > 0 ? ", \(survey.unreadable) unreadable" : ""))",
             geometry,
             "a 96-wide, 4-block ViT with 3 heads and 4 local crops (the quick start's model: more steps in the box than 6 blocks); \(k) prototypes (about one per 16 images, 64...1024); batch \(batch)",
             "time box \(String(format: "%g", minutes)) minutes (the schedules are fitted to the steps that fit); lr warm-up over at least \(Recipe.warmupFloorSteps) steps (or a quarter of the run)",
