@@ -44,7 +44,9 @@ struct FeatureSource: ParsableArguments {
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
     }
 
-    func features(_ argument: String, what: String) throws -> FeatureSet {
+    /// The features of `argument` (a dataset or a cached `.npy`); `labelsFor` names what needs the
+    /// labels, so that a folder with no class subfolders is refused before its features are computed.
+    func features(_ argument: String, what: String, labelsFor purpose: String) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
             guard !avgpool && lastBlocks == 1 else {
                 throw DinoError("--avgpool and --n-last-blocks need --checkpoint; a cached .npy holds the features it was written with")
@@ -52,6 +54,9 @@ struct FeatureSource: ParsableArguments {
             return try FeatureSet.read(from: URL(fileURLWithPath: argument))
         }
         var dataset = try openDataset(argument: argument)
+        guard !dataset.classNames.isEmpty else {
+            throw DinoError("\(argument) has no class subfolders, and \(purpose) needs labels: give a folder with one subfolder per class, fashion-mnist:train/test, or a .npy with its .labels.npy")
+        }
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
             guard !avgpool && lastBlocks == 1 else {
@@ -88,10 +93,10 @@ extension FeatureSource {
 
     /// The features of `train` and `test` as `knn --test` and `linear` use them: raw pixels normalized by the
     /// training data's statistics (`--normalize-pixels`), the test labels renumbered to the training classes.
-    func trainAndTest(_ train: String, _ test: String) throws -> (train: FeatureSet, test: FeatureSet) {
-        let trainFeatures = try features(train, what: "train")
+    func trainAndTest(_ train: String, _ test: String, labelsFor purpose: String) throws -> (train: FeatureSet, test: FeatureSet) {
+        let trainFeatures = try features(train, what: "train", labelsFor: purpose)
         let normalize = pixelNormalization(train: trainFeatures, trainArgument: train)
-        return (normalize(trainFeatures), try normalize(features(test, what: "test")).relabeled(toClassesOf: trainFeatures))
+        return (normalize(trainFeatures), try normalize(features(test, what: "test", labelsFor: purpose)).relabeled(toClassesOf: trainFeatures))
     }
 }
 
@@ -128,9 +133,9 @@ struct KNN: ParsableCommand {
             let trainSet: FeatureSet, testSet: FeatureSet
             switch (test, validation) {
             case (let test?, false):
-                (trainSet, testSet) = try source.trainAndTest(train, test)
+                (trainSet, testSet) = try source.trainAndTest(train, test, labelsFor: "k-NN")
             case (nil, true):
-                let trainFeatures = try source.features(train, what: "train")
+                let trainFeatures = try source.features(train, what: "train", labelsFor: "k-NN")
                 (trainSet, testSet) = source.pixelNormalization(train: trainFeatures, trainArgument: train)(trainFeatures).validationSplit()
             case (_?, true): throw DinoError("give --test or --validation, not both")
             case (nil, false): throw DinoError("give --test DATA (or --validation to cut the queries from --train)")
@@ -206,7 +211,7 @@ struct Linear: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let (trainSet, testSet) = try source.trainAndTest(train, test)
+            let (trainSet, testSet) = try source.trainAndTest(train, test, labelsFor: "the linear probe")
             guard !trainSet.labels.isEmpty, !testSet.labels.isEmpty, (trainSet.labels + testSet.labels).allSatisfy({ $0 >= 0 }) else {
                 throw DinoError("the linear probe needs labels: an image folder with class subfolders, fashion-mnist:*, or a .npy with its .labels.npy")
             }

@@ -315,7 +315,13 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(runDino(["linear", "--raw-pixels", "--train", single.path, "--test", single.path]),
                       "error: the linear probe needs at least 2 classes in the training data (found 1: light)")
         assertRefused(runDino(["linear", "--raw-pixels", "--train", light.path, "--test", light.path]),
-                      "error: the linear probe needs labels: an image folder with class subfolders")
+                      "error: \(light.path) has no class subfolders, and the linear probe needs labels: give a folder with one subfolder per class")
+        // Refused before any features are computed (no progress line), for --test and --validation alike.
+        for queries in [["--test", light.path], ["--validation"]] {
+            let refused = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", light.path] + queries)
+            assertRefused(refused, "error: \(light.path) has no class subfolders, and k-NN needs labels")
+            XCTAssertFalse(refused.stderr.contains("features"), refused.stderr)
+        }
     }
 
     /// `--normalize-pixels`: a folder's raw pixels standardized by the training folder's own statistics
