@@ -114,7 +114,9 @@ final class EvaluationCommandTests: XCTestCase {
         try! SafeTensors.write(big.tensors, metadata: metadata, to: wrong)
         assertRefused(features(wrong.path), "wrong.safetensors", "does not match the architecture")
         // Other formats given as a checkpoint.
-        assertRefused(features(Inputs.photo.path), "photo.png")
+        assertRefused(features(Inputs.photo.path), "error: \(Inputs.photo.path) is a PNG image, not a checkpoint")
+        assertRefused(features(Inputs.file("old.pth", Data([0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20])).path),
+                      "old.pth is a PyTorch file in the legacy (pre-1.6) format, which dino does not read: re-save it")
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "a failed run left \(out.path)")
     }
 

@@ -81,7 +81,16 @@ final class CheckpointTests: XCTestCase {
             XCTAssertTrue("\($0)".contains("tensor 'blocks.2.norm1.weight' [16] is missing"), "\($0)")
         }
         withExtendedLifetime(deeperParameters) {}
-        try Data("not a checkpoint".utf8).write(to: url)
+        try Data([0x01, 0xFE, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x33]).write(to: url)
         XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) { XCTAssertTrue("\($0)".contains("is not a safetensors file")) }
+        // Files whose first bytes say what they are get named, with what to do.
+        for (bytes, expected) in [(Array("not a checkpoint\nat all".utf8), "is a text file (not a checkpoint...), not a checkpoint"),
+                                  ([0xFF, 0xD8, 0xFF, 0xE0, 0, 16], "is a JPEG image, not a checkpoint"),
+                                  ([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "is a PNG image, not a checkpoint"),
+                                  ([0x1F, 0x8B, 0x08, 0, 0, 0, 0, 0, 0], "is a gzip archive, not a checkpoint: unpack it first"),
+                                  ([0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20], "is a PyTorch file in the legacy (pre-1.6) format")] {
+            try Data(bytes).write(to: url)
+            XCTAssertThrowsError(try BackboneCheckpoint.load(from: url)) { XCTAssertTrue("\($0)".hasPrefix(url.path + " " + expected), "\($0)") }
+        }
     }
 }

@@ -71,7 +71,13 @@ public struct BackboneCheckpoint {
             file = weights
         }
         let data = try readInputFile(file, what: "checkpoint")
-        let read = ZipArchive.isArchive(data) ? try TorchCheckpoint.read(data, name: file.path) : try SafeTensors.read(data, name: file.path)
+        let read: SafeTensors.File
+        do {
+            read = ZipArchive.isArchive(data) ? try TorchCheckpoint.read(data, name: file.path) : try SafeTensors.read(data, name: file.path)
+        } catch {
+            guard let kind = otherFileKind(data) else { throw error }
+            throw DinoError("\(file.path) \(kind)")
+        }
         if read.metadata["dino.config"] == nil, let prefix = HuggingFaceViT.prefix(in: read) {
             let renamed = try HuggingFaceViT.renamed(read, prefix: prefix, path: file.path)
             let json = FileManager.default.contents(atPath: file.deletingLastPathComponent().appendingPathComponent("config.json").path)
@@ -83,6 +89,26 @@ public struct BackboneCheckpoint {
             return checkpoint
         }
         return try load(read, path: file.path)
+    }
+
+    /// What a file dino cannot read as a checkpoint is, when its first bytes tell (an image given as
+    /// --checkpoint, a torch.save file from before PyTorch 1.6), and what to do: the end of a sentence
+    /// that begins with the file's path.
+    static func otherFileKind(_ data: Data) -> String? {
+        let bytes = [UInt8](data.prefix(8))
+        func starts(_ magic: [UInt8]) -> Bool { bytes.starts(with: magic) }
+        if starts([0xFF, 0xD8, 0xFF]) { return "is a JPEG image, not a checkpoint" }
+        if starts([0x89, 0x50, 0x4E, 0x47]) { return "is a PNG image, not a checkpoint" }
+        if starts([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]) { return "is a NumPy .npy array (features?), not a checkpoint" }
+        if starts([0x1F, 0x8B]) { return "is a gzip archive, not a checkpoint: unpack it first" }
+        // torch.save before PyTorch 1.6 (or with _use_new_zipfile_serialization=False) wrote a bare pickle.
+        if starts([0x80]) && bytes.count > 1 && (2...5).contains(bytes[1]) {
+            return "is a PyTorch file in the legacy (pre-1.6) format, which dino does not read: re-save it with a current PyTorch, torch.save(torch.load(F, weights_only=True), F)"
+        }
+        if !bytes.isEmpty, bytes.allSatisfy({ $0 == 0x09 || $0 == 0x0A || $0 == 0x0D || (0x20..<0x7F).contains($0) }) {
+            return "is a text file (\(String(decoding: data.prefix(40), as: UTF8.self).split(separator: "\n").first ?? "")...), not a checkpoint"
+        }
+        return nil
     }
 
     /// Where a file without this project's metadata keeps its backbone, and what to call that layout.
