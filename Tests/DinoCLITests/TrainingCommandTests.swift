@@ -258,7 +258,10 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(train(Self.recipe(), ["--set", "batch_size=100000000"]), "batch_size must be at most")
         assertRefused(train(Self.recipe(), ["--set", "lr=-1"]), "lr")
         assertRefused(train(Self.recipe(), ["--set", "lr=.nan"]), "lr")
-        assertRefused(train(Self.recipe(), ["--set", "seed=-4"]), "must be 0 or more")
+        assertRefused(train(Self.recipe(), ["--set", "seed=-4"]), "error: recipe: counts must be 0 or more, not seed -4")
+        assertRefused(train(Self.recipe(), ["--set", "knn_every=1", "--set", "knn_eval_size=0"]),
+                      "error: recipe: knn_eval_size and knn_train_size must be at least 1 while knn_every is on (1)")
+        assertRefused(train(Self.recipe(), ["--set", "blur_prob=[0.5]"]), "key 'blur_prob' expects a list of 3 numbers, got a list of 1")
         assertRefused(train(Self.recipe(), ["--set", "embed_dim=100000000"]), "out of range")
         assertRefused(train(Self.recipe(), ["--set", "out_dim=1000000000"]), "out of range")
         assertRefused(train(Self.recipe(), ["--set", "global_crop_size=2"]), "patch_size")

@@ -234,8 +234,8 @@ public struct Recipe: Equatable, Sendable {
             if let text = value as? String, text.trimmingCharacters(in: .whitespaces).isEmpty {
                 return DinoError("\(source): key '\(key)' has no value; give \(expected)")
             }
-            let got = value is [Any] ? "a list" : value is [AnyHashable: Any] ? "a mapping"
-                : value is String ? "'\("\(value)".prefix(40))'" : String("\(value)".prefix(40))
+            let got = (value as? [Any]).map { "a list of \($0.count)" } ?? (value is [AnyHashable: Any] ? "a mapping"
+                : value is String ? "'\("\(value)".prefix(40))'" : String("\(value)".prefix(40)))
             return DinoError("\(source): key '\(key)' expects \(expected), got \(got)")
         }
         func number(_ v: Any) -> Double? {
@@ -395,10 +395,15 @@ public struct Recipe: Equatable, Sendable {
                   "color_jitter must be 4 finite values of 0 or more, hue at most 0.5")
         try check(blur_sigma[0] > 0 && blur_sigma[0] <= blur_sigma[1] && blur_sigma[1] <= 100, "blur_sigma must be 0 < low <= high <= 100")
         try check(mean.allSatisfy(\.isFinite) && std.allSatisfy { $0 > 0 && $0.isFinite }, "mean must be finite and std positive")
-        try check([warmup_epochs, warmup_teacher_temp_epochs, freeze_last_layer, seed, train_subset, num_workers, max_steps,
-                   checkpoint_every, saveckp_freq, threads, knn_every, knn_eval_size, knn_train_size, attention_every,
-                   attention_images].allSatisfy { $0 >= 0 },
-                  "counts (warmup_epochs, freeze_last_layer, seed, train_subset, num_workers, max_steps, checkpoint_every, saveckp_freq, threads, knn_*, attention_*) must be 0 or more")
+        let counts = [("warmup_epochs", warmup_epochs), ("warmup_teacher_temp_epochs", warmup_teacher_temp_epochs),
+                      ("freeze_last_layer", freeze_last_layer), ("seed", seed), ("train_subset", train_subset), ("num_workers", num_workers),
+                      ("max_steps", max_steps), ("checkpoint_every", checkpoint_every), ("saveckp_freq", saveckp_freq), ("threads", threads),
+                      ("knn_every", knn_every), ("knn_eval_size", knn_eval_size), ("knn_train_size", knn_train_size),
+                      ("attention_every", attention_every), ("attention_images", attention_images)]
+        let negative = counts.filter { $0.1 < 0 }.map { "\($0.0) \($0.1)" }
+        try check(negative.isEmpty, "counts must be 0 or more, not \(negative.joined(separator: ", "))")
+        try check(knn_every == 0 || (knn_eval_size >= 1 && knn_train_size >= 1),
+                  "knn_eval_size and knn_train_size must be at least 1 while knn_every is on (\(knn_every)); knn_every: 0 turns the check off")
         try check(num_workers <= 256 && threads <= 1024 && attention_images <= 1000, "num_workers (at most 256), threads (at most 1024) or attention_images (at most 1000) is out of range")
         try check(knn_k >= 1, "knn_k must be at least 1")
         try check(freeze_backbone_steps >= -1, "freeze_backbone_steps must be -1 (automatic) or 0 or more")
