@@ -72,6 +72,9 @@ final class FolderTrainingTests: XCTestCase {
             XCTAssertTrue(written.contains(line), "recipe.yaml lacks \(line):\n\(written)")
         }
         XCTAssertTrue(result.stdout.contains("16 images in 2 class folders, color, median short side 20 px"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("no k-NN check during training: 16 images give 3 validation queries, too few to tell"), result.stdout)
+        XCTAssertTrue(written.contains("knn_every: 0"), written)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run.appendingPathComponent("knn.jsonl").path))
         // --data and --minutes also apply over a recipe file.
         let recipe = Inputs.file("folder-recipe.yaml", Data("arch: custom\nembed_dim: 16\ndepth: 1\nnum_heads: 2\npatch_size: 4\nglobal_crop_size: 16\nlocal_crop_size: 8\nlocal_crops_number: 2\nout_dim: 32\nhead_hidden_dim: 32\nbottleneck_dim: 16\nbatch_size: 8\nepochs: 1\nwarmup_epochs: 0\n".utf8))
         let other = makeTemporaryFolder("dino-folder-recipe")

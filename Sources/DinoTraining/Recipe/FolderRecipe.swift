@@ -119,6 +119,8 @@ public enum FolderRecipe {
         let channels = survey.grayscale ? 1 : 3
         let k = prototypes(images: n), batch = batchSize(images: n)
         let labelled = survey.classCount >= 2
+        // A check over a handful of queries reads 0% or 100% by chance: from 100 images (20 queries).
+        let checked = labelled && n >= 100
         // The ceiling the time box fits under: no 2-core step of these models runs 30 times a second.
         let iterations = max(1, n / batch)
         let epochs = max(1, min(1_000_000, Int((30 * 60 * minutes / Double(iterations)).rounded(.up))))
@@ -131,7 +133,8 @@ public enum FolderRecipe {
             "normalization measured on the sample: mean \(list(survey.mean)), std \(list(survey.std))",
             GEMM.bfloat16Available ? "bfloat16 matmuls (this CPU has AVX-512 BF16: 1.4-1.5x the steps of float32)"
                 : "float32 matmuls (bfloat16 needs AVX-512 BF16, which this CPU lacks)",
-            labelled ? "the teacher's k-NN on a validation split (every fifth image against the rest) about every 100 steps, in knn.jsonl"
+            checked ? "the teacher's k-NN on a validation split (every fifth image against the rest) about every 100 steps, in knn.jsonl"
+                : labelled ? "no k-NN check during training: \(n) images give \(n / 5) validation queries, too few to tell (from 100 images)"
                 : "no class folders, so no k-NN check during training",
         ]
         let grayAugmentation = channels == 1
@@ -176,7 +179,7 @@ public enum FolderRecipe {
         freeze_last_layer: 0
         clip_grad: 3.0
         koleo_loss_weight: 0.05
-        knn_every: \(labelled ? max(1, 100 / iterations) : 0)
+        knn_every: \(checked ? max(1, 100 / iterations) : 0)
         knn_eval_size: 2000
         knn_train_size: 10000
         saveckp_freq: 0
