@@ -1,6 +1,7 @@
 import ArgumentParser
 import DinoDistributed
 import DinoKernels
+import DinoModel
 import DinoTraining
 import Dispatch
 import Foundation
@@ -38,6 +39,14 @@ struct Train: ParsableCommand {
         try requireFolderPath(output, "--output")
         try requirePath(initFrom, "--init-from")
         if let minutes { try require(minutes > 0 && minutes.isFinite, "--minutes must be a positive number of minutes") }
+        // Nothing chosen at all would run main_dino.py's defaults (ViT-S/16, 100 epochs of 224 px crops):
+        // weeks on a CPU, with a minute of silence before the first step says so.
+        let run = URL(fileURLWithPath: output)
+        let resumable = resume && ["recipe.yaml", "checkpoint.safetensors"].contains {
+            FileManager.default.fileExists(atPath: run.appendingPathComponent($0).path)
+        }
+        try require(recipe != nil || data != nil || !overrides.isEmpty || initFrom != nil || resumable,
+                    "give --recipe R (e.g. Recipes/fashion-mnist.yaml: 30 minutes on Fashion-MNIST) or --data FOLDER (a recipe chosen for the folder); with neither, dino train would run DINO's ViT-S/16 defaults, 100 epochs of 224 px crops: weeks on a CPU")
     }
 
     /// The recipe: a file, the one a resumed run wrote, or one chosen for --data; then --data, --minutes,
@@ -45,9 +54,18 @@ struct Train: ParsableCommand {
     func loadRecipe() throws -> Recipe {
         let written = URL(fileURLWithPath: output).appendingPathComponent("recipe.yaml")
         var recipe: Recipe
+        let checkpoint = URL(fileURLWithPath: output).appendingPathComponent("checkpoint.safetensors")
         if self.recipe == nil && resume && FileManager.default.fileExists(atPath: written.path) {
             print("resuming with the run's own \(written.path)")
             recipe = try Recipe.load(path: written.path, validate: false)
+        } else if self.recipe == nil && data == nil && resume, FileManager.default.fileExists(atPath: checkpoint.path) {
+            // recipe.yaml deleted or lost: the checkpoint carries the recipe it was trained with.
+            guard let saved = try SafeTensors.read(checkpoint).metadata["dino.recipe"] else {
+                throw DinoError("\(output) has no recipe.yaml and \(checkpoint.path) holds no recipe: give --recipe (the one the run was trained with)")
+            }
+            print("resuming with the recipe saved in \(checkpoint.path) (\(written.path) is missing)")
+            recipe = Recipe()
+            try recipe.apply(yaml: saved, source: "the recipe in \(checkpoint.path)")
         } else if self.recipe == nil, let data {
             let survey = try FolderSurvey.measure(path: data)
             recipe = try FolderRecipe.recipe(for: survey, minutes: minutes ?? FolderRecipe.defaultMinutes)

@@ -59,6 +59,20 @@ final class FolderTrainingTests: XCTestCase {
         assertSucceeded(again)
         XCTAssertTrue(again.stdout.contains("resuming with the run's own"), again.stdout)
         XCTAssertTrue(again.stdout.contains("nothing to train"), again.stdout)
+        // recipe.yaml lost: the checkpoint's own copy of the recipe is used (and written back).
+        try FileManager.default.removeItem(at: run.appendingPathComponent("recipe.yaml"))
+        let lost = runDino(["train", "--output", run.path, "--resume"])
+        assertSucceeded(lost)
+        XCTAssertTrue(lost.stdout.contains("resuming with the recipe saved in \(run.path)/checkpoint.safetensors"), lost.stdout)
+        XCTAssertTrue(lost.stdout.contains("nothing to train"), lost.stdout)
+        // Neither a recipe nor a folder nor a run to resume: refused, not DINO's ViT-S/16 defaults for weeks.
+        let empty = makeTemporaryFolder("dino-no-recipe")
+        for arguments in [["train", "--output", empty.appendingPathComponent("run").path],
+                          ["train", "--output", empty.appendingPathComponent("run").path, "--resume"]] {
+            assertRefused(runDino(arguments), "error: give --recipe R (e.g. Recipes/fashion-mnist.yaml: 30 minutes on Fashion-MNIST) or --data FOLDER",
+                          status: 64)
+        }
+        XCTAssertEqual(files(in: empty), [])
     }
 
     func testFolderRecipeFollowsTheImagesAndMinutes() throws {
