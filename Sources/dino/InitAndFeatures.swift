@@ -55,7 +55,7 @@ struct Features: ParsableCommand {
 
     @Option(help: ArgumentHelp(checkpointHelp)) var checkpoint: String
     @Option(help: "Image folder, or fashion-mnist:train / fashion-mnist:test.") var data: String
-    @Option(help: "Output .npy file.") var output: String
+    @Option(help: "Output .npy file (.npy is appended when missing, as numpy.save does, so that knn and linear read it as features).") var output: String
     @Flag(name: .customLong("patch-tokens"), help: "Also write the patch tokens [N, np, D].") var patchTokens = false
     @Flag(name: .customLong("avgpool"), help: "Append the average of the patch tokens to each row (as eval_linear.py's --avgpool_patchtokens).")
     var avgpool = false
@@ -100,9 +100,10 @@ struct Features: ParsableCommand {
                 }
             }
             line.finish()
-            try set.write(to: URL(fileURLWithPath: output))
+            let file = output.hasSuffix(".npy") ? output : output + ".npy"
+            try set.write(to: URL(fileURLWithPath: file))
             let seconds = Date().timeIntervalSince(started)
-            print("wrote \(output): \(set.count) x \(set.dimension) features in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(set.count) / max(seconds, 1e-9))) images/s)")
+            print("wrote \(file): \(set.count) x \(set.dimension) features in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(set.count) / max(seconds, 1e-9))) images/s)")
             if !set.skipped.isEmpty {
                 print("skipped \(set.skipped.count) unreadable image(s), e.g. \(set.skipped.prefix(3).joined(separator: ", "))")
             }

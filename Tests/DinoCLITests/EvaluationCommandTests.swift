@@ -65,6 +65,14 @@ final class EvaluationCommandTests: XCTestCase {
         assertSucceeded(runDino(["features", "--checkpoint", Inputs.grayBackbone.path, "--data", Inputs.labelledFolder.path,
                                  "--output", gray.path, "--avgpool", "--n-last-blocks", "2"]))
         XCTAssertEqual(try Npy.read(gray).shape, [16, 96])
+
+        // An output without .npy gets it (as numpy.save), so that knn reads the file as features.
+        let bare = folder.appendingPathComponent("bare")
+        let written = runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path, "--output", bare.path])
+        assertSucceeded(written)
+        XCTAssertTrue(written.stdout.contains("wrote \(bare.path).npy: 16 x 32 features"), written.stdout)
+        XCTAssertTrue(files(in: folder).contains("bare.npy") && files(in: folder).contains("bare.labels.npy") && !files(in: folder).contains("bare"))
+        assertSucceeded(runDino(["knn", "--train", bare.path + ".npy", "--test", bare.path + ".npy"]))
     }
 
     func testFeaturesOfImagesSmallerThanAPatch() throws {
