@@ -85,6 +85,9 @@ public enum LinearProbe {
                 for c in 0..<classes { velocityB[c] = s.momentum * velocityB[c] + gradB[c]; bias[c] -= lr * velocityB[c] }
                 step += 1
             }
+            guard epochLoss.isFinite else {
+                throw DinoError("the linear probe's loss became \(epochLoss) in epoch \(epoch + 1): lower the learning rate (\(s.learningRate))")
+            }
             progress?(epoch + 1, epochLoss / Float(stepsPerEpoch * b))
         }
         func accuracy(_ x: FloatBuffer, _ labels: [Int]) -> Double {

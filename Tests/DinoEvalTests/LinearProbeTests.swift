@@ -34,6 +34,14 @@ final class LinearProbeTests: XCTestCase {
         XCTAssertTrue(refusal([1, 2], [0, 1], [1, 2], [0], dimension: 2).hasPrefix("the linear probe got 2 training"))
         XCTAssertTrue(refusal([1, 2], [0, 1], [1], [0], dimension: 0).hasPrefix("the linear probe got"))
         XCTAssertTrue(refusal([1, 2], [0, 5_000_000], [1], [0]).hasPrefix("the linear probe got label 5000000;"))
+        // A learning rate that overflows the weights stops with a sentence, not an accuracy of NaN logits.
+        var reckless = LinearProbeSettings()
+        reckless.learningRate = 1e38
+        let y = (0..<32).map { $0 % 2 }, x: [Float] = (0..<(32 * 64)).map { i in Float(y[i / 64]) + Float(i % 7) * 0.1 }
+        XCTAssertThrowsError(try LinearProbe.train(trainFeatures: x, trainLabels: y, testFeatures: x, testLabels: y, dimension: 64,
+                                                   settings: reckless)) {
+            XCTAssertTrue("\($0)".hasPrefix("the linear probe's loss became") && "\($0)".hasSuffix("lower the learning rate (1e+38)"), "\($0)")
+        }
     }
 
     /// Raw Fashion-MNIST pixels with a linear classifier: logistic regression is known to reach ~84%
