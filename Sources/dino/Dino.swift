@@ -27,6 +27,14 @@ struct Dino: ParsableCommand {
             FileHandle.standardError.write(Data("error: '\(named)' is not a dino command\(guess) (\(commands.joined(separator: ", "))); see 'dino --help'\n".utf8))
             Foundation.exit(ExitCode.validationFailure.rawValue)
         }
+        // Only `train` divides its work among MPI processes; any other command under mpirun would run once
+        // per process, each printing the same lines and writing the same files: rank 0 runs it alone.
+        let environment = ProcessInfo.processInfo.environment
+        if let named, named != "train", commands.contains(named),
+           let size = environment["OMPI_COMM_WORLD_SIZE"].flatMap(Int.init), size > 1 {
+            if (environment["OMPI_COMM_WORLD_RANK"].flatMap(Int.init) ?? 0) != 0 { Foundation.exit(0) }
+            FileHandle.standardError.write(Data("note: only dino train divides its work among MPI processes; dino \(named) runs once, in rank 0 of the \(size)\n".utf8))
+        }
         do {
             var command = try parseAsRoot(negativeValuesAttached(arguments))
             try command.run()

@@ -50,6 +50,16 @@ final class DistributedTrainingTests: XCTestCase {
             : runDino(arguments, timeout: 600, launcher: try launcher(processes, extra: launcherExtra))
     }
 
+    /// Commands other than train run once under mpirun, in rank 0, saying so: not once per process.
+    func testOtherCommandsRunOnceUnderMPI() throws {
+        let result = runDino(["knn", "--raw-pixels", "--train", "fashion-mnist:train", "--validation", "--limit", "500"],
+                             timeout: 120, launcher: try launcher(2))
+        assertSucceeded(result)
+        XCTAssertEqual(result.stdout.components(separatedBy: "weighted k-NN").count, 2, result.stdout)
+        XCTAssertEqual(result.stderrLines.filter { $0.hasPrefix("note:") },
+                       ["note: only dino train divides its work among MPI processes; dino knn runs once, in rank 0 of the 2"], result.stderr)
+    }
+
     func testTwoProcessesTrainLikeOne() throws {
         let folder = makeTemporaryFolder()
         let one = folder.appendingPathComponent("one"), two = folder.appendingPathComponent("two")
