@@ -26,15 +26,27 @@ struct Init: ParsableCommand {
 
     func validate() throws {
         try requireFilePath(output, "--output", example: "model.safetensors")
+        // The options are the architecture: a value that cannot build one is a command-line error (64).
+        do {
+            let (config, (m, s)) = (try architecture(), try statistics())
+            try checkStatistics(mean: m, std: s, channels: config.inChannels)
+        } catch let error as DinoError { throw ValidationError(error.message) }
+    }
+
+    func architecture() throws -> ViTConfig {
+        try ViTConfig.named(arch, imageSize: imgSize, patchSize: patchSize, inChannels: inChans,
+                            embedDim: embedDim, depth: depth, numHeads: numHeads, shiftedPatches: shiftedPatches)
+    }
+
+    func statistics() throws -> (mean: [Float], std: [Float]) {
+        (try parseFloats(mean, name: "--mean") ?? (inChans == 3 ? imageNetMean : FashionMNIST.mean),
+         try parseFloats(std, name: "--std") ?? (inChans == 3 ? imageNetStd : FashionMNIST.std))
     }
 
     func run() throws {
         try runReportingErrors {
-            let config = try ViTConfig.named(arch, imageSize: imgSize, patchSize: patchSize, inChannels: inChans,
-                                             embedDim: embedDim, depth: depth, numHeads: numHeads, shiftedPatches: shiftedPatches)
-            let m = try parseFloats(mean, name: "--mean") ?? (inChans == 3 ? imageNetMean : FashionMNIST.mean)
-            let s = try parseFloats(std, name: "--std") ?? (inChans == 3 ? imageNetStd : FashionMNIST.std)
-            try checkStatistics(mean: m, std: s, channels: config.inChannels)
+            let config = try architecture()
+            let (m, s) = try statistics()
             let checkpoint = BackboneCheckpoint.initialized(config: config, mean: m, std: s, seed: seed)
             try checkpoint.save(to: URL(fileURLWithPath: output))
             print("wrote \(output): \(config.arch) \(config.embedDim)-wide, depth \(config.depth), \(config.numHeads) heads, patch \(config.patchSize), \(config.inChannels) channel(s), \(config.imageSize) px, \(checkpoint.layout.count) parameters")

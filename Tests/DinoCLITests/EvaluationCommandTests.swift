@@ -25,14 +25,15 @@ final class EvaluationCommandTests: XCTestCase {
 
     func testInitRefusesBadArchitectures() {
         let out = makeTemporaryFolder().appendingPathComponent("b.safetensors")
-        assertRefused(runDino(["init", "--arch", "vit_huge", "--output", out.path]), "unknown arch 'vit_huge'")
-        assertRefused(runDino(["init", "--in-chans", "2", "--output", out.path]), "in_chans must be 1 or 3")
-        assertRefused(runDino(["init", "--patch-size", "0", "--output", out.path]), "patch_size 0")
+        assertRefused(runDino(["init", "--arch", "vit_huge", "--output", out.path]), "unknown arch 'vit_huge'", status: 64)
+        assertRefused(runDino(["init", "--in-chans", "2", "--output", out.path]), "in_chans must be 1 or 3", status: 64)
+        assertRefused(runDino(["init", "--patch-size", "0", "--output", out.path]), "patch_size 0", status: 64)
         assertRefused(runDino(["init", "--arch", "custom", "--embed-dim", "30", "--depth", "1", "--num-heads", "4",
-                               "--output", out.path]), "multiple of num_heads")
+                               "--output", out.path]), "multiple of num_heads", status: 64)
         assertRefused(runDino(["init", "--arch", "custom", "--embed-dim", "1000000", "--depth", "1", "--num-heads", "1",
-                               "--output", out.path]), "out of range")
-        assertRefused(runDino(["init", "--mean", "a,b", "--output", out.path]), "--mean")
+                               "--output", out.path]), "out of range", status: 64)
+        assertRefused(runDino(["init", "--mean", "a,b", "--output", out.path]), "--mean", status: 64)
+        assertRefused(runDino(["init", "--in-chans", "1", "--mean", "0.5,0.5", "--output", out.path]), "--mean", status: 64)
         assertRefused(runDino(["init", "--seed", "-1", "--output", out.path]), "--seed", status: 64)
         assertRefused(runDino(["init"]), "--output", status: 64)
         let shifted = makeTemporaryFolder().appendingPathComponent("shifted.safetensors")
