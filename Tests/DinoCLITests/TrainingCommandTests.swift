@@ -123,7 +123,8 @@ final class TrainingCommandTests: XCTestCase {
         assertRefused(runDino(["knn", "--checkpoint", Self.dataFolder.path, "--train", Self.dataFolder.path, "--validation"]),
                       "teacher_backbone.safetensors (a dino run); give the checkpoint file itself")
         assertRefused(runDino(["report", Self.dataFolder.path]), "not a run folder")
-        assertRefused(runDino(["report", run.appendingPathComponent("nowhere").path]), "not a run folder")
+        assertRefused(runDino(["report", run.appendingPathComponent("nowhere").path]), "nowhere does not exist: give the --output folder")
+        assertRefused(runDino(["report", run.appendingPathComponent("recipe.yaml").path]), "recipe.yaml is a file: give the run folder it is in")
         assertRefused(runDino(["report"]), "RUN", status: 64)
         // The run folder holds a run: without --resume it is refused, with it there is nothing left to do.
         assertRefused(runDino(["train", "--recipe", Self.recipe(epochs: 2).path, "--output", run.path]), "--resume")

@@ -15,6 +15,13 @@ public enum RunReport {
     /// Writes the report of the run in `run`; returns the page's URL.
     public static func write(run: URL, evaluate: Bool = true, progress: (String) -> Void = { _ in }) throws -> URL {
         let recipeURL = run.appendingPathComponent("recipe.yaml")
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: run.path, isDirectory: &isFolder) else {
+            throw DinoError("\(run.path) does not exist: give the --output folder of dino train or quickstart")
+        }
+        guard isFolder.boolValue else {
+            throw DinoError("\(run.path) is a file: give the run folder it is in (the --output folder of dino train or quickstart)")
+        }
         guard FileManager.default.fileExists(atPath: recipeURL.path) else {
             throw DinoError("\(run.path) is not a run folder (no recipe.yaml): give the --output folder of dino train or quickstart")
         }
