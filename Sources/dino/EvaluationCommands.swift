@@ -53,10 +53,7 @@ struct FeatureSource: ParsableArguments {
             }
             return try FeatureSet.read(from: URL(fileURLWithPath: argument))
         }
-        var dataset = try openDataset(argument: argument)
-        guard !dataset.classNames.isEmpty else {
-            throw DinoError("\(argument) has no class subfolders, and \(purpose) needs labels: give a folder with one subfolder per class, fashion-mnist:train/test, or a .npy with its .labels.npy")
-        }
+        var dataset = try labelledDataset(argument, labelsFor: purpose)
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
             guard !avgpool && lastBlocks == 1 else {
@@ -81,6 +78,16 @@ struct FeatureSource: ParsableArguments {
     }
 }
 
+/// The dataset `argument` names, refused when it has no labels (`purpose` needs them): a folder without
+/// class subfolders is found out before any features are computed.
+func labelledDataset(_ argument: String, labelsFor purpose: String) throws -> any ImageDataset {
+    let dataset = try openDataset(argument: argument)
+    guard !dataset.classNames.isEmpty else {
+        throw DinoError("\(argument) has no class subfolders, and \(purpose) needs labels: give a folder with one subfolder per class, fashion-mnist:train/test, or a .npy with its .labels.npy")
+    }
+    return dataset
+}
+
 extension FeatureSource {
     /// `--normalize-pixels`: raw pixels as (x - mean) / std, for the training and the test data alike, with
     /// the training data's statistics: Fashion-MNIST's published ones, or those measured on a folder's
@@ -94,6 +101,7 @@ extension FeatureSource {
     /// The features of `train` and `test` as `knn --test` and `linear` use them: raw pixels normalized by the
     /// training data's statistics (`--normalize-pixels`), the test labels renumbered to the training classes.
     func trainAndTest(_ train: String, _ test: String, labelsFor purpose: String) throws -> (train: FeatureSet, test: FeatureSet) {
+        if !test.hasSuffix(".npy") { _ = try labelledDataset(test, labelsFor: purpose) }  // before the training features
         let trainFeatures = try features(train, what: "train", labelsFor: purpose)
         let normalize = pixelNormalization(train: trainFeatures, trainArgument: train)
         return (normalize(trainFeatures), try normalize(features(test, what: "test", labelsFor: purpose)).relabeled(toClassesOf: trainFeatures))

@@ -333,6 +333,9 @@ final class EvaluationCommandTests: XCTestCase {
             assertRefused(refused, "error: \(light.path) has no class subfolders, and k-NN needs labels")
             XCTAssertFalse(refused.stderr.contains("features"), refused.stderr)
         }
+        let unlabelledTest = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", Inputs.labelledFolder.path, "--test", light.path])
+        assertRefused(unlabelledTest, "error: \(light.path) has no class subfolders, and k-NN needs labels")
+        XCTAssertFalse(unlabelledTest.stderr.contains("features"), "refused before the training features: \(unlabelledTest.stderr)")
     }
 
     /// `--normalize-pixels`: a folder's raw pixels standardized by the training folder's own statistics
