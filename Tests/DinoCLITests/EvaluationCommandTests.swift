@@ -545,6 +545,14 @@ final class EvaluationCommandTests: XCTestCase {
         assertSucceeded(mixed)
         XCTAssertTrue(mixed.stdout.contains("mean foreground share over 2 image(s)") && mixed.stdout.contains("(1 of them have no dark background"),
                       mixed.stdout)
+        // A phone photo stored on its side (EXIF orientation 6) is shown upright: 40x24, not 24x40.
+        let sideways = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/orientation/orientation-6.jpg")
+        let upright = runDino(["attention", "--checkpoint", Inputs.grayBackbone.path, "--image", sideways.path, "--output", out.path])
+        assertSucceeded(upright)
+        XCTAssertTrue(upright.stdout.contains("orientation-6.jpg: 10x6 patches"), upright.stdout)
+        let seenUpright = try ImageCodec.decode(contentsOf: out.appendingPathComponent("orientation-6-image.png"), channels: 1)
+        XCTAssertEqual([seenUpright.width, seenUpright.height], [40, 24])
     }
 
     /// A quoted pattern is expanded by dino (sorted, folders left out), as the shell would have; one that

@@ -39,6 +39,44 @@ final class DecodingTests: XCTestCase {
         XCTAssertEqual(kept.map(\.pixels), Array(repeating: Array(one.pixels.prefix(6)), count: 3))
     }
 
+    /// Every EXIF orientation (Pillow's files, each storing what `ImageOps.exif_transpose` turns into
+    /// upright.png: `make_orientation_fixtures.py`) decodes to the upright picture; the tag is read in both
+    /// byte orders, and malformed segments read as "as stored".
+    func testJPEGsAreTurnedUprightByTheirEXIFOrientation() throws {
+        let folder = fixturesFolder.appendingPathComponent("orientation")
+        let upright = try ImageCodec.decode(contentsOf: folder.appendingPathComponent("upright.png"), channels: 1)
+        for n in 1...8 {
+            let file = folder.appendingPathComponent("orientation-\(n).jpg")
+            XCTAssertEqual(ExifOrientation.read(jpeg: try Data(contentsOf: file)), n)
+            let image = try ImageCodec.decode(contentsOf: file, channels: 1)
+            XCTAssertEqual([image.width, image.height], [40, 24], "orientation \(n)")
+            let worst = zip(image.pixels, upright.pixels).map { abs(Int($0) - Int($1)) }.max() ?? 255
+            XCTAssertLessThanOrEqual(worst, 2, "orientation \(n)")
+            let reduced = try ImageCodec.decode(contentsOf: file, channels: 3, minimumShortSide: 3)
+            XCTAssertEqual([reduced.width, reduced.height], [5, 3], "orientation \(n), decoded at 1/8")
+        }
+        // Motorola byte order, as many cameras write it: an APP1 segment put after the start marker.
+        let plain = try ImageCodec.encodeJPEG(ExifOrientation.upright(upright, orientation: 8))  // turned the other way
+        func withSegment(_ payload: [UInt8]) -> Data {
+            let length = payload.count + 2
+            return Data(plain.prefix(2)) + Data([0xFF, 0xE1, UInt8(length >> 8), UInt8(length & 0xFF)] + payload) + Data(plain.dropFirst(2))
+        }
+        let tiff: [UInt8] = Array("MM".utf8) + [0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]
+        let motorola = withSegment(Array("Exif".utf8) + [0, 0] + tiff)
+        XCTAssertEqual(ExifOrientation.read(jpeg: motorola), 6)
+        let turned = try ImageCodec.decode(motorola, channels: 1)
+        XCTAssertEqual([turned.width, turned.height], [40, 24])
+        XCTAssertLessThanOrEqual(zip(turned.pixels, upright.pixels).map { abs(Int($0) - Int($1)) }.max() ?? 255, 2)
+        // Malformed: an IFD offset past the end, a tag of the wrong type, a value out of range, a cut segment.
+        var pastTheEnd = tiff; pastTheEnd[7] = 200
+        var wrongType = tiff; wrongType[13] = 4
+        var outOfRange = tiff; outOfRange[19] = 9
+        for bad in [pastTheEnd, wrongType, outOfRange, Array(tiff.prefix(12))] {
+            XCTAssertEqual(ExifOrientation.read(jpeg: withSegment(Array("Exif".utf8) + [0, 0] + bad)), 1)
+        }
+        XCTAssertEqual(ExifOrientation.read(jpeg: Data(motorola.prefix(10))), 1)
+    }
+
     func testGrayAndColorConversions() throws {
         let gray = try ImageCodec.decode(contentsOf: fixturesFolder.appendingPathComponent("camera-gray.png"), channels: 3)
         XCTAssertEqual(gray.channels, 3)

@@ -36,7 +36,8 @@ public struct Image: Sendable, Equatable {
 public enum ImageCodec {
     public static let fileExtensions: Set<String> = ["jpg", "jpeg", "png"]
 
-    /// Decodes a JPEG or PNG file (by content, not name) to `channels` channels.
+    /// Decodes a JPEG or PNG file (by content, not name) to `channels` channels; a JPEG is turned upright
+    /// by its EXIF orientation (`ExifOrientation`).
     /// - Parameter minimumShortSide: with JPEG, decode at the smallest libjpeg-turbo scale (1/8 … 1)
     ///   whose short side is still at least this many pixels: far fewer pixels to decode when the
     ///   pipeline needs far fewer than the file has.
@@ -122,8 +123,9 @@ public enum ImageCodec {
                               Int32(format.rawValue), TJFLAG_STOPONWARNING)
             }
             guard status == 0 else { throw failure("data") }
-            if cmyk { return Self.rgb(fromCMYK: pixels, width: outWidth, height: outHeight).converted(to: channels) }
-            return Image(width: outWidth, height: outHeight, channels: channels, pixels: pixels)
+            let stored = cmyk ? Self.rgb(fromCMYK: pixels, width: outWidth, height: outHeight).converted(to: channels)
+                : Image(width: outWidth, height: outHeight, channels: channels, pixels: pixels)
+            return ExifOrientation.upright(stored, orientation: ExifOrientation.read(jpeg: data))
         }
     }
 
