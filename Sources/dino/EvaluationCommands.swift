@@ -135,7 +135,10 @@ struct KNN: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let ks = k.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            var ks: [Int] = []  // in the order given, each once
+            for value in k.split(separator: ",").compactMap({ Int($0.trimmingCharacters(in: .whitespaces)) }) where !ks.contains(value) {
+                ks.append(value)
+            }
             guard !ks.isEmpty else { throw DinoError("--k takes comma-separated positive integers") }
             let started = Date()
             let trainSet: FeatureSet, testSet: FeatureSet
@@ -180,7 +183,7 @@ struct KNN: ParsableCommand {
             let split = validation ? "validation split: \(trainSet.count) memory / \(testSet.count) query" : "\(trainSet.count) train / \(testSet.count) test"
             print("weighted k-NN (T = \(temperature)) on \(split) images, \(trainSet.dimension)-d features (\(String(format: "%.1f", knnSeconds)) s)")
             print("    k    top-1    top-5")
-            for r in results { print(String(format: "%5d  %6.2f%%  %6.2f%%", r.k, r.top1, r.top5)) }
+            for r in results { print(String(format: "%5ld  %6.2f%%  %6.2f%%", r.k, r.top1, r.top5)) }
             if let largest = ks.max(), largest > trainSet.count {
                 print("(a k above the \(trainSet.count) memory images votes with all of them)")
             }

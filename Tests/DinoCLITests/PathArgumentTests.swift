@@ -112,5 +112,11 @@ final class PathArgumentTests: XCTestCase {
         XCTAssertTrue(result.stdout.contains("validation split: 12 memory / 4 query images"), result.stdout)
         XCTAssertTrue(result.stdout.contains("(a k above the 12 memory images votes with all of them)"), result.stdout)
         XCTAssertTrue(result.stdout.contains("(2 images)"), result.stdout)
+        // A k given twice is evaluated once; a k past 32 bits is printed as given.
+        let repeated = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", Inputs.labelledFolder.path,
+                                "--validation", "--k", "3,100000000000,3"])
+        assertSucceeded(repeated)
+        let rows = repeated.stdout.split(separator: "\n").filter { $0.hasSuffix("%") && !$0.contains("(") }
+        XCTAssertEqual(rows.map { $0.split(separator: " ").first.map(String.init) ?? "" }, ["3", "100000000000"], repeated.stdout)
     }
 }
