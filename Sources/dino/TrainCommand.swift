@@ -45,7 +45,7 @@ struct Train: ParsableCommand {
         let resumable = resume && ["recipe.yaml", "checkpoint.safetensors"].contains {
             FileManager.default.fileExists(atPath: run.appendingPathComponent($0).path)
         }
-        try require(recipe != nil || data != nil || !overrides.isEmpty || initFrom != nil || resumable,
+        try require(recipe != nil || data != nil || !overrides.isEmpty || resumable,
                     "give --recipe R (e.g. Recipes/fashion-mnist.yaml: 30 minutes on Fashion-MNIST) or --data FOLDER (a recipe chosen for the folder); with neither, dino train would run DINO's ViT-S/16 defaults, 100 epochs of 224 px crops: weeks on a CPU")
     }
 

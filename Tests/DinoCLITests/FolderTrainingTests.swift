@@ -68,7 +68,8 @@ final class FolderTrainingTests: XCTestCase {
         // Neither a recipe nor a folder nor a run to resume: refused, not DINO's ViT-S/16 defaults for weeks.
         let empty = makeTemporaryFolder("dino-no-recipe")
         for arguments in [["train", "--output", empty.appendingPathComponent("run").path],
-                          ["train", "--output", empty.appendingPathComponent("run").path, "--resume"]] {
+                          ["train", "--output", empty.appendingPathComponent("run").path, "--resume"],
+                          ["train", "--output", empty.appendingPathComponent("run").path, "--init-from", Inputs.grayBackbone.path]] {
             assertRefused(runDino(arguments), "error: give --recipe R (e.g. Recipes/fashion-mnist.yaml: 30 minutes on Fashion-MNIST) or --data FOLDER",
                           status: 64)
         }
