@@ -17,6 +17,7 @@ public enum ExifOrientation {
         var position = 2
         while position + 4 <= bytes.count, bytes[position] == 0xFF {
             let marker = bytes[position + 1]
+            if marker == 0xFF { position += 1; continue }  // a fill byte before the marker
             if marker == 0xD8 || marker == 0x01 || (0xD0...0xD7).contains(marker) { position += 2; continue }  // no length
             if marker == 0xDA || marker == 0xD9 { return 1 }  // the image data: no EXIF before it
             let length = Int(bytes[position + 2]) << 8 | Int(bytes[position + 3])
