@@ -233,9 +233,18 @@ final class TimeBoxTests: XCTestCase {
         let summary = try clockedTrainer(recipe, run, seconds: clock).run { if case .message(let m) = $0 { messages.append(m) } }
         XCTAssertEqual(summary.steps, 35)
         let timeBox = messages.filter { $0.hasPrefix("time box") }
-        XCTAssertEqual(timeBox.count, 2, "\(timeBox)")
+        XCTAssertEqual(timeBox.count, 2, "\(timeBox)")  // the end was printed: no closing line
         XCTAssertTrue(timeBox[0].contains("58 steps (14.50 epochs) fit"), "\(timeBox)")
         XCTAssertTrue(timeBox[1].contains("slowed to 2.000 s each") && timeBox[1].contains("end at step 35 (8.75 epochs) instead of 58"), "\(timeBox)")
+        // Only the quiet refit (the 2 s stretch never comes): the run ends at 56 and says why it is not 58.
+        let quiet = root.appendingPathComponent("quiet")
+        messages = []
+        let short = try clockedTrainer(recipe, quiet, seconds: { s in s <= 8 ? Double(s) : 8 + 1.05 * Double(s - 8) }).run {
+            if case .message(let m) = $0 { messages.append(m) }
+        }
+        XCTAssertEqual(short.steps, 56)
+        XCTAssertEqual(messages.filter { $0.hasPrefix("time box") }.last,
+                       "time box: the schedules ended at step 56, not the 58 last printed (later refits, each under 5%, were applied without a line)")
         func lr(_ iterations: Int) -> [Double] { learningRates(recipe, iterations: iterations) }
         XCTAssertEqual(try records(in: run).map(\.lr), Array(lr(120)[0..<4]) + Array(lr(58)[4..<12]) + Array(lr(56)[12..<16]) + Array(lr(35)[16..<35]),
                        "the quiet refit at step 12 was applied")

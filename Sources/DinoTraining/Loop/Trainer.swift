@@ -483,6 +483,9 @@ public final class Trainer {
             }
         }
         if summary.steps > 0 && lastCheckpointStep != step { try saveCheckpoint() }
+        if let announced = announcedEnd, step == scheduledSteps, announced != step {
+            progress(.message("time box: the schedules ended at step \(step), not the \(announced) last printed (later refits, each under 5%, were applied without a line)"))
+        }
         return summary
     }
 
