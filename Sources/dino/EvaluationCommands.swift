@@ -40,6 +40,8 @@ struct FeatureSource: ParsableArguments {
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
         try require((limit ?? 1) >= 1, "--limit must be at least 1")
         try require(!normalizePixels || rawPixels, "--normalize-pixels goes with --raw-pixels (a checkpoint normalizes with its own statistics)")
+        try require(!rawPixels || (transform.resize == nil && transform.inputSize == nil),
+                    "--resize and --input-size go with --checkpoint (raw pixels are Fashion-MNIST's 28x28 as stored, a folder's images resized and center-cropped to 32x32)")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
     }

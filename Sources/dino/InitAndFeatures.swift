@@ -76,6 +76,7 @@ struct Features: ParsableCommand {
     @Option(help: "Override the checkpoint's per-channel mean.") var mean: String?
     @Option(help: "Override the checkpoint's per-channel std.") var std: String?
     @Option(name: .customLong("batch-size"), help: "Images per forward pass (memory, not results).") var batchSize = 64
+    @Option(name: .customLong("limit"), help: "Use only the first N images (as knn and linear's --limit).") var limit: Int?
     @OptionGroup var transform: EvaluationTransform
     @OptionGroup var normalization: NormalizationOption
     @Option(name: .customLong("on-bad-image"), help: "fail or skip (count and report) unreadable images.")
@@ -88,6 +89,7 @@ struct Features: ParsableCommand {
         try requirePath(data, "--data")
         try requireFilePath(output, "--output", example: "features.npy")
         try require((1...65536).contains(batchSize), "--batch-size must be 1...65536")
+        try require((limit ?? 1) >= 1, "--limit must be at least 1")
         try require(lastBlocks >= 1, "--n-last-blocks must be at least 1")
         try require(BadImagePolicy(rawValue: onBadImage) != nil, "--on-bad-image takes fail or skip, not '\(onBadImage)'")
         try require((mean == nil && std == nil) || normalization.normalization == "checkpoint",
@@ -102,7 +104,8 @@ struct Features: ParsableCommand {
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,
                                                  resizeTo: transform.resize)
-            let dataset = try openDataset(argument: data)
+            var dataset = try openDataset(argument: data)
+            if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
             let line = ProgressLine()
             let started = Date()
             let set = try precision.run {

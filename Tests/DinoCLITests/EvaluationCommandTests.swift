@@ -67,6 +67,13 @@ final class EvaluationCommandTests: XCTestCase {
         assertSucceeded(runDino(["features", "--checkpoint", Inputs.grayBackbone.path, "--data", Inputs.labelledFolder.path,
                                  "--output", gray.path, "--avgpool", "--n-last-blocks", "2"]))
         XCTAssertEqual(try Npy.read(gray).shape, [16, 96])
+        // --limit: the first N images, as knn and linear take them.
+        let first = folder.appendingPathComponent("first.npy")
+        assertSucceeded(runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,
+                                 "--output", first.path, "--limit", "5"]))
+        XCTAssertEqual(try Npy.read(first).shape, [5, 32])
+        assertRefused(runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", Inputs.labelledFolder.path,
+                               "--output", first.path, "--limit", "0"]), "--limit must be at least 1", status: 64)
 
         // An output without .npy gets it (as numpy.save), so that knn reads the file as features.
         let bare = folder.appendingPathComponent("bare")
@@ -356,6 +363,10 @@ final class EvaluationCommandTests: XCTestCase {
         XCTAssertTrue(linear.stdout.contains("linear probe on 1024-d features"), linear.stdout)
         assertRefused(runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--normalize-pixels", "--train", folder, "--validation"]),
                       "--normalize-pixels goes with --raw-pixels", status: 64)
+        for option in [["--resize", "32"], ["--input-size", "28"]] {
+            assertRefused(runDino(["linear", "--raw-pixels", "--train", folder, "--test", folder] + option),
+                          "--resize and --input-size go with --checkpoint", status: 64)
+        }
     }
 
     // MARK: --matmul-precision
