@@ -80,10 +80,23 @@ struct FeatureSource: ParsableArguments {
     }
 }
 
+/// Folders already warned about files of other formats (a test folder is opened twice).
+nonisolated(unsafe) var warnedFolders: Set<String> = []
+
+/// The dataset a data argument names (`openDataset`), with a warning on stderr, once per folder, about
+/// image files of formats that are not read (HEIC, WebP, ...).
+func openData(_ argument: String) throws -> any ImageDataset {
+    let dataset = try openDataset(argument: argument)
+    if let folder = dataset as? ImageFolder, let note = folder.otherFormatsNote, warnedFolders.insert(folder.root.path).inserted {
+        FileHandle.standardError.write(Data("warning: \(note)\n".utf8))
+    }
+    return dataset
+}
+
 /// The dataset `argument` names, refused when it has no labels (`purpose` needs them): a folder without
 /// class subfolders is found out before any features are computed.
 func labelledDataset(_ argument: String, labelsFor purpose: String) throws -> any ImageDataset {
-    let dataset = try openDataset(argument: argument)
+    let dataset = try openData(argument)
     guard !dataset.classNames.isEmpty else {
         throw DinoError("\(argument) has no class subfolders, and \(purpose) needs labels: give a folder with one subfolder per class, fashion-mnist:train/test, or a .npy with its .labels.npy")
     }

@@ -107,6 +107,19 @@ final class FolderTrainingTests: XCTestCase {
         let corrupt = makeTemporaryFolder("dino-corrupt-folder")
         for i in 0..<3 { try Data("not an image".utf8).write(to: corrupt.appendingPathComponent("\(i).png")) }
         assertRefused(runDino(["train", "--data", corrupt.path, "--output", run.path]), "none of the 3 images sampled", "could be read")
+        // An iPhone's export: HEIC and WebP files are named with what to do, not just "no JPEG or PNG".
+        let phone = makeTemporaryFolder("dino-heic")
+        for name in ["IMG_1.HEIC", "IMG_2.heic", "x.webp"] { try Data("not decoded".utf8).write(to: phone.appendingPathComponent(name)) }
+        assertRefused(runDino(["train", "--data", phone.path, "--output", run.path]),
+                      "no JPEG or PNG images under \(phone.path) (looked recursively for .jpg, .jpeg, .png); 2 .heic, 1 .webp file(s) under \(phone.path) are not read (dino reads JPEG and PNG): convert them")
+        let mixed = makeTemporaryFolder("dino-heic-and-png")
+        for name in ["IMG_1.HEIC", "IMG_2.heic"] { try Data("not decoded".utf8).write(to: mixed.appendingPathComponent(name)) }
+        try FileManager.default.copyItem(at: Inputs.photo, to: mixed.appendingPathComponent("photo.png"))
+        let features = runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", mixed.path,
+                                "--output", mixed.appendingPathComponent("f.npy").path])
+        assertSucceeded(features)
+        XCTAssertEqual(features.stderrLines.filter { $0.hasPrefix("warning:") },
+                       ["warning: 2 .heic file(s) under \(mixed.path) are not read (dino reads JPEG and PNG): convert them, e.g. with ImageMagick's mogrify -format jpg *.heic"])
         let few = makeTemporaryFolder("dino-few-images")
         for name in ["0.png", "2.png", "4.png"] {
             try FileManager.default.copyItem(at: Inputs.labelledFolder.appendingPathComponent("dark/" + name), to: few.appendingPathComponent(name))

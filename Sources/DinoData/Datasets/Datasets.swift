@@ -143,6 +143,22 @@ public struct ImageFolder: ImageDataset {
     public let relativePaths: [String]
     public let classNames: [String]
     let labelValues: [Int]
+    /// Files of other image formats found beside the JPEGs and PNGs (by extension, counted), which are
+    /// not read: an iPhone's HEIC photos, WebP downloads, TIFF scans.
+    public let otherFormats: [String: Int]
+
+    /// Extensions of image formats this reader does not decode, counted so that they can be named.
+    public static let otherImageExtensions: Set<String> = ["heic", "heif", "webp", "tif", "tiff", "bmp", "gif", "avif", "jxl", "jp2"]
+
+    /// One sentence naming the files of other formats and what to do, nil when there are none.
+    public var otherFormatsNote: String? { Self.note(otherFormats, under: root.path) }
+
+    static func note(_ other: [String: Int], under path: String) -> String? {
+        let sorted = other.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+        guard let most = sorted.first else { return nil }
+        let counts = sorted.map { "\($0.value) .\($0.key)" }.joined(separator: ", ")
+        return "\(counts) file(s) under \(path) are not read (dino reads JPEG and PNG): convert them, e.g. with ImageMagick's mogrify -format jpg *.\(most.key)"
+    }
 
     public var count: Int { relativePaths.count }
     public func label(at index: Int) -> Int { labelValues[index] }
@@ -157,14 +173,18 @@ public struct ImageFolder: ImageDataset {
         guard let enumerator = FileManager.default.enumerator(atPath: root.path) else {
             throw DinoError("cannot list \(path)")
         }
-        var found: [String] = []
+        var found: [String] = [], other: [String: Int] = [:]
         while let item = enumerator.nextObject() as? String {
+            guard !(item as NSString).lastPathComponent.hasPrefix(".") else { continue }
             let ext = (item as NSString).pathExtension.lowercased()
-            if ImageCodec.fileExtensions.contains(ext) && !(item as NSString).lastPathComponent.hasPrefix(".") { found.append(item) }
+            if ImageCodec.fileExtensions.contains(ext) { found.append(item) }
+            else if Self.otherImageExtensions.contains(ext) { other[ext, default: 0] += 1 }
         }
         found.sort()
+        otherFormats = other
         guard !found.isEmpty else {
-            throw DinoError("no JPEG or PNG images under \(path) (looked recursively for .jpg, .jpeg, .png)")
+            throw DinoError("no JPEG or PNG images under \(path) (looked recursively for .jpg, .jpeg, .png)"
+                            + (Self.note(other, under: path).map { "; " + $0 } ?? ""))
         }
         relativePaths = found
         let firstLevel = found.map { $0.split(separator: "/").count > 1 ? String($0.split(separator: "/")[0]) : nil }

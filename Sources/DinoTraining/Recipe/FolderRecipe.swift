@@ -17,12 +17,14 @@ public struct FolderSurvey: Sendable, Equatable {
     public var grayscale: Bool
     /// Per-channel mean and standard deviation of the sampled pixels, in [0, 1] (1 value when gray).
     public var mean: [Double], std: [Double]
+    /// `ImageFolder.otherFormatsNote`: files of image formats that are not read (HEIC, WebP, ...), if any.
+    public var otherFormatsNote: String?
 
     public init(path: String, imageCount: Int, classCount: Int, sampled: Int, unreadable: Int, medianShortSide: Int,
-                grayscale: Bool, mean: [Double], std: [Double]) {
+                grayscale: Bool, mean: [Double], std: [Double], otherFormatsNote: String? = nil) {
         self.path = path; self.imageCount = imageCount; self.classCount = classCount; self.sampled = sampled
         self.unreadable = unreadable; self.medianShortSide = medianShortSide; self.grayscale = grayscale
-        self.mean = mean; self.std = std
+        self.mean = mean; self.std = std; self.otherFormatsNote = otherFormatsNote
     }
 
     /// Short sides larger than this are not needed to choose a recipe: JPEGs decode at a smaller scale.
@@ -64,7 +66,8 @@ public struct FolderSurvey: Sendable, Equatable {
         let gray = colored == 0
         return FolderSurvey(path: path, imageCount: n, classCount: folder.classNames.count, sampled: shortSides.count + unreadable,
                             unreadable: unreadable, medianShortSide: shortSides.sorted()[shortSides.count / 2], grayscale: gray,
-                            mean: gray ? [mean.reduce(0, +) / 3] : mean, std: gray ? [std.reduce(0, +) / 3] : std)
+                            mean: gray ? [mean.reduce(0, +) / 3] : mean, std: gray ? [std.reduce(0, +) / 3] : std,
+                            otherFormatsNote: folder.otherFormatsNote)
     }
 }
 
@@ -114,7 +117,8 @@ public enum FolderRecipe {
         let n = survey.imageCount
         // Refused before a recipe is printed: its smallest batch is 8, and the loader would refuse after.
         guard n >= 8 else {
-            throw DinoError("\(survey.path) holds \(n) image\(n == 1 ? "" : "s"): dino train --data needs at least 8 (one batch), and self-supervised training learns from hundreds or more; add images")
+            throw DinoError("\(survey.path) holds \(n) image\(n == 1 ? "" : "s"): dino train --data needs at least 8 (one batch), and self-supervised training learns from hundreds or more; add images"
+                            + (survey.otherFormatsNote.map { " (" + $0 + ")" } ?? ""))
         }
         let channels = survey.grayscale ? 1 : 3
         let k = prototypes(images: n), batch = batchSize(images: n)
