@@ -84,6 +84,28 @@ final class EvaluationCommandTests: XCTestCase {
         assertSucceeded(runDino(["knn", "--train", bare.path + ".npy", "--test", bare.path + ".npy"]))
     }
 
+    /// Folders linked into place are followed, as torchvision's ImageFolder does: a data folder that is a
+    /// symbolic link, class folders that are links (each a class, by its link name), and a link back up
+    /// (visited once, not forever); hidden files and folders are left out.
+    func testLinkedFoldersAreFollowed() throws {
+        let folder = makeTemporaryFolder()
+        let data = folder.appendingPathComponent("data"), manager = FileManager.default
+        try manager.createDirectory(at: data, withIntermediateDirectories: true)
+        for name in ["dark", "light"] {
+            try manager.createSymbolicLink(at: data.appendingPathComponent(name), withDestinationURL: Inputs.labelledFolder.appendingPathComponent(name))
+        }
+        try manager.createSymbolicLink(at: data.appendingPathComponent("loop"), withDestinationURL: data)
+        try manager.createDirectory(at: data.appendingPathComponent(".thumbnails/x"), withIntermediateDirectories: true)
+        try manager.copyItem(at: Inputs.photo, to: data.appendingPathComponent(".thumbnails/x/p.png"))
+        let linked = folder.appendingPathComponent("linked")
+        try manager.createSymbolicLink(at: linked, withDestinationURL: data)
+        let out = folder.appendingPathComponent("f.npy")
+        let result = runDino(["features", "--checkpoint", Inputs.rgbBackbone.path, "--data", linked.path, "--output", out.path])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("16 x 32 features"), result.stdout)
+        XCTAssertEqual(try String(contentsOf: folder.appendingPathComponent("f.classes.txt"), encoding: .utf8), "dark\nlight\n")
+    }
+
     func testFeaturesOfImagesSmallerThanAPatch() throws {
         let folder = makeTemporaryFolder()
         let images = folder.appendingPathComponent("tiny")

@@ -170,12 +170,11 @@ public struct ImageFolder: ImageDataset {
             throw DinoError("image folder \(path) does not exist or is not a folder")
         }
         root = URL(fileURLWithPath: path).standardizedFileURL
-        guard let enumerator = FileManager.default.enumerator(atPath: root.path) else {
-            throw DinoError("cannot list \(path)")
+        guard (try? FileManager.default.contentsOfDirectory(atPath: root.path)) != nil else {
+            throw DinoError("cannot list \(path): check its permissions")
         }
         var found: [String] = [], other: [String: Int] = [:]
-        while let item = enumerator.nextObject() as? String {
-            guard !(item as NSString).lastPathComponent.hasPrefix(".") else { continue }
+        for item in Self.files(under: root) {
             let ext = (item as NSString).pathExtension.lowercased()
             if ImageCodec.fileExtensions.contains(ext) { found.append(item) }
             else if Self.otherImageExtensions.contains(ext) { other[ext, default: 0] += 1 }
@@ -197,6 +196,26 @@ public struct ImageFolder: ImageDataset {
             classNames = []
             labelValues = Array(repeating: -1, count: found.count)
         }
+    }
+
+    /// The relative paths of the files under `root`, recursively, following symbolic links to folders (as
+    /// torchvision's `os.walk(followlinks=True)`: datasets are often linked into place), each real folder
+    /// once (a link back up would loop); names starting with "." (files and folders) are left out.
+    static func files(under root: URL) -> [String] {
+        var found: [String] = []
+        var visited: Set<String> = [root.resolvingSymlinksInPath().path]
+        func visit(_ folder: URL, _ prefix: String) {
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return }
+            for name in names where !name.hasPrefix(".") {
+                let url = folder.appendingPathComponent(name), relative = prefix.isEmpty ? name : prefix + "/" + name
+                var isFolder: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isFolder) else { continue }  // a dangling link
+                if !isFolder.boolValue { found.append(relative) }
+                else if visited.insert(url.resolvingSymlinksInPath().path).inserted { visit(url, relative) }
+            }
+        }
+        visit(root, "")
+        return found
     }
 
     public func url(at index: Int) -> URL { root.appendingPathComponent(relativePaths[index]) }
