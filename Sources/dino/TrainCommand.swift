@@ -40,6 +40,9 @@ struct Train: ParsableCommand {
         try requireFolderPath(output, "--output")
         try requirePath(initFrom, "--init-from")
         if let minutes { try require(minutes > 0 && minutes.isFinite, "--minutes must be a positive number of minutes") }
+        if let data {
+            do { try requireRunOutside(data) } catch let error as DinoError { throw ValidationError(error.message) }
+        }
         // Nothing chosen at all would run main_dino.py's defaults (ViT-S/16, 100 epochs of 224 px crops):
         // weeks on a CPU, with a minute of silence before the first step says so.
         let run = URL(fileURLWithPath: output)
@@ -48,6 +51,16 @@ struct Train: ParsableCommand {
         }
         try require(recipe != nil || data != nil || !overrides.isEmpty || resumable,
                     "give --recipe R (e.g. Recipes/fashion-mnist.yaml: 30 minutes on Fashion-MNIST) or --data FOLDER (a recipe chosen for the folder); with neither, dino train would run DINO's ViT-S/16 defaults, 100 epochs of 224 px crops: weeks on a CPU")
+    }
+
+    /// Refuses a run folder inside the data folder: the run writes pictures (attention sheets, the report's
+    /// charts) that the next scan of the folder (a resume, knn on it) would read as training images.
+    func requireRunOutside(_ dataPath: String) throws {
+        let data = URL(fileURLWithPath: dataPath).resolvingSymlinksInPath().path
+        let run = URL(fileURLWithPath: output).resolvingSymlinksInPath().path
+        guard run != data && !run.hasPrefix(data.hasSuffix("/") ? data : data + "/") else {
+            throw DinoError("--output \(output) lies inside the data folder \(dataPath): the run's pictures would be read as training images; put the run beside the folder, not in it")
+        }
     }
 
     /// The recipe: a file, the one a resumed run wrote, or one chosen for --data; then --data, --minutes,
@@ -86,6 +99,7 @@ struct Train: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let recipe = try loadRecipe()
+            if recipe.dataset == "folder" && !recipe.data_path.isEmpty { try requireRunOutside(recipe.data_path) }
             // Under mpirun, one process per rank: rank 0 prints and writes; each takes its share of the cores.
             let communicator: any Communicator = MPICommunicator.isLaunchedByMPI ? try MPICommunicator() : SingleProcess()
             if communicator.size > 1 && threads.threads == nil && recipe.threads == 0 && ProcessInfo.processInfo.environment["DINO_THREADS"] == nil {

@@ -120,6 +120,11 @@ final class FolderTrainingTests: XCTestCase {
         assertSucceeded(features)
         XCTAssertEqual(features.stderrLines.filter { $0.hasPrefix("warning:") },
                        ["warning: 2 .heic file(s) under \(mixed.path) are not read (dino reads JPEG and PNG): convert them, e.g. with ImageMagick's mogrify -format jpg *.heic"])
+        // A run folder inside the data folder: its pictures would become training images.
+        let inside = Inputs.labelledFolder.appendingPathComponent("runs/first")
+        assertRefused(runDino(["train", "--data", Inputs.labelledFolder.path, "--output", inside.path]),
+                      "error: --output \(inside.path) lies inside the data folder \(Inputs.labelledFolder.path): the run's pictures would be read as training images", status: 64)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: inside.deletingLastPathComponent().path))
         let few = makeTemporaryFolder("dino-few-images")
         for name in ["0.png", "2.png", "4.png"] {
             try FileManager.default.copyItem(at: Inputs.labelledFolder.appendingPathComponent("dark/" + name), to: few.appendingPathComponent(name))
