@@ -97,6 +97,13 @@ func openData(_ argument: String) throws -> any ImageDataset {
 /// class subfolders is found out before any features are computed.
 func labelledDataset(_ argument: String, labelsFor purpose: String) throws -> any ImageDataset {
     let dataset = try openData(argument)
+    if dataset.classNames.isEmpty, let folder = dataset as? ImageFolder {
+        // Some images in subfolders and some beside them: the loose ones have no class.
+        let loose = folder.relativePaths.filter { !$0.contains("/") }
+        if loose.count < folder.count {
+            throw DinoError("\(argument) has \(loose.count) image(s) directly inside it (e.g. \(loose[0])) beside its class subfolders, and \(purpose) needs a class for every image: move them into a class subfolder or out of the folder")
+        }
+    }
     guard !dataset.classNames.isEmpty else {
         throw DinoError("\(argument) has no class subfolders, and \(purpose) needs labels: give a folder with one subfolder per class, fashion-mnist:train/test, or a .npy with its .labels.npy")
     }

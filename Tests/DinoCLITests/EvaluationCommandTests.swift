@@ -363,6 +363,12 @@ final class EvaluationCommandTests: XCTestCase {
             assertRefused(refused, "error: \(light.path) has no class subfolders, and k-NN needs labels")
             XCTAssertFalse(refused.stderr.contains("features"), refused.stderr)
         }
+        // One image beside the class subfolders: named, not "no class subfolders".
+        let mixed = folder.appendingPathComponent("mixed")
+        try FileManager.default.copyItem(at: Inputs.labelledFolder, to: mixed)
+        try FileManager.default.copyItem(at: Inputs.photo, to: mixed.appendingPathComponent("stray.png"))
+        assertRefused(runDino(["knn", "--raw-pixels", "--train", mixed.path, "--validation"]),
+                      "error: \(mixed.path) has 1 image(s) directly inside it (e.g. stray.png) beside its class subfolders, and k-NN needs a class for every image")
         let unlabelledTest = runDino(["knn", "--checkpoint", Inputs.rgbBackbone.path, "--train", Inputs.labelledFolder.path, "--test", light.path])
         assertRefused(unlabelledTest, "error: \(light.path) has no class subfolders, and k-NN needs labels")
         XCTAssertFalse(unlabelledTest.stderr.contains("features"), "refused before the training features: \(unlabelledTest.stderr)")
