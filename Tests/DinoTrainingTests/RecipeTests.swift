@@ -168,6 +168,13 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual([small.global_crops_scale, small.local_crops_scale], [[0.8, 1.0], [0.2, 0.5]])
         XCTAssertEqual(small.max_minutes, FolderRecipe.defaultMinutes)
         XCTAssertNoThrow(try small.validate())
+        // A few images beside the class folders take the classes away: said, with what to do.
+        var loose = clothes
+        loose.classCount = 0
+        loose.looseImages = 3
+        let unchecked = try FolderRecipe.recipe(for: loose)
+        XCTAssertEqual(unchecked.knn_every, 0)
+        XCTAssertTrue(unchecked.note.contains("no k-NN check during training: 3 image(s) lie beside the class subfolders"), unchecked.note)
     }
 }
 

@@ -19,12 +19,14 @@ public struct FolderSurvey: Sendable, Equatable {
     public var mean: [Double], std: [Double]
     /// `ImageFolder.otherFormatsNote`: files of image formats that are not read (HEIC, WebP, ...), if any.
     public var otherFormatsNote: String?
+    /// Images directly in the folder while others sit in subfolders: they take the classes away from all.
+    public var looseImages: Int
 
     public init(path: String, imageCount: Int, classCount: Int, sampled: Int, unreadable: Int, medianShortSide: Int,
-                grayscale: Bool, mean: [Double], std: [Double], otherFormatsNote: String? = nil) {
+                grayscale: Bool, mean: [Double], std: [Double], otherFormatsNote: String? = nil, looseImages: Int = 0) {
         self.path = path; self.imageCount = imageCount; self.classCount = classCount; self.sampled = sampled
         self.unreadable = unreadable; self.medianShortSide = medianShortSide; self.grayscale = grayscale
-        self.mean = mean; self.std = std; self.otherFormatsNote = otherFormatsNote
+        self.mean = mean; self.std = std; self.otherFormatsNote = otherFormatsNote; self.looseImages = looseImages
     }
 
     /// Short sides larger than this are not needed to choose a recipe: JPEGs decode at a smaller scale.
@@ -64,10 +66,11 @@ public struct FolderSurvey: Sendable, Equatable {
         let mean = sum.map { $0 / pixels }
         let std = zip(squares, mean).map { max(($0 / pixels - $1 * $1).squareRoot(), 1e-3) }
         let gray = colored == 0
+        let loose = folder.relativePaths.filter { !$0.contains("/") }.count
         return FolderSurvey(path: path, imageCount: n, classCount: folder.classNames.count, sampled: shortSides.count + unreadable,
                             unreadable: unreadable, medianShortSide: shortSides.sorted()[shortSides.count / 2], grayscale: gray,
                             mean: gray ? [mean.reduce(0, +) / 3] : mean, std: gray ? [std.reduce(0, +) / 3] : std,
-                            otherFormatsNote: folder.otherFormatsNote)
+                            otherFormatsNote: folder.otherFormatsNote, looseImages: loose < n ? loose : 0)
     }
 }
 
@@ -139,6 +142,7 @@ public enum FolderRecipe {
                 : "float32 matmuls (bfloat16 needs AVX-512 BF16, which this CPU lacks)",
             checked ? "the teacher's k-NN on a validation split (every fifth image against the rest) about every 100 steps, in knn.jsonl"
                 : labelled ? "no k-NN check during training: \(n) images give \(n / 5) validation queries, too few to tell (from 100 images)"
+                : survey.looseImages > 0 ? "no k-NN check during training: \(survey.looseImages) image(s) lie beside the class subfolders, so no image has a class (move them into a class folder for the check)"
                 : "no class folders, so no k-NN check during training",
         ]
         let grayAugmentation = channels == 1
