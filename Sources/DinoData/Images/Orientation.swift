@@ -10,30 +10,34 @@ import Foundation
 /// turned 90° counter-clockwise.
 public enum ExifOrientation {
     /// The orientation a JPEG file declares, 1 when it declares none or when the segment is malformed.
-    /// Every offset is checked against the bytes present: the file is untrusted.
+    /// Every offset is checked against the bytes present: the file is untrusted. It reads the markers in
+    /// place (no copy: the training loader calls it for every JPEG it decodes).
     public static func read(jpeg data: Data) -> Int {
-        let bytes = [UInt8](data.prefix(256 * 1024))  // the EXIF segment comes before the image data
-        guard bytes.count >= 4, bytes[0] == 0xFF, bytes[1] == 0xD8 else { return 1 }
-        var position = 2
-        while position + 4 <= bytes.count, bytes[position] == 0xFF {
-            let marker = bytes[position + 1]
-            if marker == 0xFF { position += 1; continue }  // a fill byte before the marker
-            if marker == 0xD8 || marker == 0x01 || (0xD0...0xD7).contains(marker) { position += 2; continue }  // no length
-            if marker == 0xDA || marker == 0xD9 { return 1 }  // the image data: no EXIF before it
-            let length = Int(bytes[position + 2]) << 8 | Int(bytes[position + 3])
-            guard length >= 2, position + 2 + length <= bytes.count else { return 1 }
-            if marker == 0xE1, let value = orientation(inExif: Array(bytes[(position + 4)..<(position + 2 + length)])) {
-                return value
+        data.withUnsafeBytes { raw -> Int in
+            let bytes = UnsafeRawBufferPointer(rebasing: raw.prefix(256 * 1024))  // EXIF comes before the image data
+            guard bytes.count >= 4, bytes[0] == 0xFF, bytes[1] == 0xD8 else { return 1 }
+            var position = 2
+            while position + 4 <= bytes.count, bytes[position] == 0xFF {
+                let marker = bytes[position + 1]
+                if marker == 0xFF { position += 1; continue }  // a fill byte before the marker
+                if marker == 0xD8 || marker == 0x01 || (0xD0...0xD7).contains(marker) { position += 2; continue }  // no length
+                if marker == 0xDA || marker == 0xD9 { return 1 }  // the image data: no EXIF before it
+                let length = Int(bytes[position + 2]) << 8 | Int(bytes[position + 3])
+                guard length >= 2, position + 2 + length <= bytes.count else { return 1 }
+                if marker == 0xE1,
+                   let value = orientation(inExif: UnsafeRawBufferPointer(rebasing: bytes[(position + 4)..<(position + 2 + length)])) {
+                    return value
+                }
+                position += 2 + length
             }
-            position += 2 + length
+            return 1
         }
-        return 1
     }
 
     /// The orientation tag of an APP1 payload ("Exif\0\0" and a TIFF structure), nil when it has none.
-    static func orientation(inExif payload: [UInt8]) -> Int? {
+    static func orientation(inExif payload: UnsafeRawBufferPointer) -> Int? {
         guard payload.count >= 14, payload.starts(with: Array("Exif".utf8) + [0, 0]) else { return nil }
-        let tiff = Array(payload[6...])
+        let tiff = UnsafeRawBufferPointer(rebasing: payload[6...])
         let little: Bool
         switch (tiff[0], tiff[1]) {
         case (0x49, 0x49): little = true   // "II": Intel byte order
