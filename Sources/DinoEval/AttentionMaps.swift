@@ -82,11 +82,7 @@ public struct AttentionExporter {
     public func reduced(_ image: Image) -> Image {
         let (w, h) = scaled(width: image.width, height: image.height)
         guard w != image.width || h != image.height else { return image }
-        let resized = Resample.resizedCrop(FloatImage(image), x: 0, y: 0, width: image.width, height: image.height, outputWidth: w, outputHeight: h)
-        return Image(width: w, height: h, channels: image.channels, pixels: (0..<(w * h * image.channels)).map { i in
-            let pixel = i / image.channels, ch = i % image.channels
-            return UInt8(max(0, min(255, (resized.values[ch * w * h + pixel] * 255).rounded())))
-        })
+        return Image(Resample.resizedCrop(FloatImage(image), x: 0, y: 0, width: image.width, height: image.height, outputWidth: w, outputHeight: h))
     }
 
     /// What the model sees of `image` (resized with `size`, cropped to whole patches) as 8-bit pixels,
@@ -105,11 +101,7 @@ public struct AttentionExporter {
             floats = Resample.resizedCrop(floats, x: 0, y: 0, width: min(width, floats.width), height: min(height, floats.height),
                                           outputWidth: width, outputHeight: height)
         }
-        let display = Image(width: width, height: height, channels: c.inChannels,
-                            pixels: (0..<(width * height * c.inChannels)).map { i in
-                                let pixel = i / c.inChannels, ch = i % c.inChannels
-                                return UInt8(max(0, min(255, (floats.values[ch * width * height + pixel] * 255).rounded())))
-                            })
+        let display = Image(floats)
         var input = floats.values
         normalize(&input, channels: c.inChannels, plane: width * height, mean: mean, std: std)
         return (display, input)

@@ -19,6 +19,16 @@ public struct FloatImage: Sendable {
     }
 }
 
+extension Image {
+    /// CHW floats in [0, 1] back to HWC bytes, rounded and clamped (the inverse of `FloatImage.init(_:)`).
+    public init(_ image: FloatImage) {
+        let plane = image.width * image.height, c = image.channels
+        self.init(width: image.width, height: image.height, channels: c, pixels: (0..<(plane * c)).map { i in
+            UInt8(max(0, min(255, (image.values[(i % c) * plane + i / c] * 255).rounded())))
+        })
+    }
+}
+
 /// PIL-style separable resampling with antialiasing: the filter support widens by the downscale
 /// factor, as `PIL.Image.resize` (and torchvision's resize on PIL images) does.
 public enum Resample {
