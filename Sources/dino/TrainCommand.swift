@@ -108,10 +108,8 @@ struct Train: ParsableCommand {
             if threads.threads == nil && recipe.threads > 0 { Parallel.setThreadCount(recipe.threads) }
             try threads.apply()
             if !communicator.isPrimary { quiet() }
-            if recipe.dataset == "folder", let note = (try? ImageFolder(path: recipe.data_path))?.otherFormatsNote {
-                print("warning: " + note)
-            }
             let trainer = try Trainer(recipe: recipe, output: URL(fileURLWithPath: output), resume: resume, communicator: communicator)
+            if let note = (trainer.fullData as? ImageFolder)?.otherFormatsNote { print("warning: " + note) }
             if resume && trainer.step == 0 { print("nothing to resume in \(output) yet (no checkpoint.safetensors): starting the run from step 0") }
             if let start = trainer.initialWeightsDescription { print(start) }
             if trainer.frozenBackboneSteps > trainer.step {

@@ -109,7 +109,7 @@ public final class Trainer {
     public var clock: () -> Double = { ProcessInfo.processInfo.systemUptime }
     let trainingData: any ImageDataset
     /// The dataset `trainingData` was cut from (itself when `train_subset` is off): k-NN and attention use it.
-    let fullData: any ImageDataset
+    public let fullData: any ImageDataset
 
     /// The published weights the run started from (`init_from`), if any.
     let initialWeights: InitialWeights?
