@@ -48,14 +48,15 @@ struct FeatureSource: ParsableArguments {
 
     /// The features of `argument` (a dataset or a cached `.npy`); `labelsFor` names what needs the
     /// labels, so that a folder with no class subfolders is refused before its features are computed.
-    func features(_ argument: String, what: String, labelsFor purpose: String) throws -> FeatureSet {
+    /// `opened`: the dataset when the caller has already opened it (`labelledDataset`).
+    func features(_ argument: String, what: String, labelsFor purpose: String, opened: (any ImageDataset)? = nil) throws -> FeatureSet {
         if argument.hasSuffix(".npy") {
             guard !avgpool && lastBlocks == 1 else {
                 throw DinoError("--avgpool and --n-last-blocks need --checkpoint; a cached .npy holds the features it was written with")
             }
             return try FeatureSet.read(from: URL(fileURLWithPath: argument))
         }
-        var dataset = try labelledDataset(argument, labelsFor: purpose)
+        var dataset = try opened ?? labelledDataset(argument, labelsFor: purpose)
         if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
         if rawPixels {
             guard !avgpool && lastBlocks == 1 else {
@@ -123,10 +124,12 @@ extension FeatureSource {
     /// The features of `train` and `test` as `knn --test` and `linear` use them: raw pixels normalized by the
     /// training data's statistics (`--normalize-pixels`), the test labels renumbered to the training classes.
     func trainAndTest(_ train: String, _ test: String, labelsFor purpose: String) throws -> (train: FeatureSet, test: FeatureSet) {
-        if !test.hasSuffix(".npy") { _ = try labelledDataset(test, labelsFor: purpose) }  // before the training features
+        // The test data is opened (and its labels checked) before the training features are computed.
+        let testData = test.hasSuffix(".npy") ? nil : try labelledDataset(test, labelsFor: purpose)
         let trainFeatures = try features(train, what: "train", labelsFor: purpose)
         let normalize = pixelNormalization(train: trainFeatures, trainArgument: train)
-        return (normalize(trainFeatures), try normalize(features(test, what: "test", labelsFor: purpose)).relabeled(toClassesOf: trainFeatures))
+        return (normalize(trainFeatures),
+                try normalize(features(test, what: "test", labelsFor: purpose, opened: testData)).relabeled(toClassesOf: trainFeatures))
     }
 }
 
