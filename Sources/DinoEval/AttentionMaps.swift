@@ -124,25 +124,46 @@ public struct AttentionExporter {
         }
         withExtendedLifetime(buffer) {}  // the forward pass saw only its pointer
         let meanMap = (0..<np).map { i in heads.reduce(0) { $0 + $1[i] } / Float(c.numHeads) }
-        let weights = foregroundWeights(display, mask: foregroundMask, gridHeight: gh, gridWidth: gw, patch: p)
+        let weights = foregroundWeights(display, mask: foregroundMask, original: (image.width, image.height),
+                                        gridHeight: gh, gridWidth: gw, patch: p)
         let total = meanMap.reduce(0, +)
         let share = total > 0 ? Double(zip(meanMap, weights).reduce(0) { $0 + $1.0 * $1.1 } / total) : 0
         return AttentionMap(name: name, gridHeight: gh, gridWidth: gw, heads: heads, mean: meanMap, foregroundShare: share,
                             foregroundIsWholeImage: foregroundMask == nil && !weights.contains(0), image: display)
     }
 
-    /// Per patch, the fraction counted as foreground.
-    func foregroundWeights(_ image: Image, mask: Image?, gridHeight gh: Int, gridWidth gw: Int, patch p: Int) -> [Float] {
+    /// `mask` over what the model sees of an image of `width`x`height`: stretched to that size, then
+    /// resized and cropped as `prepare` resizes and crops the image (nearest neighbour, gray), so that a
+    /// mask pixel stays over the image pixel it was drawn on.
+    public func fittedMask(_ mask: Image, width: Int, height: Int) -> Image {
+        let (w, h) = scaled(width: width, height: height), (cw, ch) = resized(width: width, height: height)
+        let gray = mask.converted(to: 1)
+        // Output pixel (x, y) of the cropped frame is pixel (x, y) of the w x h resize when it lies inside
+        // it (a frame smaller than one patch is enlarged instead).
+        return Image(width: cw, height: ch, channels: 1, pixels: (0..<(cw * ch)).map { i in
+            let (x, y) = (i % cw, i / cw)
+            let (sx, sy) = (cw > w ? x * w / cw : x, ch > h ? y * h / ch : y)
+            return gray.pixels[min(gray.height - 1, sy * gray.height / h) * gray.width + min(gray.width - 1, sx * gray.width / w)]
+        })
+    }
+
+    /// `mask` resized (nearest neighbour, gray) to `width`x`height`: what a command keeps of a mask for an
+    /// image it `reduced` to that size.
+    public static func resizedMask(_ mask: Image, width: Int, height: Int) -> Image {
+        let gray = mask.converted(to: 1)
+        guard gray.width != width || gray.height != height else { return gray }
+        return Image(width: width, height: height, channels: 1, pixels: (0..<(width * height)).map { i in
+            gray.pixels[min(gray.height - 1, (i / width) * gray.height / height) * gray.width + min(gray.width - 1, (i % width) * gray.width / width)]
+        })
+    }
+
+    /// Per patch, the fraction counted as foreground. `image` is what the model sees (`prepare`'s display);
+    /// `mask` is over the image before `prepare` (`original` its size).
+    func foregroundWeights(_ image: Image, mask: Image?, original: (width: Int, height: Int),
+                           gridHeight gh: Int, gridWidth gw: Int, patch p: Int) -> [Float] {
         var weights = [Float](repeating: 0, count: gh * gw)
         let gray = image.converted(to: 1)
-        let maskGray = mask.map { m -> Image in
-            let g = m.converted(to: 1)
-            if g.width == image.width && g.height == image.height { return g }
-            // Nearest-neighbour resize of the mask to the image.
-            return Image(width: image.width, height: image.height, channels: 1, pixels: (0..<(image.width * image.height)).map { i in
-                g.pixels[min(g.height - 1, (i / image.width) * g.height / image.height) * g.width + min(g.width - 1, (i % image.width) * g.width / image.width)]
-            })
-        }
+        let maskGray = mask.map { fittedMask($0, width: original.width, height: original.height) }
         for gy in 0..<gh { for gx in 0..<gw {
             var inside = 0, bright = false
             for y in (gy * p)..<((gy + 1) * p) { for x in (gx * p)..<((gx + 1) * p) {

@@ -283,7 +283,7 @@ struct Attention: ParsableCommand {
     @Option(parsing: .upToNextOption, help: "JPEG or PNG images (any size); a quoted pattern such as 'photos/*.jpg' is expanded.") var image: [String] = []
     @Option(name: .customLong("fashion-mnist-test"), help: "Also use the first N Fashion-MNIST test images.")
     var fashionMNISTTest = 0
-    @Option(parsing: .upToNextOption, help: "Foreground masks (white = object), one per --image.") var mask: [String] = []
+    @Option(parsing: .upToNextOption, help: "Foreground masks (white = object), one per --image, in the same order, of the same shape (a quoted pattern, 'masks/*.png', is expanded with the same sort).") var mask: [String] = []
     @Option(help: "Output folder.") var output: String
     @Option(help: "Attention mass the masks keep.") var threshold: Float = 0.6
     @Option(help: "Resize the short side to this before cropping to a multiple of the patch size (default: the image's own size, or the model's training size for an image that would give more than 4,096 patches).") var size: Int?
@@ -297,7 +297,10 @@ struct Attention: ParsableCommand {
     func validate() throws {
         try requirePath(checkpoint, "--checkpoint")
         for path in image { try requireImagePath(path) }
-        for path in mask { try requirePath(path, "--mask") }
+        for path in mask {
+            try requirePath(path, "--mask")
+            try require(isFolder(path) != true, "--mask \(path) is a folder: give its masks, one per --image in the same order, e.g. --mask '\((path as NSString).appendingPathComponent("*.png"))'")
+        }
         try requireFolderPath(output, "--output")
         try require(threshold > 0 && threshold <= 1, "--threshold must be in (0, 1]")
         try require(pngLimit >= 0, "--png-limit must be 0 or more")
@@ -308,13 +311,13 @@ struct Attention: ParsableCommand {
     func run() throws {
         try threads.apply()
         try runReportingErrors {
-            let images = try expandImagePatterns(image)
-            guard mask.isEmpty || mask.count == images.count else { throw DinoError("give one --mask per --image (\(images.count) images, \(mask.count) masks)") }
+            let images = try expandImagePatterns(image), maskPaths = try expandImagePatterns(mask, option: "--mask")
+            guard maskPaths.isEmpty || maskPaths.count == images.count else { throw DinoError("give one --mask per --image (\(images.count) images, \(maskPaths.count) masks)") }
             let backbone = try loadBackbone(checkpoint, normalization: normalization)
             let exporter = AttentionExporter(checkpoint: backbone, threshold: threshold, size: size)
             let inputs = try loadImages(images, fashionMNISTTest: fashionMNISTTest, for: exporter)
             // One optional mask per image: the --mask files for the --image files, nil for the rest.
-            var masks: [DinoData.Image?] = try mask.map { try ImageCodec.decode(contentsOf: URL(fileURLWithPath: $0), channels: 1) }
+            var masks: [DinoData.Image?] = try loadMasks(maskPaths, for: inputs, images: images)
             masks += Array(repeating: nil, count: inputs.count - masks.count)
             guard !inputs.isEmpty else { throw DinoError("give --image files or --fashion-mnist-test N") }
             // PNGs (a sheet, the image, and a heatmap, overlay and mask per head and for the mean) for the
@@ -352,5 +355,22 @@ struct Attention: ParsableCommand {
                       + (written > 1 ? " and attention-overview.png" : "") + ", and each map at the image's own size")
             }
         }
+    }
+}
+
+/// The `--mask` files, each decoded to gray and kept at the size its image was kept at (`loadImages`), so
+/// that masks for camera photos take what their photos take. A mask of another shape than its image is
+/// refused: masks pair with images by order, and a stretched mask would measure the wrong patches.
+func loadMasks(_ paths: [String], for inputs: [(String, DinoData.Image)], images: [String]) throws -> [DinoData.Image?] {
+    try ImageCodec.decodeAll(paths.map { URL(fileURLWithPath: $0) }, channels: 1) { index, mask in
+        let image = inputs[index].1
+        // Aspect ratios compared within 2% (the image may have been reduced, rounding its sides).
+        let ratio = (Double(mask.width) / Double(mask.height)) / (Double(image.width) / Double(image.height))
+        guard abs(log(ratio)) <= 0.02 else {
+            throw DinoError(String(format: "--mask %@ is %dx%d px (width/height %.2f), not the shape of its image %@ (%.2f): masks pair with --image files in order; give each image's mask, of its shape",
+                                   paths[index], mask.width, mask.height, Double(mask.width) / Double(mask.height), images[index],
+                                   Double(image.width) / Double(image.height)))
+        }
+        return AttentionExporter.resizedMask(mask, width: image.width, height: image.height)
     }
 }

@@ -57,18 +57,19 @@ struct PCA: ParsableCommand {
     }
 }
 
-/// `--image` paths with quoted patterns expanded: a path that names no file but holds `*`, `?` or `[`
-/// becomes the files it matches, sorted (folders left out), so that `--image 'photos/*.jpg'` works where
-/// the shell passed the pattern on, or where a folder holds more photos than one command line takes.
-func expandImagePatterns(_ paths: [String]) throws -> [String] {
+/// `--image` (or `option`) paths with quoted patterns expanded: a path that names no file but holds `*`,
+/// `?` or `[` becomes the files it matches, sorted (folders left out), so that `--image 'photos/*.jpg'`
+/// works where the shell passed the pattern on, or where a folder holds more photos than one command
+/// line takes. Masks expand with the same sort, so `'masks/*.png'` pairs with `'photos/*.jpg'` by name.
+func expandImagePatterns(_ paths: [String], option: String = "--image") throws -> [String] {
     try paths.flatMap { path -> [String] in
         guard isFolder(path) == nil, path.contains(where: { "*?[".contains($0) }) else { return [path] }
         var found = glob_t()
         defer { globfree(&found) }
         let status = glob(path, 0, nil, &found)
-        guard status == 0 || status == GLOB_NOMATCH else { throw DinoError("--image '\(path)': the pattern could not be read (glob error \(status))") }
+        guard status == 0 || status == GLOB_NOMATCH else { throw DinoError("\(option) '\(path)': the pattern could not be read (glob error \(status))") }
         let matches = (0..<Int(found.gl_pathc)).compactMap { found.gl_pathv[$0].map { String(cString: $0) } }.filter { isFolder($0) == false }
-        guard !matches.isEmpty else { throw DinoError("--image '\(path)' matches no file; check the folder and the extension (e.g. *.jpg, *.JPG, *.png)") }
+        guard !matches.isEmpty else { throw DinoError("\(option) '\(path)' matches no file; check the folder and the extension (e.g. *.jpg, *.JPG, *.png)") }
         return matches
     }
 }

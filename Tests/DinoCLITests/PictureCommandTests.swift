@@ -184,6 +184,40 @@ final class PictureCommandTests: XCTestCase {
                                "--mask", Inputs.photo.path, "--output", out.path]), "give one --mask per --image (2 images, 1 masks)")
     }
 
+    /// Masks given as a quoted pattern pair with the images by the same sort: an all-white mask puts all
+    /// the attention on the foreground, an all-black one none. A mask of another shape than its image (a
+    /// pairing mistake) and a folder of masks are refused.
+    func testMaskPatternsPairWithTheirImages() throws {
+        let folder = makeTemporaryFolder()
+        let photo = try ImageCodec.decode(contentsOf: Inputs.photo, channels: 3)   // 48x40
+        let tall = Image(width: 32, height: 44, channels: 3, pixels: Array(photo.pixels.prefix(32 * 44 * 3)))
+        let photos = folder.appendingPathComponent("photos"), masks = folder.appendingPathComponent("masks")
+        for url in [photos, masks] { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
+        try ImageCodec.encodePNG(photo).write(to: photos.appendingPathComponent("a.png"))
+        try ImageCodec.encodePNG(tall).write(to: photos.appendingPathComponent("b.png"))
+        // Masks at another size than their images (twice and half), of the same shape.
+        try ImageCodec.encodePNG(Image(width: 96, height: 80, channels: 1, pixels: .init(repeating: 255, count: 96 * 80)))
+            .write(to: masks.appendingPathComponent("a.png"))
+        try ImageCodec.encodePNG(Image(width: 16, height: 22, channels: 1, pixels: .init(repeating: 0, count: 16 * 22)))
+            .write(to: masks.appendingPathComponent("b.png"))
+        let out = folder.appendingPathComponent("maps")
+        let result = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.png",
+                              "--mask", masks.path + "/*.png", "--output", out.path, "--summary-only"])
+        assertSucceeded(result)
+        XCTAssertTrue(result.stdout.contains("a.png: 12x10 patches, 100.0% of the mean attention on the foreground"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("b.png: 8x11 patches, 0.0% of the mean attention on the foreground"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("mean foreground share over 2 image(s): 50.0%"), result.stdout)
+        // The masks the other way round: b's 16x22 mask for the 48x40 a.png.
+        let wrong = runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.appendingPathComponent("a.png").path,
+                             "--mask", masks.appendingPathComponent("b.png").path, "--output", out.path])
+        assertRefused(wrong, "error: --mask \(masks.appendingPathComponent("b.png").path) is 16x22 px (width/height 0.73), not the shape of its image")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.png",
+                               "--mask", masks.path, "--output", out.path]), "error: --mask \(masks.path) is a folder", status: 64)
+        assertRefused(runDino(["attention", "--checkpoint", Inputs.rgbBackbone.path, "--image", photos.path + "/*.png",
+                               "--mask", masks.path + "/*.jpg", "--output", out.path]), "error: --mask '\(masks.path)/*.jpg' matches no file")
+    }
+
     func testAttentionRefusesBadImagesAndOptions() throws {
         let folder = makeTemporaryFolder()
         let out = folder.appendingPathComponent("maps")

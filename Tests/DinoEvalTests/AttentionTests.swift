@@ -69,4 +69,27 @@ final class AttentionTests: XCTestCase {
         let fg = (0..<16).filter { $0 % 4 >= 2 }
         XCTAssertEqual(maps[0].foregroundShare, Double(fg.map { maps[0].mean[$0] }.reduce(0, +) / maps[0].mean.reduce(0, +)), accuracy: 1e-5)
     }
+
+    /// A mask stays over the pixels it was drawn on: an image 10 px wide is cropped to the 7 px of its one
+    /// whole patch column, so a mask white only on the 3 px cut off counts nothing (stretching the mask
+    /// to the crop would count them), and one white on the first 7 px counts everything.
+    func testMasksFollowTheCropToWholePatches() throws {
+        let backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.5], seed: 3)
+        let exporter = AttentionExporter(checkpoint: backbone)
+        let image = Image(width: 10, height: 14, channels: 1, pixels: .init(repeating: 100, count: 140))
+        func mask(_ white: Range<Int>) -> Image {
+            Image(width: 10, height: 14, channels: 1, pixels: (0..<140).map { white.contains($0 % 10) ? 255 : 0 })
+        }
+        XCTAssertEqual(exporter.attention(image, name: "x", foregroundMask: mask(7..<10)).foregroundShare, 0)
+        XCTAssertEqual(exporter.attention(image, name: "x", foregroundMask: mask(0..<7)).foregroundShare, 1, accuracy: 1e-6)
+        // At twice the image's size the same mask measures the same.
+        let large = AttentionExporter.resizedMask(mask(7..<10), width: 20, height: 28)
+        XCTAssertEqual(exporter.attention(image, name: "x", foregroundMask: large).foregroundShare, 0)
+        // With --size the mask is resized with the image: 10x14 to 14x20 (short side 14), cropped to 14x14.
+        let sized = AttentionExporter(checkpoint: backbone, size: 14)
+        XCTAssertEqual(sized.fittedMask(mask(0..<10), width: 10, height: 14).pixels, .init(repeating: 255, count: 14 * 14))
+        let fitted = sized.fittedMask(mask(5..<10), width: 10, height: 14)
+        XCTAssertEqual([fitted.width, fitted.height], [14, 14])
+        XCTAssertEqual(Array(fitted.pixels.prefix(14)), [0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255, 255])
+    }
 }
