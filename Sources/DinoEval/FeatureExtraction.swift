@@ -246,6 +246,12 @@ extension FeatureSet {
     /// Reads features written by `write(to:)` (labels from `.labels.npy` and their class names from
     /// `.classes.txt` when present).
     public static func read(from url: URL) throws -> FeatureSet {
+        for (suffix, what) in [(".patches.npy", "the patch tokens"), (".labels.npy", "the labels")] where url.path.hasSuffix(suffix) {
+            let features = String(url.path.dropLast(suffix.count)) + ".npy"
+            if FileManager.default.fileExists(atPath: features) {
+                throw DinoError("\(url.path) holds \(what) written beside the features \(features): give that file")
+            }
+        }
         let (values, shape) = try Npy.read(url)
         guard shape.count == 2, shape[1] >= 1 else {
             throw DinoError("\(url.path) holds shape \(shape); features are (N, D) with D at least 1")

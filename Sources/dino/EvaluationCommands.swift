@@ -64,7 +64,9 @@ struct FeatureSource: ParsableArguments {
             }
             return try rawPixelFeatures(dataset, channels: 1, size: argument.hasPrefix("fashion-mnist") ? nil : 32)
         }
-        guard let checkpoint else { throw DinoError("give --checkpoint (or --raw-pixels, or .npy feature files)") }
+        guard let checkpoint else {
+            throw DinoError("\(argument) is images: give --checkpoint to compute their features (or --raw-pixels, or a .npy written by dino features)")
+        }
         let policy = BadImagePolicy(rawValue: onBadImage)!   // checked by validate()
         let extractor = try FeatureExtractor(checkpoint: loadBackbone(checkpoint, normalization: normalization),
                                              batchSize: batchSize, inputSize: transform.inputSize,

@@ -119,6 +119,11 @@ struct Features: ParsableCommand {
             try set.write(to: URL(fileURLWithPath: file))
             let seconds = Date().timeIntervalSince(started)
             print("wrote \(file): \(set.count) x \(set.dimension) features in \(String(format: "%.1f", seconds)) s (\(String(format: "%.0f", Double(set.count) / max(seconds, 1e-9))) images/s)")
+            if patchTokens {
+                let patches = String(file.dropLast(4)) + ".patches.npy"
+                let perImage = set.count == 0 ? 0 : (set.patchTokens?.count ?? 0) / (set.count * set.patchTokenWidth)
+                print("wrote \(patches): \(set.count) x \(perImage) x \(set.patchTokenWidth) patch tokens")
+            }
             if !set.skipped.isEmpty {
                 print("skipped \(set.skipped.count) unreadable image(s), e.g. \(set.skipped.prefix(3).joined(separator: ", "))")
             }

@@ -54,7 +54,13 @@ final class EvaluationCommandTests: XCTestCase {
                               "--output", out.path, "--patch-tokens", "--batch-size", "5"])
         assertSucceeded(result)
         XCTAssertTrue(result.stdout.contains("16 x 32 features"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("wrote \(folder.path)/f.patches.npy: 16 x 16 x 32 patch tokens"), result.stdout)
         XCTAssertEqual(try Npy.read(out).shape, [16, 32])
+        // The files beside the features, given to knn in their place, are named as what they are.
+        for (suffix, what) in [("patches", "the patch tokens"), ("labels", "the labels")] {
+            assertRefused(runDino(["knn", "--train", folder.appendingPathComponent("f.\(suffix).npy").path, "--validation"]),
+                          "error: \(folder.path)/f.\(suffix).npy holds \(what) written beside the features \(out.path): give that file")
+        }
         XCTAssertEqual(try Npy.read(folder.appendingPathComponent("f.labels.npy")).values, (0..<16).map { Float($0 / 8) })
         // 20x24 images, short side resized to 16 x 256/224 = 18, center crop 16: 4x4 patches.
         XCTAssertEqual(try Npy.read(folder.appendingPathComponent("f.patches.npy")).shape, [16, 16, 32])
@@ -289,7 +295,7 @@ final class EvaluationCommandTests: XCTestCase {
         assertRefused(knn(good.path, ["--test", good.path, "--validation"]), "not both")
         assertRefused(knn(good.path, []), "give --test")
         assertRefused(knn(good.path, ["--test", good.path, "--avgpool"]), "--avgpool")
-        assertRefused(knn(Inputs.labelledFolder.path, ["--test", good.path]), "give --checkpoint")
+        assertRefused(knn(Inputs.labelledFolder.path, ["--test", good.path]), "error: \(Inputs.labelledFolder.path) is images: give --checkpoint")
         assertRefused(knn(good.path, ["--test", good.path, "--limit", "0"]), "--limit", status: 64)
     }
 
