@@ -83,7 +83,7 @@ struct FeatureSource: ParsableArguments {
     }
 }
 
-/// Folders already warned about files of other formats (a test folder is opened twice).
+/// Folders already warned about files of other formats (one warning per folder per command).
 nonisolated(unsafe) var warnedFolders: Set<String> = []
 
 /// The dataset a data argument names (`openDataset`), with a warning on stderr, once per folder, about
@@ -126,6 +126,15 @@ extension FeatureSource {
     /// The features of `train` and `test` as `knn --test` and `linear` use them: raw pixels normalized by the
     /// training data's statistics (`--normalize-pixels`), the test labels renumbered to the training classes.
     func trainAndTest(_ train: String, _ test: String, labelsFor purpose: String) throws -> (train: FeatureSet, test: FeatureSet) {
+        // One data set given twice: its features once, and a word that the score is not held out.
+        if sameData(train, test) {
+            let features = try features(train, what: "train", labelsFor: purpose)
+            let instead = purpose == "k-NN" ? "--validation queries every fifth image against the others instead"
+                                            : "give a test set the probe does not train on"
+            FileHandle.standardError.write(Data("warning: --test is the --train data, so every test image is also a training image and the score is not held out; \(instead)\n".utf8))
+            let normalized = pixelNormalization(train: features, trainArgument: train)(features)
+            return (normalized, normalized)
+        }
         // The test data is opened (and its labels checked) before the training features are computed.
         let testData = test.hasSuffix(".npy") ? nil : try labelledDataset(test, labelsFor: purpose)
         let trainFeatures = try features(train, what: "train", labelsFor: purpose)
@@ -133,6 +142,15 @@ extension FeatureSource {
         return (normalize(trainFeatures),
                 try normalize(features(test, what: "test", labelsFor: purpose, opened: testData)).relabeled(toClassesOf: trainFeatures))
     }
+}
+
+/// Whether two data arguments name the same data: the same `fashion-mnist:` split, or the same file or
+/// folder (after `..` and symbolic links are resolved).
+func sameData(_ a: String, _ b: String) -> Bool {
+    func resolved(_ path: String) -> String {
+        path.hasPrefix("fashion-mnist:") ? path : URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath().path
+    }
+    return resolved(a) == resolved(b)
 }
 
 struct KNN: ParsableCommand {

@@ -236,6 +236,9 @@ final class EvaluationCommandTests: XCTestCase {
         XCTAssertEqual(results.map { $0["k"] as? Int }, [1, 3])
         XCTAssertEqual(results[0]["top1"] as? Double, 100, "each image is its own nearest neighbour")
         XCTAssertEqual(json["classes"] as? [String], ["dark", "light"])
+        // One folder for both: its features computed once, and a warning that the score is not held out.
+        XCTAssertTrue(result.stderr.contains("warning: --test is the --train data") && result.stderr.contains("--validation"), result.stderr)
+        XCTAssertFalse(result.stderr.contains("test features"), result.stderr)
 
         let cached = labelledFeatures(in: folder)
         let table = runDino(["knn", "--train", cached.path, "--test", cached.path, "--k", "1"])
@@ -312,6 +315,8 @@ final class EvaluationCommandTests: XCTestCase {
         let decayed = runDino(["linear", "--train", good.path, "--test", good.path, "--epochs", "5", "--weight-decay", "0.01"])
         assertSucceeded(decayed)
         XCTAssertTrue(decayed.stdout.contains("epoch 5/5"), decayed.stdout)
+        XCTAssertTrue(decayed.stderr.contains("warning: --test is the --train data") && decayed.stderr.contains("a test set the probe does not train on"),
+                      decayed.stderr)
         assertRefused(runDino(["linear", "--train", good.path, "--test", good.path, "--weight-decay", "-1"]), "--weight-decay", status: 64)
     }
 
