@@ -68,3 +68,49 @@ extension CollapseMonitor {
         return !isFlat(means) && !isOnOnePrototype(means)
     }
 }
+
+/// Detects the two collapse modes over a window of steps: uniform (loss pinned at ln K, teacher as flat
+/// as possible, nothing for the student to learn) and one-hot (teacher entropy near 0 and KL near 0).
+public struct CollapseMonitor {
+    public let outDim: Int
+    var window: [LossStatistics] = []
+    var warned = false
+
+    public init(outDim: Int) { self.outDim = outDim }
+
+    /// Mean loss, teacher entropy and KL over a window of steps.
+    typealias Means = (loss: Float, entropy: Float, kl: Float)
+
+    /// The window's means, taken once per step and passed to both collapse tests.
+    var windowMeans: Means {
+        let n = Float(max(window.count, 1))
+        return (window.map(\.loss).reduce(0, +) / n, window.map(\.teacherEntropy).reduce(0, +) / n,
+                window.map(\.kullbackLeibler).reduce(0, +) / n)
+    }
+    /// Uniform collapse: the loss at ln(out_dim) and nothing for the student to learn.
+    func isFlat(_ means: Means) -> Bool {
+        let lnK = log(Float(outDim))
+        return abs(means.loss - lnK) < 0.002 * lnK && means.kl < 0.01
+    }
+    /// One-hot collapse: the teacher's entropy and the KL near 0.
+    func isOnOnePrototype(_ means: Means) -> Bool { means.entropy < 0.05 && means.kl < 0.01 }
+
+    /// Returns a warning (once) when the last 50 steps, after `minimumSteps`, look collapsed.
+    public mutating func observe(_ s: LossStatistics, step: Int, minimumSteps: Int) -> String? {
+        window.append(s)
+        if window.count > 50 { window.removeFirst() }
+        guard !warned, step >= minimumSteps, window.count == 50 else { return nil }
+        let lnK = log(Float(outDim))
+        let means = windowMeans
+        let (meanLoss, meanEntropy, meanKL) = means
+        if isFlat(means) {
+            warned = true
+            return String(format: "collapse: the loss has been stuck at ln(out_dim) = %.4f for 50 steps (loss %.4f, teacher entropy %.4f, KL %.5f): every output is uniform. Usual remedies: a lower teacher_temp (0.04) or warm it up more slowly, a lower momentum_teacher (0.99-0.996) so the teacher moves, fewer prototypes (out_dim), more local crops, or a higher lr", lnK, meanLoss, meanEntropy, meanKL)
+        }
+        if isOnOnePrototype(means) {
+            warned = true
+            return String(format: "collapse: the teacher puts all its mass on one prototype (teacher entropy %.4f, KL %.5f for 50 steps). Usual remedies: keep centering on (center_momentum 0.9), a higher teacher_temp, a lower lr or a longer warmup_epochs", meanEntropy, meanKL)
+        }
+        return nil
+    }
+}
