@@ -84,6 +84,8 @@ public struct FeatureExtractor {
     public var inputSize: Int
     /// The short side before the center crop; nil: size·256/224, and images already size×size untouched.
     /// Set, it applies to every image (the official transform on 28-px Fashion-MNIST is `resizeTo` 32).
+    /// Not given, it is the checkpoint's `evaluationResize` (its recipe's `eval_resize`) at the
+    /// checkpoint's own size.
     public var resizeTo: Int?
 
     public init(checkpoint: BackboneCheckpoint, mean: [Float]? = nil, std: [Float]? = nil, batchSize: Int = 64,
@@ -102,7 +104,7 @@ public struct FeatureExtractor {
         if let resizeTo, resizeTo < self.inputSize {
             throw DinoError("the resize (\(resizeTo)) is below the input size \(self.inputSize): the center crop would not fit")
         }
-        self.resizeTo = resizeTo
+        self.resizeTo = resizeTo ?? (self.inputSize == checkpoint.config.imageSize ? checkpoint.evaluationResize : nil)
         let tokens = (self.inputSize / patch) * (self.inputSize / patch) + 1
         try checkpoint.config.checkMemory(bytes: checkpoint.config.activationBytes(batch: self.batchSize, tokens: tokens, keptBlocks: 1),
                                           advice: "lower --batch-size or --input-size")

@@ -19,7 +19,8 @@ public enum Quickstart {
       KoLeo 0.05, time-boxed to 4.5 minutes of training on 30,000 Fashion-MNIST images (epochs is the
       ceiling; the lr warms up over at most half of what the box fits), bfloat16 matmuls where the CPU
       has AVX-512 BF16 (float32 elsewhere). The teacher k-NN on a validation split is evaluated at the
-      end of every epoch. How it was chosen: EXPERIMENTS.md.
+      end of every epoch, and every k-NN sees the whole 28 px image at 21 px (eval_resize). How it was
+      chosen: EXPERIMENTS.md.
     arch: custom
     embed_dim: 96
     depth: 4
@@ -61,6 +62,7 @@ public enum Quickstart {
     knn_every: 1
     knn_eval_size: 2000
     knn_train_size: 10000
+    eval_resize: 21
     seed: 0
     matmul_precision: bfloat16
 

@@ -104,6 +104,7 @@ struct Features: ParsableCommand {
             let extractor = try FeatureExtractor(checkpoint: backbone, mean: parseFloats(mean, name: "--mean"),
                                                  std: parseFloats(std, name: "--std"), batchSize: batchSize, inputSize: transform.inputSize,
                                                  resizeTo: transform.resize)
+            noteEvaluationResize(extractor, given: transform.resize)
             var dataset = try openData(data)
             if let limit, limit < dataset.count { dataset = DatasetSubset(dataset, indices: Array(0..<limit)) }
             let line = ProgressLine()

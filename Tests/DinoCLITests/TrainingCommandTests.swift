@@ -141,6 +141,31 @@ final class TrainingCommandTests: XCTestCase {
         XCTAssertTrue(started.stdout.contains("finished 4 steps"), started.stdout)
     }
 
+    /// The recipe's `eval_resize` is written into both checkpoints, and every command that evaluates the
+    /// run's teacher uses it unless given --resize, with a note saying so (stderr: --json stays JSON).
+    func testEvalResizeGoesFromTheRecipeToTheEvaluations() throws {
+        let run = makeTemporaryFolder().appendingPathComponent("run")
+        assertSucceeded(runDino(["train", "--recipe", Self.recipe(epochs: 1, extra: "eval_resize: 20").path, "--output", run.path]))
+        for name in ["teacher_backbone.safetensors", "checkpoint.safetensors"] {
+            XCTAssertEqual(try SafeTensors.read(run.appendingPathComponent(name)).metadata["dino.eval_resize"], "20", name)
+        }
+        func knn(_ extra: [String]) throws -> (ProcessResult, NSArray?) {
+            let result = runDino(["knn", "--checkpoint", run.path, "--train", Self.dataFolder.path, "--validation", "--k", "3", "--json"] + extra)
+            assertSucceeded(result)
+            return (result, (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["results"] as? NSArray)
+        }
+        let (byRecipe, recipeResults) = try knn([])
+        XCTAssertTrue(byRecipe.stderr.contains("note: images evaluated as the checkpoint's recipe asks (eval_resize 20: short side 20 px, the central 16x16); --resize 18 evaluates as eval_knn.py"),
+                      byRecipe.stderr)
+        let (given, givenResults) = try knn(["--resize", "20"])
+        XCTAssertFalse(given.stderr.contains("note:"), given.stderr)
+        XCTAssertEqual(recipeResults, givenResults)
+        let features = run.deletingLastPathComponent().appendingPathComponent("f.npy")
+        let extracted = runDino(["features", "--checkpoint", run.path, "--data", Self.dataFolder.path, "--output", features.path])
+        assertSucceeded(extracted)
+        XCTAssertTrue(extracted.stderr.contains("(eval_resize 20"), extracted.stderr)
+    }
+
     /// A run started with --init-from resumes to the same bits as the whole run, through the head warm-up
     /// (the first 8 of 16 steps) and the backbone's lr ramp, and without the file it started from.
     func testInitFromRunResumesExactlyWithoutItsFile() throws {

@@ -153,6 +153,25 @@ final class KNNTests: XCTestCase {
         XCTAssertThrowsError(try FeatureExtractor(checkpoint: backbone, resizeTo: 24), "a resize below the input size")
     }
 
+    /// A checkpoint's `evaluationResize` (its recipe's `eval_resize`) is the default resize at the
+    /// checkpoint's own size: 21 shows a 28-px image whole at 21 px, where the default crops 28 → 24 →
+    /// the central 21. A given `resizeTo` wins, and another input size leaves it out.
+    func testTheCheckpointsEvaluationResizeIsTheDefault() throws {
+        let config = ViTConfig(arch: "custom", imageSize: 21, patchSize: 7, inChannels: 1, embedDim: 16, depth: 1, numHeads: 2)
+        var backbone = BackboneCheckpoint.initialized(config: config, mean: [0.5], std: [0.25], seed: 2)
+        let image = Image(width: 28, height: 28, channels: 1, pixels: (0..<(28 * 28)).map { UInt8(($0 * 53) % 256) })
+        func normalized(_ f: FloatImage) -> [Float] { f.values.map { ($0 - 0.5) / 0.25 } }
+        let official = normalized(Resample.resizeAndCenterCrop(FloatImage(image), size: 21, resizeTo: 24, keepingExactSize: false))
+        let whole = normalized(Resample.resizeAndCenterCrop(FloatImage(image), size: 21, resizeTo: 21, keepingExactSize: false))
+        XCTAssertNotEqual(official, whole)
+        XCTAssertEqual(try FeatureExtractor(checkpoint: backbone).preprocess(image), official)
+        backbone.evaluationResize = 21
+        XCTAssertEqual(try FeatureExtractor(checkpoint: backbone).resizeTo, 21)
+        XCTAssertEqual(try FeatureExtractor(checkpoint: backbone).preprocess(image), whole)
+        XCTAssertEqual(try FeatureExtractor(checkpoint: backbone, resizeTo: 24).preprocess(image), official)
+        XCTAssertNil(try FeatureExtractor(checkpoint: backbone, inputSize: 28).resizeTo)
+    }
+
     /// A model trained on 21-px crops, evaluated at 28 px (`--input-size 28`): the 28-px images are used
     /// as they are (no resize and crop to 21), there are 4×4 patch tokens, and the features differ from
     /// the default 21-px evaluation; a size below the patch is refused.

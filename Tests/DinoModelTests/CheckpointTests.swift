@@ -23,6 +23,30 @@ final class CheckpointTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path), ["b.safetensors"])
     }
 
+    /// `evaluationResize` travels in `dino.eval_resize`; a file's value is checked as untrusted input (a
+    /// whole number from the model's image size up), the file named.
+    func testEvaluationResizeTravelsWithTheFile() throws {
+        let folder = temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let url = folder.appendingPathComponent("b.safetensors")
+        var backbone = BackboneCheckpoint.initialized(config: config, mean: [0.3], std: [0.4], seed: 7)
+        try backbone.save(to: url)
+        XCTAssertNil(try BackboneCheckpoint.load(from: url).evaluationResize)
+        backbone.evaluationResize = 16
+        try backbone.save(to: url)
+        XCTAssertEqual(try BackboneCheckpoint.load(from: url).evaluationResize, 16)
+        for bad in ["15", "-1", "abc", "99999999999999999999", "16.5"] {
+            try backbone.save(to: url, extraMetadata: [:])
+            let file = try SafeTensors.read(url)
+            var metadata = file.metadata
+            metadata[BackboneCheckpoint.evaluationResizeKey] = bad
+            try SafeTensors.write(file.tensors, metadata: metadata, to: url)
+            XCTAssertThrowsError(try BackboneCheckpoint.load(from: url), bad) {
+                XCTAssertEqual("\($0)", "\(url.path): dino.eval_resize is '\(bad)', not a size from the model's 16 px to 65536")
+            }
+        }
+    }
+
     /// A file's input statistics get the checks `--mean` / `--std` get, with the file named: a zero std
     /// would make every feature NaN, and a count that is neither 1 nor the channels cannot be applied.
     func testStatisticsInAFileAreChecked() throws {

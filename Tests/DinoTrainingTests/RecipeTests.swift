@@ -39,7 +39,7 @@ final class RecipeTests: XCTestCase {
         XCTAssertEqual(closestName(to: "weight_decay_ned", among: ["weight_decay", "weight_decay_end"]), "weight_decay_end")
     }
 
-    func testUnknownKeysAndWrongTypesAreErrorsNamingTheKey() {
+    func testUnknownKeysAndWrongTypesAreErrorsNamingTheKey() throws {
         var recipe = Recipe()
         XCTAssertThrowsError(try recipe.apply(yaml: "lr: 0.001\nlearning_rate: 0.1\n", source: "r.yaml")) {
             XCTAssertTrue("\($0)".contains("unknown recipe key 'learning_rate'"), "\($0)")
@@ -56,6 +56,14 @@ final class RecipeTests: XCTestCase {
         XCTAssertThrowsError(try recipe.apply(yaml: "epochs: 1.5\n", source: "r.yaml")) {
             XCTAssertEqual("\($0)", "r.yaml: key 'epochs' expects an integer, got 1.5")
         }
+        // eval_resize: 0 (eval_knn.py's) or at least the global crop size.
+        var resized = Recipe()
+        try resized.apply(yaml: "global_crop_size: 21\neval_resize: 20\n", source: "r.yaml")
+        XCTAssertThrowsError(try resized.validate()) {
+            XCTAssertEqual("\($0)", "recipe: eval_resize must be 0 (global_crop_size x 256/224, as eval_knn.py) or global_crop_size (21) ... 65536, not 20")
+        }
+        resized.eval_resize = 21
+        XCTAssertNoThrow(try resized.validate())
         // --set: an empty value is no value, whatever the key's type.
         XCTAssertThrowsError(try recipe.apply(override: "lr=")) { XCTAssertEqual("\($0)", "--set lr=: key 'lr' has no value; give a number") }
         XCTAssertThrowsError(try recipe.apply(override: "lr=fast")) { XCTAssertEqual("\($0)", "--set lr=fast: key 'lr' expects a number, got 'fast'") }

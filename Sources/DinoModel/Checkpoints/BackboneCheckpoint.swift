@@ -16,6 +16,10 @@ public struct BackboneCheckpoint {
     public let parameters: FloatBuffer
     /// What the file was, in words (this project's backbone, a training checkpoint, an official DINO file).
     public var source = "a dino backbone"
+    /// The short side images are resized to before the central `config.imageSize` crop when features are
+    /// evaluated (metadata `dino.eval_resize`, from the training recipe's `eval_resize`); nil: the official
+    /// `imageSize` x 256/224.
+    public var evaluationResize: Int?
 
     public init(config: ViTConfig, mean: [Float], std: [Float], parameters: FloatBuffer? = nil) {
         self.config = config; self.mean = mean; self.std = std
@@ -42,6 +46,7 @@ public struct BackboneCheckpoint {
         metadata["dino.config"] = try encodeJSON(config)
         metadata["dino.mean"] = try encodeJSON(mean)
         metadata["dino.std"] = try encodeJSON(std)
+        if let evaluationResize { metadata[Self.evaluationResizeKey] = String(evaluationResize) }
         try SafeTensors.write(tensors(layout: layout, parameters: parameters.pointer), metadata: metadata, to: url)
     }
 
@@ -165,7 +170,20 @@ public struct BackboneCheckpoint {
         try loadTensors(file, prefix: prefix, into: checkpoint.parameters.pointer, layout: checkpoint.layout,
                         path: url.path, ignoring: ["head.", "mask_token"])
         checkpoint.source = source
+        checkpoint.evaluationResize = try evaluationResize(file.metadata[evaluationResizeKey], config: config, path: url.path)
         return checkpoint
+    }
+
+    /// The metadata key of `evaluationResize`.
+    public static let evaluationResizeKey = "dino.eval_resize"
+
+    /// `dino.eval_resize` read and checked: a whole number from the model's image size to 65536.
+    static func evaluationResize(_ text: String?, config: ViTConfig, path: String) throws -> Int? {
+        guard let text else { return nil }
+        guard let value = Int(text), value >= config.imageSize, value <= 65536 else {
+            throw DinoError("\(path): \(evaluationResizeKey) is '\(text.prefix(40))', not a size from the model's \(config.imageSize) px to 65536")
+        }
+        return value
     }
 }
 

@@ -260,10 +260,15 @@ public final class Trainer {
         return recipe.in_chans == 3 ? (imageNetMean, imageNetStd) : ([0.449], [0.226])
     }
 
+    /// The recipe's `eval_resize`, as the checkpoints carry it (nil: the official transform). A model
+    /// continued from published weights keeps their size, and a resize below it would not crop.
+    var evaluationResize: Int? { recipe.eval_resize >= config.imageSize ? recipe.eval_resize : nil }
+
     /// The teacher's backbone as a standalone checkpoint (what `dino features`, `knn` and `attention` read).
     public func teacherBackbone() -> BackboneCheckpoint {
-        let backbone = BackboneCheckpoint(config: config, mean: mean, std: std)
+        var backbone = BackboneCheckpoint(config: config, mean: mean, std: std)
         backbone.parameters.pointer.update(from: teacher.pointer, count: backbone.layout.count)  // backbone tensors come first
+        backbone.evaluationResize = evaluationResize
         return backbone
     }
 

@@ -35,6 +35,7 @@ public struct TrainingCheckpoint {
             "dino.trained_seconds": String(trainer.trainedSeconds),
         ]
         if let steps = trainer.scheduledSteps { metadata["dino.scheduled_steps"] = String(steps) }
+        if let resize = trainer.evaluationResize { metadata[BackboneCheckpoint.evaluationResizeKey] = String(resize) }
         if let start = trainer.initialWeights { metadata[InitialWeights.freshHeadKey] = String(start.freshHead) }
         if let pace = trainer.paceStart {
             metadata["dino.pace_step"] = String(pace.step)

@@ -128,6 +128,12 @@ public struct Recipe: Equatable, Sendable {
     /// Training images used as the k-NN memory bank.
     public var knn_train_size = 10000
     public var knn_k = 20
+    /// How the teacher's features are evaluated, in the checkpoints the run writes (`dino knn`,
+    /// `features` and `linear` read it from there unless given `--resize`) and in the check above: the
+    /// short side resized to this, then the central `global_crop_size` square (DINOv2's `resize_size`).
+    /// 0: eval_knn.py's `global_crop_size` x 256/224. `global_crop_size` itself: the whole image, as
+    /// small-image benchmarks (CIFAR) evaluate.
+    public var eval_resize = 0
     /// Write attention maps of a few fixed images every N epochs (0: never).
     public var attention_every = 0
     public var attention_images = 4
@@ -208,7 +214,7 @@ public struct Recipe: Equatable, Sendable {
         int("checkpoint_every", \.checkpoint_every), int("saveckp_freq", \.saveckp_freq), int("threads", \.threads),
         string("matmul_precision", \.matmul_precision),
         int("knn_every", \.knn_every), int("knn_eval_size", \.knn_eval_size), int("knn_train_size", \.knn_train_size),
-        int("knn_k", \.knn_k), int("attention_every", \.attention_every), int("attention_images", \.attention_images),
+        int("knn_k", \.knn_k), int("eval_resize", \.eval_resize), int("attention_every", \.attention_every), int("attention_images", \.attention_images),
     ]
 
     /// Official spellings accepted as aliases.
@@ -406,6 +412,8 @@ public struct Recipe: Equatable, Sendable {
                   "knn_eval_size and knn_train_size must be at least 1 while knn_every is on (\(knn_every)); knn_every: 0 turns the check off")
         try check(num_workers <= 256 && threads <= 1024 && attention_images <= 1000, "num_workers (at most 256), threads (at most 1024) or attention_images (at most 1000) is out of range")
         try check(knn_k >= 1, "knn_k must be at least 1")
+        try check(eval_resize == 0 || (eval_resize >= global_crop_size && eval_resize <= 65536),
+                  "eval_resize must be 0 (global_crop_size x 256/224, as eval_knn.py) or global_crop_size (\(global_crop_size)) ... 65536, not \(eval_resize)")
         try check(freeze_backbone_steps >= -1, "freeze_backbone_steps must be -1 (automatic) or 0 or more")
         try check(warmup_steps >= -1 && warmup_steps <= 100_000_000, "warmup_steps must be -1 (from warmup_epochs) or 0...100000000")
         try check(patch_size >= 1 && patch_size <= 256, "patch_size must be 1...256")
