@@ -110,6 +110,15 @@ public struct FeatureExtractor {
                                           advice: "lower --batch-size or --input-size")
     }
 
+    /// How images reach the model, in words, and why: "the whole image at 21x21 px (the recipe's
+    /// eval_resize)", "short side 24 px, the central 21x21 (eval_knn.py)".
+    public var transformDescription: String {
+        let resize = resizeTo ?? Int((Double(inputSize) * 256 / 224).rounded())
+        let what = resize == inputSize ? "the whole image at \(inputSize)x\(inputSize) px" : "short side \(resize) px, the central \(inputSize)x\(inputSize)"
+        let why = resizeTo == nil ? "eval_knn.py" : resizeTo == checkpoint.evaluationResize ? "the recipe's eval_resize" : "--resize"
+        return "\(what) (\(why))"
+    }
+
     /// The normalized CHW input for one decoded image.
     public func preprocess(_ image: Image) -> [Float] {
         let c = checkpoint.config.inChannels

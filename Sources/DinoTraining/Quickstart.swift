@@ -80,6 +80,8 @@ public enum Quickstart {
         /// Weighted 20-NN on the CLS token (eval_knn.py), and on the CLS token with the mean patch token.
         public var knn: KNNResult, knnWithMeanPatchToken: KNNResult
         public var trainImages: Int, testImages: Int
+        /// How the images were resized for the k-NN (`FeatureExtractor.transformDescription`).
+        public var transform: String
         public var attentionFolder: URL
         public var attentionFiles: [URL]
         /// Mean share of mean-over-heads CLS attention on non-background patches, over the test images used.
@@ -124,7 +126,8 @@ public enum Quickstart {
         for i in 0..<count {
             share += exporter.attention(try test.image(at: i, channels: 1, minimumShortSide: nil), name: "").foregroundShare
         }
-        return Report(knn: knn, knnWithMeanPatchToken: knnWithPatches, trainImages: trainFeatures.count, testImages: testFeatures.count, attentionFolder: attentionFolder,
+        return Report(knn: knn, knnWithMeanPatchToken: knnWithPatches, trainImages: trainFeatures.count, testImages: testFeatures.count,
+                      transform: extractor.transformDescription, attentionFolder: attentionFolder,
                       attentionFiles: files, foregroundShare: share / Double(max(count, 1)), foregroundImages: count)
     }
 }

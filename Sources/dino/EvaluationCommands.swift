@@ -90,11 +90,10 @@ nonisolated(unsafe) var notedEvaluationResize = false
 /// A line on stderr, once, when the images are resized as the checkpoint's recipe asks (`eval_resize`)
 /// rather than as eval_knn.py does, so that a number that differs from the official protocol says why.
 func noteEvaluationResize(_ extractor: FeatureExtractor, given: Int?) {
-    guard given == nil, let resize = extractor.checkpoint.evaluationResize, !notedEvaluationResize else { return }
+    guard given == nil, let resize = extractor.checkpoint.evaluationResize, extractor.resizeTo == resize, !notedEvaluationResize else { return }
     notedEvaluationResize = true
     let size = extractor.inputSize, official = Int((Double(size) * 256 / 224).rounded())
-    let what = resize == size ? "the whole image at \(size)x\(size) px" : "short side \(resize) px, the central \(size)x\(size)"
-    FileHandle.standardError.write(Data("note: images evaluated as the checkpoint's recipe asks (eval_resize \(resize): \(what)); --resize \(official) evaluates as eval_knn.py (short side \(official) px, the central \(size)x\(size))\n".utf8))
+    FileHandle.standardError.write(Data("note: each image evaluated as \(extractor.transformDescription); --resize \(official) evaluates as eval_knn.py (short side \(official) px, the central \(size)x\(size))\n".utf8))
 }
 
 /// Folders already warned about files of other formats (one warning per folder per command).

@@ -33,7 +33,8 @@ struct Quickstart: ParsableCommand {
                                                              trainSize: knnTrainSize, testSize: knnTestSize) { print($0) }
             print("")
             print("== quick start: done in \(duration(Date().timeIntervalSince(started))) (training \(duration(trainedSeconds)), \(summary.steps) steps) ==")
-            print(String(format: "teacher weighted 20-NN top-1: %.2f%%  (CLS token, as eval_knn.py; %d train / %d test images)", report.knn.top1, report.trainImages, report.testImages))
+            print(String(format: "teacher weighted 20-NN top-1: %.2f%%  (CLS token; %d train / %d test images, each %@)", report.knn.top1, report.trainImages,
+                         report.testImages, report.transform))
             print(String(format: "  with the mean patch token:  %.2f%%  (CLS + average-pooled patch tokens, eval_linear.py's --avgpool_patchtokens; dino knn --avgpool)", report.knnWithMeanPatchToken.top1))
             print(String(format: "raw-pixel floor:              %.2f%%  (1-NN %.2f%%)", DinoTraining.Quickstart.rawPixelFloor20NN, DinoTraining.Quickstart.rawPixelFloor1NN))
             print(String(format: "attention on the object:      %.1f%% of the mean CLS attention mass (%d test images)", 100 * report.foregroundShare, report.foregroundImages))

@@ -155,7 +155,7 @@ final class TrainingCommandTests: XCTestCase {
             return (result, (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])?["results"] as? NSArray)
         }
         let (byRecipe, recipeResults) = try knn([])
-        XCTAssertTrue(byRecipe.stderr.contains("note: images evaluated as the checkpoint's recipe asks (eval_resize 20: short side 20 px, the central 16x16); --resize 18 evaluates as eval_knn.py"),
+        XCTAssertTrue(byRecipe.stderr.contains("note: each image evaluated as short side 20 px, the central 16x16 (the recipe's eval_resize); --resize 18 evaluates as eval_knn.py (short side 18 px, the central 16x16)"),
                       byRecipe.stderr)
         let (given, givenResults) = try knn(["--resize", "20"])
         XCTAssertFalse(given.stderr.contains("note:"), given.stderr)
@@ -163,7 +163,11 @@ final class TrainingCommandTests: XCTestCase {
         let features = run.deletingLastPathComponent().appendingPathComponent("f.npy")
         let extracted = runDino(["features", "--checkpoint", run.path, "--data", Self.dataFolder.path, "--output", features.path])
         assertSucceeded(extracted)
-        XCTAssertTrue(extracted.stderr.contains("(eval_resize 20"), extracted.stderr)
+        XCTAssertTrue(extracted.stderr.contains("(the recipe's eval_resize)"), extracted.stderr)
+        // At another input size the recipe's resize does not apply, and no note says it does.
+        let other = runDino(["knn", "--checkpoint", run.path, "--train", Self.dataFolder.path, "--validation", "--k", "3", "--input-size", "12"])
+        assertSucceeded(other)
+        XCTAssertFalse(other.stderr.contains("note:"), other.stderr)
     }
 
     /// A run started with --init-from resumes to the same bits as the whole run, through the head warm-up
@@ -463,7 +467,7 @@ final class TrainingCommandTests: XCTestCase {
         for line in ["== quick start: done", "teacher weighted 20-NN top-1:", "raw-pixel floor:", "attention on the object:"] {
             XCTAssertTrue(result.stdout.contains(line), "missing '\(line)': \(result.stdout)")
         }
-        XCTAssertTrue(result.stdout.contains("500 train / 200 test images)"), result.stdout)
+        XCTAssertTrue(result.stdout.contains("500 train / 200 test images, each the whole image at 21x21 px (the recipe's eval_resize))"), result.stdout)
         XCTAssertTrue(result.stdout.contains("with the mean patch token:"), result.stdout)
         let attention = files(in: run.appendingPathComponent("attention"))
         XCTAssertEqual(attention.count, 8 * (2 + 3 * 3) + 1, "8 images x (image, sheet, 3 x (2 heads + mean)) and the overview")
