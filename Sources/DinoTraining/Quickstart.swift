@@ -77,7 +77,8 @@ public enum Quickstart {
     }
 
     public struct Report: Sendable {
-        /// Weighted 20-NN on the CLS token (eval_knn.py), and on the CLS token with the mean patch token.
+        /// Weighted 20-NN on the CLS token (eval_knn.py's, with the images resized as `transform` says), and
+        /// on the CLS token with the mean patch token.
         public var knn: KNNResult, knnWithMeanPatchToken: KNNResult
         public var trainImages: Int, testImages: Int
         /// How the images were resized for the k-NN (`FeatureExtractor.transformDescription`).
