@@ -164,6 +164,10 @@ final class TrainingCommandTests: XCTestCase {
         let extracted = runDino(["features", "--checkpoint", run.path, "--data", Self.dataFolder.path, "--output", features.path])
         assertSucceeded(extracted)
         XCTAssertTrue(extracted.stderr.contains("(the recipe's eval_resize)"), extracted.stderr)
+        // dino convert keeps it.
+        let converted = run.deletingLastPathComponent().appendingPathComponent("converted.safetensors")
+        assertSucceeded(runDino(["convert", run.appendingPathComponent("checkpoint.safetensors").path, converted.path]))
+        XCTAssertEqual(try SafeTensors.read(converted).metadata["dino.eval_resize"], "20")
         // At another input size the recipe's resize does not apply, and no note says it does.
         let other = runDino(["knn", "--checkpoint", run.path, "--train", Self.dataFolder.path, "--validation", "--k", "3", "--input-size", "12"])
         assertSucceeded(other)
