@@ -137,14 +137,11 @@ public struct AttentionExporter {
     /// mask pixel stays over the image pixel it was drawn on.
     public func fittedMask(_ mask: Image, width: Int, height: Int) -> Image {
         let (w, h) = scaled(width: width, height: height), (cw, ch) = resized(width: width, height: height)
-        let gray = mask.converted(to: 1)
-        // Output pixel (x, y) of the cropped frame is pixel (x, y) of the w x h resize when it lies inside
-        // it (a frame smaller than one patch is enlarged instead).
-        return Image(width: cw, height: ch, channels: 1, pixels: (0..<(cw * ch)).map { i in
-            let (x, y) = (i % cw, i / cw)
-            let (sx, sy) = (cw > w ? x * w / cw : x, ch > h ? y * h / ch : y)
-            return gray.pixels[min(gray.height - 1, sy * gray.height / h) * gray.width + min(gray.width - 1, sx * gray.width / w)]
-        })
+        let whole = Self.resizedMask(mask, width: w, height: h)
+        // `prepare`'s crop: the top-left part of the resize, enlarged where the frame is smaller than a patch.
+        let (kw, kh) = (min(cw, w), min(ch, h))
+        let kept = Image(width: kw, height: kh, channels: 1, pixels: (0..<(kw * kh)).map { whole.pixels[($0 / kw) * w + $0 % kw] })
+        return Self.resizedMask(kept, width: cw, height: ch)
     }
 
     /// `mask` resized (nearest neighbour, gray) to `width`x`height`: what a command keeps of a mask for an
