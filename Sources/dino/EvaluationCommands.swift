@@ -115,8 +115,8 @@ func labelledDataset(_ argument: String, labelsFor purpose: String) throws -> an
     let dataset = try openData(argument)
     if dataset.classNames.isEmpty, let folder = dataset as? ImageFolder {
         // Some images in subfolders and some beside them: the loose ones have no class.
-        let loose = folder.relativePaths.filter { !$0.contains("/") }
-        if loose.count < folder.count {
+        let loose = folder.looseImages
+        if !loose.isEmpty {
             throw DinoError("\(argument) has \(loose.count) image(s) directly inside it (e.g. \(loose[0])) beside its class subfolders, and \(purpose) needs a class for every image: move them into a class subfolder or out of the folder")
         }
     }

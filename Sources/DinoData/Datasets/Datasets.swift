@@ -162,6 +162,13 @@ public struct ImageFolder: ImageDataset {
 
     public var count: Int { relativePaths.count }
     public func label(at index: Int) -> Int { labelValues[index] }
+
+    /// Images directly in the folder while others sit in subfolders (empty otherwise): with them the
+    /// first level names no class for every image, so the folder has none.
+    public var looseImages: [String] {
+        let loose = relativePaths.filter { !$0.contains("/") }
+        return loose.count < count ? loose : []
+    }
     public func name(at index: Int) -> String { relativePaths[index] }
 
     public init(path: String) throws {

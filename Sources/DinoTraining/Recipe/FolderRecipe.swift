@@ -66,11 +66,10 @@ public struct FolderSurvey: Sendable, Equatable {
         let mean = sum.map { $0 / pixels }
         let std = zip(squares, mean).map { max(($0 / pixels - $1 * $1).squareRoot(), 1e-3) }
         let gray = colored == 0
-        let loose = folder.relativePaths.filter { !$0.contains("/") }.count
         return FolderSurvey(path: path, imageCount: n, classCount: folder.classNames.count, sampled: shortSides.count + unreadable,
                             unreadable: unreadable, medianShortSide: shortSides.sorted()[shortSides.count / 2], grayscale: gray,
                             mean: gray ? [mean.reduce(0, +) / 3] : mean, std: gray ? [std.reduce(0, +) / 3] : std,
-                            otherFormatsNote: folder.otherFormatsNote, looseImages: loose < n ? loose : 0)
+                            otherFormatsNote: folder.otherFormatsNote, looseImages: folder.looseImages.count)
     }
 }
 
