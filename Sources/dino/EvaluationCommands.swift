@@ -390,20 +390,3 @@ struct Attention: ParsableCommand {
         }
     }
 }
-
-/// The `--mask` files, each decoded to gray and kept at the size its image was kept at (`loadImages`), so
-/// that masks for camera photos take what their photos take. A mask of another shape than its image is
-/// refused: masks pair with images by order, and a stretched mask would measure the wrong patches.
-func loadMasks(_ paths: [String], for inputs: [(String, DinoData.Image)], images: [String]) throws -> [DinoData.Image?] {
-    try ImageCodec.decodeAll(paths.map { URL(fileURLWithPath: $0) }, channels: 1) { index, mask in
-        let image = inputs[index].1
-        // Aspect ratios compared within 2% (the image may have been reduced, rounding its sides).
-        let ratio = (Double(mask.width) / Double(mask.height)) / (Double(image.width) / Double(image.height))
-        guard abs(log(ratio)) <= 0.02 else {
-            throw DinoError(String(format: "--mask %@ is %dx%d px (width/height %.2f), not the shape of its image %@ (%.2f): masks pair with --image files in order; give each image's mask, of its shape",
-                                   paths[index], mask.width, mask.height, Double(mask.width) / Double(mask.height), images[index],
-                                   Double(image.width) / Double(image.height)))
-        }
-        return AttentionExporter.resizedMask(mask, width: image.width, height: image.height)
-    }
-}
